@@ -1,0 +1,3 @@
+"""STCNN training pipeline and data lake."""
+
+__version__ = "0.1.0"

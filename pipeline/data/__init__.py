@@ -1,0 +1,1 @@
+"""Data lake: official-layout readers, synthetic datasets, shards, catalog and loaders."""
