@@ -444,3 +444,29 @@ def test_source_error_pickles():
     err = SourceError("x/y.png", "broken", "fix it", "bad_mask")
     back = pickle.loads(pickle.dumps(err))
     assert str(back) == str(err) and back.reason == "bad_mask"
+
+
+# -- every reader over the synthetic writer's output --------------------------------------------
+def test_readers_over_synthetic_datasets(tmp_path):
+    synthetic = pytest.importorskip("pipeline.data.synthetic")
+    spec = synthetic.SyntheticSpec(size=(64, 48), n_sequences=2, n_frames=5, n_images=3,
+                                   test_dev_sequences=1)
+    roots = dict(synthetic.write_all(tmp_path, spec))
+    assert set(roots) == set(SOURCES)
+    if (roots["davis2017"] / "ImageSets" / "2016").is_dir():
+        roots["davis2016 (2017 package)"] = roots["davis2017"]
+    for label, root in roots.items():
+        src = get_source(label.split()[0], root)
+        assert src.splits(), label
+        for split in src.splits():
+            if src.kind == "clip":
+                seqs = src.sequences(split)
+                assert seqs and [s.name for s in seqs] == sorted(s.name for s in seqs)
+                for s in seqs:
+                    assert [f.index for f in s.frames] == list(range(len(s.frames)))
+                    assert (s.mask_format is None) == (label == "ilsvrc_vid")
+                    assert src.validate_sequence(s, decode=True), (label, s.name)
+            else:
+                items = src.images(split)
+                assert items and all(src.validate_image(i, decode=True) for i in items)
+        assert src.skips.total == 0, (label, src.skips.as_dict())

@@ -216,7 +216,7 @@ class Source(abc.ABC):
 
     # -- listing helpers shared by the readers --------------------------------------------------
     def read_split_list(self, split: str, path: Path) -> list[str]:
-        """The non-blank, stripped lines of a split list file (which must exist and be non-empty)."""
+        """The stripped non-blank lines of a split list file; it must exist and be non-empty."""
         if not path.is_file():
             try:
                 present = ", ".join(self.splits()) or "none"

@@ -54,7 +54,7 @@ class _Davis(Source):
             mask = png if png.is_file() else None
             must = require_masks or n == files[0][0]  # 2017: the first frame is always annotated
             if mask is None and must:
-                self.fail(SourceError(png, f"mask of frame {img.name} of {name!r} is missing",
+                self.fail(SourceError(png, f"mask of frame {img.name} of {name!r} does not exist",
                                       f"restore it from the official release, {SKIP_HINT}",
                                       MISSING_MASK))
                 if not require_masks:
@@ -86,54 +86,54 @@ class Davis2016(_Davis):
         return self._sequences_from_pairs(split)
 
     def _sequences_from_pairs(self, split: str) -> list[Sequence]:
-        """The 2016 release: lines '/JPEGImages/480p/<seq>/00000.jpg /Annotations/480p/<seq>/00000.png '."""
+        """The 2016 release: lines "/JPEGImages/480p/<seq>/<n>.jpg /Annotations/480p/<seq>/<n>.png".
+        A missing mask leaves its frame unannotated; a missing or badly named frame leaves the
+        whole sequence out (its neighbours would get the wrong temporal distance)."""
         list_file = self.root / "ImageSets" / RES / f"{split}.txt"
         rows: dict[str, list[tuple[int, str, Path, Path | None]]] = {}
         broken: set[str] = set()
         for lineno, line in enumerate(self.read_split_list(split, list_file), 1):
-            parts = line.split()
-            img_rel = Path(parts[0].lstrip("/")) if parts else Path()
-            if len(parts) != 2 or img_rel.parts[:2] != ("JPEGImages", RES) or len(img_rel.parts) != 4:
-                self.fail(SourceError(list_file, f"line {lineno} is not '/JPEGImages/{RES}/<seq>/"
-                                                 f"<frame>.jpg /Annotations/{RES}/<seq>/<frame>"
-                                                 f".png': {line!r}",
-                                      "restore the list file from the official release",
-                                      BAD_LIST))
+            where = f"(listed in {list_file.name} line {lineno})"
+            parsed = self._parse_pair(list_file, lineno, line)
+            if parsed is None or parsed[0] in broken:
                 continue
-            name = img_rel.parts[2]
-            img, png = self.root / img_rel, self.root / parts[1].lstrip("/")
-            if name in broken:
-                continue
+            name, img, png = parsed
             if name not in rows and not self.check_name(name, img.parent):
                 broken.add(name)
                 continue
             try:
                 n = frame_number(img)
+                if not img.is_file():
+                    raise SourceError(img, f"frame {img.name} of {name!r} {where} does not exist",
+                                      f"restore it from the official release, {SKIP_HINT} (the "
+                                      "whole sequence is then left out)", MISSING_IMAGE)
             except SourceError as err:
                 self.fail(err)
                 broken.add(name)
                 continue
-            if not img.is_file():  # a hole in the sequence: leave the whole sequence out
-                self.fail(SourceError(img, f"frame {img.name} of {name!r} (listed in "
-                                           f"{list_file.name} line {lineno}) does not exist",
-                                      f"restore it from the official release, {SKIP_HINT} "
-                                      "(the whole sequence is then left out)", MISSING_IMAGE))
-                broken.add(name)
-                continue
             mask = png if png.is_file() else None
-            if mask is None:  # the frame stays (temporal order intact), unannotated
-                self.fail(SourceError(png, f"mask of frame {img.name} of {name!r} (listed in "
-                                           f"{list_file.name} line {lineno}) does not exist",
+            if mask is None:
+                self.fail(SourceError(png, f"mask of frame {img.name} of {name!r} {where} does "
+                                           "not exist",
                                       f"restore it from the official release, {SKIP_HINT}",
                                       MISSING_MASK))
             rows.setdefault(name, []).append((n, img.stem, img, mask))
-        out = []
-        for name in sorted(set(rows) - broken):
-            seq = self.build_sequence(split, name, self.root / "JPEGImages" / RES / name,
-                                      rows[name], self.mask_format)
-            if seq is not None:
-                out.append(seq)
-        return out
+        seqs = (self.build_sequence(split, name, self.root / "JPEGImages" / RES / name,
+                                    rows[name], self.mask_format)
+                for name in sorted(set(rows) - broken))
+        return [s for s in seqs if s is not None]
+
+    def _parse_pair(self, list_file: Path, lineno: int,
+                    line: str) -> tuple[str, Path, Path] | None:
+        parts = line.split()
+        img_rel = Path(parts[0].lstrip("/")) if parts else Path()
+        if len(parts) != 2 or img_rel.parts[:2] != ("JPEGImages", RES) or len(img_rel.parts) != 4:
+            self.fail(SourceError(list_file, f"line {lineno} is not '/JPEGImages/{RES}/<seq>/"
+                                             f"<frame>.jpg /Annotations/{RES}/<seq>/<frame>.png'"
+                                             f": {line!r}",
+                                  "restore the list file from the official release", BAD_LIST))
+            return None
+        return img_rel.parts[2], self.root / img_rel, self.root / parts[1].lstrip("/")
 
 
 class Davis2017(_Davis):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .base import BAD_LIST, SKIP_HINT, Sequence, Source, SourceError
+from .base import BAD_LIST, Sequence, Source, SourceError
 
 log = logging.getLogger(__name__)
 
