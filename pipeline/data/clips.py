@@ -28,7 +28,7 @@ class SampleSpec:
     frame_index: int | None  # t
     mask: Path | None
     mask_format: MaskFormat | None
-    est_bytes: int  # source bytes of its members (for shard rotation), from the file sizes
+    est_bytes: int  # its size in a tar (for shard rotation), from the file sizes + overheads
 
     @property
     def is_clip(self) -> bool:
@@ -38,6 +38,11 @@ class SampleSpec:
 def clip_indices(t: int, delta: int) -> list[int]:
     """Frame positions of the clip ending at t: t-delta .. t, clamped to the first frame."""
     return [max(t - delta + i, 0) for i in range(delta + 1)]
+
+
+# Per member: a 512-byte tar header plus padding; per sample: the json record (~300 bytes).
+MEMBER_OVERHEAD = 1024
+SAMPLE_OVERHEAD = 512
 
 
 def _size(path: Path | None) -> int:
@@ -64,7 +69,8 @@ def plan_clips(sequences: list[Sequence], delta: int, clip_stride: int) -> list[
                 frame_index=frame.index,
                 mask=frame.mask,
                 mask_format=seq.mask_format,
-                est_bytes=sum(_size(p) for p in images) + _size(frame.mask),
+                est_bytes=(sum(_size(p) for p in images) + _size(frame.mask) + SAMPLE_OVERHEAD
+                           + MEMBER_OVERHEAD * (len(images) + 2)),
             ))
     return specs
 
@@ -72,7 +78,8 @@ def plan_clips(sequences: list[Sequence], delta: int, clip_stride: int) -> list[
 def plan_images(items: list[ImageItem]) -> list[SampleSpec]:
     return [SampleSpec(key=it.image_id, sequence=it.image_id, images=(it.image,), frame_ids=None,
                        frame_index=None, mask=it.mask, mask_format=it.mask_format,
-                       est_bytes=_size(it.image) + _size(it.mask))
+                       est_bytes=_size(it.image) + _size(it.mask) + SAMPLE_OVERHEAD
+                       + 3 * MEMBER_OVERHEAD)
             for it in items]
 
 
@@ -86,6 +93,11 @@ def source_bytes(specs: list[SampleSpec]) -> int:
                 seen.add(p)
                 total += _size(p)
     return total
+
+
+def payload_bytes(specs: list[SampleSpec]) -> int:
+    """Source bytes the plan stores, repeats included (the numerator of amplification)."""
+    return sum(sum(_size(p) for p in s.images) + _size(s.mask) for s in specs)
 
 
 def split_into_shards(specs: list[SampleSpec], max_count: int, max_bytes: int) -> list[list[SampleSpec]]:

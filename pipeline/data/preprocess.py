@@ -19,7 +19,7 @@ from typing import Literal
 
 from ..atomic import atomic_write_text
 from .catalog import MANIFEST, finished, write_catalog
-from .clips import plan_clips, plan_images, source_bytes, split_into_shards
+from .clips import payload_bytes, plan_clips, plan_images, source_bytes, split_into_shards
 from .shards import plan_digest, shard_name, write_shard
 from .sources import SOURCES, get_source
 from .sources.base import Source, SourceError
@@ -98,7 +98,7 @@ def preprocess_split(cfg: PreprocessConfig, source: Source, split: str,
     set_dir = Path(cfg.out) / source.name / split
     set_dir.mkdir(parents=True, exist_ok=True)
     src_bytes = source_bytes(specs)
-    planned = sum(s.est_bytes for s in specs)
+    planned = payload_bytes(specs)
     manifest = {
         "dataset": source.name, "split": split, "kind": source.kind, "settings": settings,
         "n_shards": len(shards), "n_samples_planned": len(specs),

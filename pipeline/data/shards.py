@@ -213,7 +213,7 @@ def write_shard(out_dir: Path, index: int, specs: list[SampleSpec], source: Sour
                 try:
                     members, row = build_sample(spec, cache, dataset, split)
                 except SourceError as err:
-                    source.fail(err, "bad sample")
+                    source.fail(err)
                     continue
                 for name, data in members:
                     tar.addfile(_tarinfo(f"{spec.key}.{name}", len(data)), io.BytesIO(data))

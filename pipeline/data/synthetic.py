@@ -134,20 +134,21 @@ def _frame_counts(n_frames: int, n: int) -> list[int]:
 # Procedural textures
 # ------------------------------------------------------------------------------------------------
 def _smooth_upsample(grid: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Separable smoothstep interpolation of a (gh, gw, C) grid to (out_h, out_w, C)."""
-    gh, gw = grid.shape[:2]
-
+    """Separable uniform cubic B-spline interpolation of a (gh, gw, C) grid to (out_h, out_w, C):
+    smooth (no visible cell structure), vectorised."""
     def axis(n_in: int, n_out: int):
         pos = np.linspace(0.0, n_in - 1.0, n_out, dtype=np.float64)
         i0 = np.minimum(np.floor(pos).astype(np.int64), n_in - 2)
         f = pos - i0
-        f = (f * f * (3.0 - 2.0 * f)).astype(np.float32)
-        return i0, f
+        w = np.stack([(1 - f) ** 3, 3 * f ** 3 - 6 * f ** 2 + 4, -3 * f ** 3 + 3 * f ** 2 + 3 * f + 1,
+                      f ** 3]) / 6.0
+        return i0, w.astype(np.float32)  # taps i0-1 .. i0+2 of the edge-padded grid
 
-    y0, fy = axis(gh, out_h)
-    x0, fx = axis(gw, out_w)
-    rows = grid[y0] * (1.0 - fy)[:, None, None] + grid[y0 + 1] * fy[:, None, None]
-    return rows[:, x0] * (1.0 - fx)[None, :, None] + rows[:, x0 + 1] * fx[None, :, None]
+    g = np.pad(grid, ((1, 2), (1, 2), (0, 0)), mode="edge")
+    y0, wy = axis(grid.shape[0], out_h)
+    x0, wx = axis(grid.shape[1], out_w)
+    rows = sum(g[y0 + k] * wy[k][:, None, None] for k in range(4))
+    return sum(rows[:, x0 + k] * wx[k][None, :, None] for k in range(4))
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
@@ -167,11 +168,13 @@ def _background(rng: np.random.Generator, height: int, width: int, m: int) -> np
     cols = np.stack([_hsv_to_rgb((hue + rng.normal(0, 0.08)) % 1.0, rng.uniform(0.1, 0.45),
                                  rng.uniform(0.3, 0.85)) for _ in range(gh * gw)])
     img = _smooth_upsample(cols.reshape(gh, gw, 3), height, width)
-    # finer luminance detail
-    cell = max(3.0, m / rng.uniform(6.0, 14.0))
-    fh, fw = int(height / cell) + 2, int(width / cell) + 2
-    detail = _smooth_upsample(rng.random((fh, fw, 1), dtype=np.float32), height, width)
-    img = img * (0.8 + 0.4 * detail)
+    # finer luminance detail, two octaves
+    for cells, amp in ((rng.uniform(5.0, 10.0), 0.14), (rng.uniform(18.0, 30.0), 0.07)):
+        cell = max(2.0, m / cells)
+        fh, fw = int(height / cell) + 2, int(width / cell) + 2
+        detail = _smooth_upsample(rng.random((fh, fw, 1), dtype=np.float32), height, width)
+        detail = (detail - detail.mean()) / (float(detail.std()) + 1e-6)
+        img = img * (1.0 + amp * detail)
     # a structured pattern: stripes or a gradient
     yy = np.arange(height, dtype=np.float32)[:, None] / m
     xx = np.arange(width, dtype=np.float32)[None, :] / m
@@ -233,12 +236,11 @@ def _jitter_look(rng: np.random.Generator, look: _Look) -> _Look:
     def jc(c):
         return np.clip(c * rng.uniform(0.85, 1.15) + rng.normal(0, 0.03, 3), 0, 1).astype(np.float32)
 
+    harmonics = look.harmonics.copy()
+    harmonics[:, 2] = rng.uniform(0, 2 * math.pi, len(harmonics))
     return dataclasses.replace(look, aspect=look.aspect * float(np.exp(rng.uniform(-0.15, 0.15))),
-                               c1=jc(look.c1), c2=jc(look.c2),
-                               pattern_angle=float(rng.uniform(0, math.pi)),
-                               harmonics=look.harmonics * np.array([1.0, 1.0, 0.0])
-                               + np.stack([np.zeros(3), np.zeros(3),
-                                           rng.uniform(0, 2 * math.pi, 3)], axis=1))
+                               c1=jc(look.c1), c2=jc(look.c2), harmonics=harmonics,
+                               pattern_angle=float(rng.uniform(0, math.pi)))
 
 
 @dataclasses.dataclass
@@ -267,9 +269,10 @@ class _Object:
     def extent(self) -> float:
         """An upper bound of the distance from the centre to the outline, px."""
         s = 1.0 + self.scale_amp
-        a = math.sqrt(self.look.aspect * (1.0 + self.aspect_amp))
+        a_hi = math.sqrt(self.look.aspect * (1.0 + self.aspect_amp))
+        a_lo = math.sqrt(self.look.aspect * (1.0 - self.aspect_amp))
         bound = 1.0 + float(self.look.harmonics[:, 1].sum()) if self.look.shape == "blob" else 1.0
-        return self.radius * s * max(a, 1.0 / a) * bound
+        return self.radius * s * max(a_hi, 1.0 / a_lo) * bound
 
     def world(self, t: float) -> np.ndarray:
         return self.q0 + self.amp * np.sin(2 * math.pi * t / self.period + self.phase)
@@ -285,8 +288,8 @@ class _Object:
         if lk.shape == "polygon":
             n = lk.sides
             seg = 2 * math.pi / n
-            poly = math.cos(math.pi / n) / np.cos(np.mod(th, seg) - math.pi / n)
-            return (0.75 * poly + 0.25 * math.cos(math.pi / n)) / math.cos(math.pi / n) * 0.9
+            poly = math.cos(math.pi / n) / np.cos(np.mod(th, seg) - math.pi / n)  # 1 at vertices
+            return 0.8 * poly + 0.2  # softened towards a circle, still <= 1
         return np.ones_like(th)
 
     def texture(self, u: np.ndarray, v: np.ndarray, rn: np.ndarray) -> np.ndarray:
@@ -343,19 +346,21 @@ class Scene:
     def camera_motion(self) -> float:
         return float(np.abs(self.cam - self.cam[0]).max()) if len(self.cam) else 0.0
 
+    def _world(self, i: int, t: int) -> np.ndarray:
+        ob = self.objects[i]
+        if ob.follows < 0:
+            return ob.world(t)
+        # passes across the object it follows (in front of or behind it, by paint order)
+        if self.n_frames < 3:
+            rel = ob.cross_dir * ob.cross_dist * 0.6
+        else:
+            rel = ob.cross_dir * ob.cross_dist * math.tanh((t - ob.cross_t) / ob.cross_h)
+        return self._world(ob.follows, t) + rel + ob.cross_side
+
     def pose(self, i: int, t: int) -> tuple[np.ndarray, float, float, float]:
         """Image-space centre, semi-axes (sx, sy) and rotation of object i at frame t."""
         ob = self.objects[i]
-        if ob.follows >= 0:
-            lead = self.objects[ob.follows]
-            if self.n_frames < 3:
-                rel = ob.cross_dir * ob.cross_dist * 0.6
-            else:
-                rel = ob.cross_dir * ob.cross_dist * math.tanh((t - ob.cross_t) / ob.cross_h)
-            w = lead.world(t) + rel + ob.cross_side
-        else:
-            w = ob.world(t)
-        centre = w - (self.cam[t] - self.cam[0])
+        centre = self._world(i, t) - (self.cam[t] - self.cam[0])  # the camera pans everything
         s = ob.radius * (1.0 + ob.scale_amp * math.sin(2 * math.pi * t / ob.scale_period
                                                         + ob.scale_phase))
         a = math.sqrt(ob.look.aspect * (1.0 + ob.aspect_amp * math.sin(
@@ -370,7 +375,7 @@ class Scene:
         full = [] if amodal else None
         for i, ob in enumerate(self.objects):
             (cx, cy), sx, sy, rot = self.pose(i, t)
-            ext = ob.extent() * (1.0 + ob.scale_amp) + 1.0
+            ext = ob.extent() + 1.0
             x0, x1 = max(0, int(math.floor(cx - ext))), min(w, int(math.ceil(cx + ext)) + 1)
             y0, y1 = max(0, int(math.floor(cy - ext))), min(h, int(math.ceil(cy + ext)) + 1)
             if full is not None:
@@ -464,8 +469,6 @@ def _make_scene(rng: np.random.Generator, size: tuple[int, int], n_frames: int, 
                     ob.follows = remap[ob.follows]
         objs = [objects[k] for k in order]
         labs = [labels[k] for k in order]
-        # a follower must be painted after (in front of) or before its leader consistently: the
-        # pose of a follower only reads its leader's world path, so any order is fine.
         scene = Scene(size, n_frames, background, pad, cam, objs, labs)
         r0 = scene.render(0, amodal=True)
         ok = True
@@ -528,17 +531,21 @@ def _write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="ascii", newline="\n")
 
 
+_EXTRA = ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
 def _davis_names(rng: np.random.Generator, n: int) -> list[str]:
+    """n distinct DAVIS-style names ("bear", "car-shadow", ...), in a seed-dependent order."""
     pool = list(_NOUNS) + [f"{a}-{b}" for a in _NOUNS for b in _MODIFIERS]
-    order = rng.permutation(len(pool))
-    names = [pool[k] for k in order[:n]]
-    k = 2
-    while len(names) < n:  # more than the pool: repeat it with a suffix word
-        extra = ("two", "three", "four", "five", "six", "seven", "eight", "nine")
-        suffix = extra[(k - 2) % len(extra)] + ("" if k - 2 < len(extra) else f"x{k}")
-        names += [f"{pool[j]}-{suffix}" for j in order][: n - len(names)]
-        k += 1
-    return names
+    pool = [pool[k] for k in rng.permutation(len(pool))]
+    names = list(pool)
+    for word in _EXTRA:  # past the pool: the pool again with a suffix word
+        if len(names) >= n:
+            break
+        names += [f"{p}-{word}" for p in pool]
+    if len(names) < n:
+        raise ValueError(f"at most {len(names)} synthetic DAVIS sequences, asked for {n}")
+    return names[:n]
 
 
 def _void_band(ids: np.ndarray, radius: int) -> np.ndarray:
@@ -739,14 +746,11 @@ def _write_davis2017(root: Path, spec: SyntheticSpec) -> dict:
             if kw["single"] and split in ("train", "val"):
                 lists.setdefault(f"2016/{split}", []).append(seq)
     for split, seqs in lists.items():
-        if split.startswith("2016/"):
-            _write_lines(root / "ImageSets" / "2016" / f"{split[5:]}.txt", sorted(seqs))
-        else:
+        if not split.startswith("2016/"):
             _write_lines(root / "ImageSets" / "2017" / f"{split}.txt", sorted(seqs))
-    for split in ("train", "val"):  # the 2016 lists exist even when empty
-        p = root / "ImageSets" / "2016" / f"{split}.txt"
-        if not p.exists() or f"2016/{split}" not in lists:
-            _write_lines(p, sorted(lists.get(f"2016/{split}", [])))
+    for split in ("train", "val"):  # the DAVIS-2016 subset (single-object sequences)
+        _write_lines(root / "ImageSets" / "2016" / f"{split}.txt",
+                     sorted(lists.get(f"2016/{split}", [])))
     n_seq = sum(len(v) for k, v in lists.items() if not k.startswith("2016/"))
     return {"sequences": n_seq, "frames": n_frames, "masks": n_masks}
 
