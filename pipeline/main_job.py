@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -99,6 +100,7 @@ def run_main(cfg: MainConfig) -> dict:
     sd = cfg.sample_data
     spec = SyntheticSpec(size=tuple(sd.size), n_sequences=sd.sequences, n_frames=sd.frames,
                          n_images=sd.images, seed=sd.seed)
+    shutil.rmtree(sources, ignore_errors=True)  # generated here: rewrite from scratch
     roots = {name: write_dataset(name, sources / name, spec) for name in cfg.datasets}
     for name, root in roots.items():
         print(f"{name}: {root}")

@@ -67,7 +67,11 @@ import numpy as np
 import torch
 import webdataset as wds
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg
+
+try:  # deprecated in torchvision 0.29 (in favour of torchcodec) but still the fastest here
+    from torchvision.io import ImageReadMode, decode_jpeg
+except ImportError:  # pragma: no cover - a torchvision without image decoding: PIL only
+    decode_jpeg = None
 
 from .augment import AugmentConfig, augment_clip, resolve_augment, to_float
 
@@ -374,11 +378,15 @@ def _decode_jpeg(data: bytes) -> torch.Tensor:
     than PIL here); PIL is tried when it refuses a file, and a failure of both raises."""
     if not data:
         raise _Corrupt("empty JPEG member")
-    try:
-        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                           mode=ImageReadMode.RGB)
-    except RuntimeError as exn:
-        first = str(exn).splitlines()[0][-100:]
+    first = "torchvision decoder unavailable"
+    if decode_jpeg is not None:
+        try:
+            with warnings.catch_warnings():  # its per-call deprecation notice
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                                   mode=ImageReadMode.RGB)
+        except RuntimeError as exn:
+            first = str(exn).splitlines()[0][-100:]
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.format != "JPEG":

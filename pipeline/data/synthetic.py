@@ -35,7 +35,8 @@ from PIL import Image
 DATASETS = ("davis2016", "davis2017", "msra10k", "voc2012", "ilsvrc_vid", "youtube_objects")
 PRESETS = {"tiny": (128, 72), "full": (854, 480)}  # (width, height)
 
-YTO_CLASSES = ("aeroplane", "bird", "boat", "car", "cat", "cow", "dog", "horse", "motorbike", "train")
+YTO_CLASSES = ("aeroplane", "bird", "boat", "car", "cat", "cow", "dog", "horse", "motorbike",
+               "train")
 
 # ImageNet VID's 30 classes (WordNet ids, in the order of ImageSets/VID/train_<k>.txt, k = 1..30).
 VID_WNIDS = (
@@ -140,8 +141,8 @@ def _smooth_upsample(grid: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
         pos = np.linspace(0.0, n_in - 1.0, n_out, dtype=np.float64)
         i0 = np.minimum(np.floor(pos).astype(np.int64), n_in - 2)
         f = pos - i0
-        w = np.stack([(1 - f) ** 3, 3 * f ** 3 - 6 * f ** 2 + 4, -3 * f ** 3 + 3 * f ** 2 + 3 * f + 1,
-                      f ** 3]) / 6.0
+        w = np.stack([(1 - f) ** 3, 3 * f ** 3 - 6 * f ** 2 + 4,
+                      -3 * f ** 3 + 3 * f ** 2 + 3 * f + 1, f ** 3]) / 6.0
         return i0, w.astype(np.float32)  # taps i0-1 .. i0+2 of the edge-padded grid
 
     g = np.pad(grid, ((1, 2), (1, 2), (0, 0)), mode="edge")
@@ -234,7 +235,8 @@ def _random_look(rng: np.random.Generator) -> _Look:
 def _jitter_look(rng: np.random.Generator, look: _Look) -> _Look:
     """An instance of a class look: same shape family and palette, slightly varied."""
     def jc(c):
-        return np.clip(c * rng.uniform(0.85, 1.15) + rng.normal(0, 0.03, 3), 0, 1).astype(np.float32)
+        c = c * rng.uniform(0.85, 1.15) + rng.normal(0, 0.03, 3)
+        return np.clip(c, 0, 1).astype(np.float32)
 
     harmonics = look.harmonics.copy()
     harmonics[:, 2] = rng.uniform(0, 2 * math.pi, len(harmonics))
@@ -298,7 +300,8 @@ class _Object:
             p = 0.5 + 0.5 * np.sin(2 * math.pi * lk.freq * (u * math.cos(lk.pattern_angle)
                                                              + v * math.sin(lk.pattern_angle)))
         elif lk.pattern == "checker":
-            p = 0.5 + 0.5 * np.tanh(3 * np.sin(math.pi * lk.freq * u) * np.sin(math.pi * lk.freq * v))
+            q = np.sin(math.pi * lk.freq * u) * np.sin(math.pi * lk.freq * v)
+            p = 0.5 + 0.5 * np.tanh(3 * q)
         elif lk.pattern == "rings":
             p = 0.5 + 0.5 * np.sin(2 * math.pi * lk.freq * np.hypot(u, v))
         else:  # spots: bilinear lookup of a small random grid in object coordinates
@@ -404,7 +407,8 @@ class Scene:
 
 
 def _make_scene(rng: np.random.Generator, size: tuple[int, int], n_frames: int, labels: list[int],
-                *, radius: tuple[float, float] = (0.14, 0.26), centre: tuple[float, float] = (0.3, 0.7),
+                *, radius: tuple[float, float] = (0.14, 0.26),
+                centre: tuple[float, float] = (0.3, 0.7),
                 distractor_scale: float = 1.0, cross: bool = True, camera: float = 1.0,
                 looks: list[_Look | None] | None = None, behind: list[int] | None = None,
                 min_visible: float = 0.3) -> Scene:
@@ -452,7 +456,8 @@ def _make_scene(rng: np.random.Generator, size: tuple[int, int], n_frames: int, 
                 lead = int(rng.integers(0, i))
                 ob, ld = objects[i], objects[lead]
                 ob.radius = min(ob.radius, 0.8 * ld.radius)
-                ang = rng.uniform(-math.pi / 6, math.pi / 6) + (math.pi if rng.random() < 0.5 else 0)
+                ang = rng.uniform(-math.pi / 6, math.pi / 6)  # mostly horizontal passes
+                ang += math.pi if rng.random() < 0.5 else 0.0
                 ob.follows = lead
                 ob.cross_dir = np.array([math.cos(ang), math.sin(ang)])
                 ob.cross_dist = 1.05 * (ob.extent() + ld.extent())
@@ -848,8 +853,8 @@ def _write_ilsvrc_vid(root: Path, spec: SyntheticSpec) -> dict:
                 if vis.any():
                     ys, xs = np.nonzero(vis)
                     occ = int(bool((r.amodal[prim] & ~vis).any()))
-                    boxes.append((0, VID_WNIDS[kw["cls"]],
-                                  (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())), occ))
+                    box = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+                    boxes.append((0, VID_WNIDS[kw["cls"]], box, occ))
                 xml = root / "Annotations" / "VID" / split / seq / f"{stem}.xml"
                 xml.parent.mkdir(parents=True, exist_ok=True)
                 xml.write_text(_vid_xml(seq, stem, spec.size, boxes), encoding="ascii")

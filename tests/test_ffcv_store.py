@@ -1,0 +1,358 @@
+"""FFCV store (pipeline/data/ffcv_store.py): shards -> .beton -> FFCV loader, checked pixel by
+pixel against decoding the shard members directly with PIL (and against the WebDataset loader
+when it is there)."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.ffcv
+
+try:
+    import ffcv  # noqa: F401
+    HAVE_FFCV, FFCV_ERROR = True, ""
+except Exception as e:  # pragma: no cover - depends on the environment
+    HAVE_FFCV, FFCV_ERROR = False, f"{type(e).__name__}: {e}"
+
+from pipeline.data import ffcv_store as fs  # noqa: E402  (imports without ffcv)
+
+needs_ffcv = pytest.mark.skipif(not HAVE_FFCV, reason=f"ffcv is not importable ({FFCV_ERROR}); "
+                                                      f"{fs.INSTALL_HINT}")
+
+
+# ------------------------------------------------------------------------------------------------
+# A small, contract-conformant image-sample lake written with tarfile + PIL
+
+
+def _jpeg(rng: np.random.Generator, h: int, w: int) -> bytes:
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([(xx * 255 // max(w - 1, 1)), (yy * 255 // max(h - 1, 1)),
+                    ((xx + yy) * 7) % 256], axis=2).astype(np.int16)
+    img = np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _png(arr: np.ndarray, palette: bool) -> bytes:
+    im = Image.fromarray(arr.astype(np.uint8), mode="L")
+    if palette:
+        im = im.convert("P")  # keeps the values as indices
+        pal = np.zeros((256, 3), np.uint8)
+        pal[1], pal[2], pal[255] = (128, 0, 0), (0, 128, 0), (224, 224, 192)
+        im.putpalette(pal.reshape(-1).tolist())
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _msra_mask(rng, h, w) -> np.ndarray:
+    m = np.zeros((h, w), np.uint8)
+    m[h // 4: 3 * h // 4, w // 5: 4 * w // 5] = 255
+    m[rng.integers(0, h, 5), rng.integers(0, w, 5)] = 128  # anti-aliased edge: still foreground
+    return m
+
+
+def _voc_mask(rng, h, w) -> np.ndarray:
+    m = np.zeros((h, w), np.uint8)
+    m[2: h // 2, 2: w // 2] = 1
+    m[h // 2: h - 2, w // 2: w - 2] = 2
+    m[h // 2, :] = 255  # void boundary
+    m[:, w // 2] = 255
+    return m
+
+
+def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    ti = tarfile.TarInfo(name)
+    ti.size = len(data)
+    ti.mtime = 0
+    tf.addfile(ti, io.BytesIO(data))
+
+
+def write_shard(folder: Path, index: int, samples: list[dict], *, finished: bool = True,
+                extra: dict[str, bytes] | None = None) -> Path:
+    """samples: dicts with key, jpg, png, meta. Writes NNNNN.tar (+ _stats.json if finished)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tar = folder / f"{index:05d}.tar"
+    with tarfile.open(tar, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for s in samples:
+            _add(tf, f"{s['key']}.jpg", s["jpg"])
+            _add(tf, f"{s['key']}.mask.png", s["png"])
+            _add(tf, f"{s['key']}.json", json.dumps(s["meta"]).encode())
+        for name, data in (extra or {}).items():
+            _add(tf, name, data)
+    if finished:
+        (folder / f"{index:05d}_stats.json").write_text(json.dumps(
+            {"count": len(samples), "bytes": tar.stat().st_size, "failures": 0, "seconds": 0.0}))
+    return tar
+
+
+def make_samples(dataset: str, split: str, sizes, seed: int, prefix: str) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for n, (h, w) in enumerate(sizes):
+        key = f"{prefix}{n:03d}"
+        if dataset == "msra10k":
+            mask, fmt, objects = _msra_mask(rng, h, w), "binary", [1]
+            png = _png(mask, palette=False)
+        else:
+            mask, fmt, objects = _voc_mask(rng, h, w), "voc", [1, 2]
+            png = _png(mask, palette=True)
+        out.append({"key": key, "jpg": _jpeg(rng, h, w), "png": png,
+                    "meta": {"dataset": dataset, "split": split, "sequence": key, "height": h,
+                             "width": w, "objects": objects, "mask_format": fmt}})
+    return out
+
+
+def expected(sample: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the members directly with PIL, independently of the module under test."""
+    image = np.array(Image.open(io.BytesIO(sample["jpg"])).convert("RGB"))
+    with Image.open(io.BytesIO(sample["png"])) as im:
+        assert im.mode in ("L", "P")
+        values = np.array(im)
+    if sample["meta"]["mask_format"] == "binary":
+        values = (values > 0).astype(np.uint8)
+    return image, values
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lake")
+    msra = root / "msra10k" / "train"
+    voc = root / "voc2012" / "train"
+    a = make_samples("msra10k", "train", [(23, 37), (40, 40), (48, 64)], 1, "msra_a")
+    b = make_samples("msra10k", "train", [(57, 31), (20, 20)], 2, "msra_b")
+    c = make_samples("msra10k", "train", [(30, 30)], 3, "unfinished")
+    v = make_samples("voc2012", "train", [(45, 60), (33, 27), (64, 50), (21, 44)], 4, "2007_")
+    write_shard(msra, 0, a)
+    write_shard(msra, 1, b)
+    write_shard(msra, 2, c, finished=False)  # a tar without its stats file: must be ignored
+    write_shard(voc, 0, v)
+    by_key = {s["key"]: s for s in a + b + v}
+    return {"root": root, "dirs": [msra, voc], "samples": by_key, "unfinished": c}
+
+
+@pytest.fixture(scope="module")
+def beton(lake, tmp_path_factory):
+    out = tmp_path_factory.mktemp("store") / "static.beton"
+    summary = fs.write_beton(lake["dirs"], out, num_workers=2)
+    return out, summary
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+@needs_ffcv
+def test_raw_store_round_trips_exactly(lake, beton):
+    out, summary = beton
+    assert summary["samples"] == len(lake["samples"]) == 9
+    assert summary["failures"] == 0 and not summary["skipped"]
+    assert summary["datasets"] == {"msra10k/train": 5, "voc2012/train": 4}
+    assert out.is_file() and fs.sidecar_path(out).is_file()
+    assert not list(out.parent.glob(".*"))  # no temp files left
+
+    seen = []
+    for item in fs.iter_beton(out, batch_size=4):
+        src = lake["samples"][item["key"]]
+        image, mask = expected(src)
+        assert item["dataset"] == src["meta"]["dataset"]
+        assert item["image"].shape == image.shape and item["image"].dtype == np.uint8
+        np.testing.assert_array_equal(item["image"], image, err_msg=item["key"])
+        np.testing.assert_array_equal(item["mask"], mask, err_msg=item["key"])
+        seen.append(item["key"])
+    assert sorted(seen) == sorted(lake["samples"])  # the unfinished shard is not there
+    # ids survive: VOC keeps 1, 2 and the 255 void; MSRA's 0/128/255 became {0, 1}
+    voc = next(i for i in fs.iter_beton(out) if i["dataset"] == "voc2012")
+    assert set(np.unique(voc["mask"])) == {0, 1, 2, 255}
+
+
+@needs_ffcv
+def test_loader_resizes_masks_nearest(lake, beton):
+    import torch
+    import torch.nn.functional as F
+
+    out, _ = beton
+    doc = fs.load_sidecar(out)
+    size = (32, 48)
+    loader = fs.make_ffcv_loader(out, 4, size=size, num_workers=1, order="sequential")
+    seen = []
+    for image, mask, index in loader:
+        assert image.shape[1:] == (3, *size) and image.dtype == torch.uint8
+        assert mask.shape[1:] == size and mask.dtype == torch.uint8
+        assert index.dtype == torch.int64 and index.ndim == 1
+        for b, i in enumerate(index.tolist()):
+            src = lake["samples"][doc["samples"][i]["key"]]
+            img, m = expected(src)
+            want = F.interpolate(torch.from_numpy(m)[None, None].float(), size=size,
+                                 mode="nearest")[0, 0].to(torch.uint8)
+            assert torch.equal(mask[b], want), doc["samples"][i]["key"]
+            # the image is resized by FFCV/OpenCV (area): compare loosely with the original
+            small = F.interpolate(torch.from_numpy(img).permute(2, 0, 1)[None].float(),
+                                  size=size, mode="area")[0]
+            assert (image[b].float() - small).abs().mean() < 6
+            seen.append(i)
+    assert seen == list(range(len(doc["samples"])))
+
+
+@needs_ffcv
+def test_random_order_is_seeded_and_covers_all(beton):
+    out, _ = beton
+    loader = fs.make_ffcv_loader(out, 2, size=(16, 16), num_workers=2, order="random", seed=3,
+                                 drop_last=False)
+    epoch0 = [i for _, _, idx in loader for i in idx.tolist()]
+    epoch1 = [i for _, _, idx in loader for i in idx.tolist()]
+    assert sorted(epoch0) == sorted(epoch1) == list(range(9))
+    assert epoch0 != epoch1  # reshuffled each epoch
+    again = fs.make_ffcv_loader(out, 2, size=(16, 16), num_workers=1, order="random", seed=3,
+                                drop_last=False)
+    assert [i for _, _, idx in again for i in idx.tolist()] == epoch0
+    # a dataset filter and drop_last (the default for random order)
+    voc = fs.make_ffcv_loader(out, 3, size=(16, 16), num_workers=1, datasets=["voc2012"])
+    assert len(voc) == 1
+    doc = fs.load_sidecar(out)
+    for _, _, idx in voc:
+        assert all(doc["samples"][i]["dataset"] == "voc2012" for i in idx.tolist())
+
+
+@needs_ffcv
+def test_transform_step_flips_image_and_mask_together(beton):
+    import torch
+
+    out, _ = beton
+
+    def hflip(image, mask):
+        return image.flip(-1), mask.flip(-1)
+
+    plain = fs.make_ffcv_loader(out, 9, size=(20, 24), num_workers=1, order="sequential")
+    flipped = fs.make_ffcv_loader(out, 9, size=(20, 24), num_workers=1, order="sequential",
+                                  transform=hflip)
+    (i0, m0, _), = [(a.clone(), b.clone(), c.clone()) for a, b, c in plain]
+    (i1, m1, _), = list(flipped)
+    assert torch.equal(i1, i0.flip(-1)) and torch.equal(m1, m0.flip(-1))
+
+
+@needs_ffcv
+def test_jpg_mode_and_max_resolution(lake, tmp_path):
+    out = tmp_path / "jpg.beton"
+    summary = fs.write_beton(lake["dirs"], out, image_mode="jpg", jpeg_quality=95,
+                             max_resolution=40)
+    assert summary["samples"] == 9 and summary["image_mode"] == "jpg"
+    n = 0
+    for item in fs.iter_beton(out):
+        image, mask = expected(lake["samples"][item["key"]])
+        h, w = mask.shape
+        if max(h, w) > 40:
+            r = 40 / max(h, w)
+            h, w = int(r * h), int(r * w)
+            mask = fs.resize_mask_nearest(mask, (h, w))
+            image = None
+        assert item["mask"].shape == (h, w) and item["image"].shape == (h, w, 3)
+        np.testing.assert_array_equal(item["mask"], mask)  # masks stay exact
+        if image is not None:  # re-encoded JPEG: within tolerance
+            assert np.abs(item["image"].astype(int) - image.astype(int)).mean() < 3
+        n += 1
+    assert n == 9
+
+
+@needs_ffcv
+def test_rerun_is_skipped_and_atomic(lake, tmp_path):
+    out = tmp_path / "a.beton"
+    first = fs.write_beton([lake["dirs"][1]], out)
+    mtime = out.stat().st_mtime_ns
+    again = fs.write_beton([lake["dirs"][1]], out)
+    assert again["skipped"] and again["samples"] == first["samples"] == 4
+    assert out.stat().st_mtime_ns == mtime
+    # a sidecar that does not match its .beton (interrupted write) is refused
+    with open(out, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(fs.StoreError, match="does not match"):
+        fs.make_ffcv_loader(out, 2)
+    redo = fs.write_beton([lake["dirs"][1]], out)  # ... and rebuilt by a re-run
+    assert not redo["skipped"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.beton", "a.beton.keys.json"]
+
+
+@needs_ffcv
+def test_corrupt_member_is_skipped_with_warning(tmp_path):
+    folder = tmp_path / "voc2012" / "val"
+    good = make_samples("voc2012", "val", [(20, 30), (25, 25)], 7, "ok")
+    bad = make_samples("voc2012", "val", [(22, 22)], 8, "broken")[0]
+    bad["jpg"] = bad["jpg"][:40]  # truncated JPEG
+    write_shard(folder, 0, good + [bad])
+    out = tmp_path / "c.beton"
+    with pytest.warns(UserWarning, match=r"voc2012/val/00000.tar broken000"):
+        summary = fs.write_beton([folder], out)
+    assert summary["samples"] == 2 and summary["failures"] == 1
+    assert [i["key"] for i in fs.iter_beton(out)] == ["ok000", "ok001"]
+    with pytest.raises(fs.StoreError, match="broken000"):
+        fs.write_beton([folder], tmp_path / "d.beton", on_error="raise")
+    assert not (tmp_path / "d.beton").exists()
+
+
+@needs_ffcv
+def test_clip_shards_are_refused(tmp_path):
+    folder = tmp_path / "davis2016" / "train"
+    folder.mkdir(parents=True)
+    write_shard(folder, 0, [], extra={"bear/00004.00.jpg": b"x", "bear/00004.mask.png": b"y"})
+    with pytest.raises(fs.StoreError, match="static-image stage only"):
+        fs.write_beton([folder], tmp_path / "x.beton")
+
+
+@needs_ffcv
+def test_empty_shard_dir_is_a_clear_error(lake, tmp_path):
+    empty = tmp_path / "msra10k" / "train"
+    empty.mkdir(parents=True)
+    with pytest.raises(fs.NoFinishedShards, match="no finished shards"):
+        fs.write_beton([empty], tmp_path / "e.beton")
+    write_shard(empty, 0, lake["unfinished"], finished=False)  # only an unfinished tar
+    with pytest.raises(fs.NoFinishedShards, match="no finished shards"):
+        fs.write_beton([lake["dirs"][0], empty], tmp_path / "e.beton")
+    with pytest.raises(fs.NoFinishedShards, match="pass those instead"):
+        fs.write_beton([lake["root"]], tmp_path / "e.beton")  # the lake root, not a shard set
+    with pytest.raises(fs.NoFinishedShards, match="does not exist"):
+        fs.write_beton([tmp_path / "nope"], tmp_path / "e.beton")
+    assert not (tmp_path / "e.beton").exists()
+
+
+def test_missing_ffcv_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ffcv", None)  # makes `import ffcv` raise ImportError
+    with pytest.raises(fs.FFCVUnavailable, match=r"pip install -e \.\[ffcv\]") as info:
+        fs.write_beton([tmp_path], tmp_path / "x.beton")
+    assert "libturbojpeg0-dev" in str(info.value)
+
+
+def test_mask_rules_and_nearest_match_torch():
+    import torch
+    import torch.nn.functional as F
+
+    palette = _png(np.array([[0, 1, 2], [255, 2, 1]], np.uint8), palette=True)
+    np.testing.assert_array_equal(fs.decode_mask(palette, "voc"), [[0, 1, 2], [255, 2, 1]])
+    binary = _png(np.array([[0, 255, 128]], np.uint8), palette=False)
+    np.testing.assert_array_equal(fs.decode_mask(binary, "binary"), [[0, 1, 1]])
+    rec = fs.encode_mask_record(np.arange(12, dtype=np.uint8).reshape(3, 4))
+    np.testing.assert_array_equal(fs.decode_mask_record(rec), np.arange(12).reshape(3, 4))
+    m = np.random.default_rng(0).integers(0, 4, (37, 53)).astype(np.uint8)
+    for size in [(10, 3), (300, 300), (37, 53), (74, 106), (19, 100), (1, 1)]:
+        want = F.interpolate(torch.from_numpy(m)[None, None].float(), size=size,
+                             mode="nearest")[0, 0].numpy()
+        np.testing.assert_array_equal(fs.resize_mask_nearest(m, size), want, err_msg=str(size))
+
+
+# ------------------------------------------------------------------------------------------------
+# Optional cross-checks with the other parts of the pipeline, when they are there
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
