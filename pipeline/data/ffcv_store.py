@@ -8,35 +8,47 @@ source of truth: :func:`write_beton` converts finished image-sample shard sets i
 Fields of the ``.beton`` (all standard FFCV field types, so a plain ``ffcv.Reader`` opens it):
 
 ``image``  ``RGBImageField``. ``image_mode="raw"`` (default) stores the decoded RGB pixels
-           (PIL decode of the source JPEG, the same decode the WebDataset loader does), so the
-           image comes back bit-exact. ``image_mode="jpg"`` re-encodes with OpenCV at
-           ``jpeg_quality`` (about 5-10x smaller files, lossy: mean abs difference ~1-2 at 95).
+           (decoded the way the WebDataset loader decodes: torchvision's libjpeg-turbo decoder,
+           PIL as fallback), so the image comes back bit-exact. ``image_mode="jpg"`` re-encodes
+           with OpenCV at ``jpeg_quality`` (several times smaller, lossy: mean abs difference
+           around 1 at quality 95). FFCV's stock decoders handle variable sizes only with a
+           crop; this module has its own decoder (below).
 ``mask``   ``BytesField`` holding an 8-byte header (``uint32`` height, ``uint32`` width, little
            endian) and then ``height * width`` ``uint8`` labels, row-major. The labels are the
-           mask after the dataset's ``mask_format`` rule (see :func:`decode_mask`): ``binary``
-           masks become {0, 1}; ``voc`` / ``palette`` masks keep their ids and the 255 void.
-           Why not the alternatives: an ``RGBImageField`` in raw mode would triple the bytes
-           (mask replicated to 3 channels) and its stock decoders resize with area interpolation,
-           which mixes ids; a fixed-shape ``NDArrayField`` must be as large as the largest mask
-           for every sample; a ``BytesField`` with the PNG round-trips too but needs PIL, i.e.
-           Python, per sample at load time. Raw labels are copied by JIT-compiled code and come
-           back pixel-equal.
-``index``  ``IntField``: the sample's position in the sidecar's ``samples`` list, which holds
-           ``key``, ``dataset``, ``split``, ``shard``, ``mask_format``, ``height``, ``width``
-           and ``objects``, so every FFCV sample can be matched to its WebDataset sample.
+           mask after the dataset's ``mask_format`` rule (:func:`decode_mask`, the loader's
+           rule): ``binary`` masks become {0, 1}; ``voc`` / ``palette`` masks keep their ids and
+           the 255 void. Why not the alternatives: a second ``RGBImageField`` (raw) would store
+           the mask three times and its stock decoders resize with area interpolation, which
+           mixes ids; a fixed-shape ``NDArrayField`` costs the largest mask's size for every
+           sample and still needs the true size stored elsewhere; a ``BytesField`` holding the
+           PNG round-trips too but needs PIL, i.e. Python, for every sample at load time. Raw
+           labels are copied (or nearest-resized) by JIT-compiled code and come back
+           pixel-equal.
+``index``  ``IntField``: the sample's position in the sidecar's ``samples`` list (``key``,
+           ``dataset``, ``split``, ``shard``, ``mask_format``, ``height``, ``width``,
+           ``objects``, ``ok``), so every FFCV sample can be matched to its WebDataset sample.
 
-Loading: the decoders are custom JIT operations (:func:`_ops`). With ``size=(H, W)`` the image
-is resized by FFCV's own ``resize_crop`` (OpenCV, area interpolation) and the mask by a
-nearest-neighbour lookup with PyTorch's ``F.interpolate(mode="nearest")`` convention
-(``src = min(floor(dst * float32(in / out)), in - 1)``), so ids are never mixed. With
-``size=None`` samples are zero-padded (image) / 255-padded (mask, i.e. void) to the largest size
-in the file; :func:`iter_beton` crops them back. Random augmentation needs the same geometry on
-image and mask, which FFCV's per-field pipelines cannot share, so it runs as a torch step on each
-batch after loading (``transform=``, e.g. a paired flip), not inside FFCV.
+Loading (:func:`make_ffcv_loader`): custom JIT decoders (:func:`_ops`). With ``size=(H, W)``
+the image is resized by FFCV's ``resize_crop`` (OpenCV, area interpolation, whole frame) and the
+mask by nearest neighbour with half-pixel centres, index for index the same as PyTorch's
+``mode="nearest-exact"`` / torchvision ``NEAREST_EXACT`` (what the WebDataset path's
+augmentation uses for masks), so ids are never mixed. With ``size=None`` samples are padded to
+the largest size in the file (image 0, mask 255 = void); :func:`iter_beton` crops them back.
+Random augmentation must apply one draw to both image and mask, which FFCV's per-field
+pipelines cannot share, so it runs after loading as a torch step: ``augment=`` reuses
+:func:`pipeline.data.augment.augment_image` (the WebDataset path's own code), ``transform=``
+takes any batch-level callable.
 
 Writing is atomic: the ``.beton`` is written under a temporary name and renamed once it and its
 sidecar are complete; the sidecar records the file size and sample count, and the loader refuses
 a pair that does not match. A re-run over unchanged shards is skipped (inputs digest).
+Samples that fail to decode are skipped with a warning naming shard and key (``on_error``).
+
+FFCV 1.0.2 quirks handled here: its writer's progress loop waits forever if a worker raises
+(decoding errors are caught inside the dataset and turned into placeholders that the sidecar
+marks ``ok: false``; pages are sized so a sample always fits), its loader thread can die
+silently and leave the consumer waiting (:func:`_next_batch` raises instead), and its OS-cache
+reader corrupts numba's type registry (:func:`_fix_os_cache_reader`).
 
 FFCV is optional: ``pip install -e .[ffcv]`` after
 ``apt-get install -y pkg-config libopencv-dev libturbojpeg0-dev``.
@@ -61,7 +73,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..atomic import TMP_SUFFIX, atomic_write_text
+from ..atomic import TMP_SUFFIX, atomic_write_text, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -107,46 +119,64 @@ def require_ffcv():
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Source JPEG bytes -> (H, W, 3) uint8 RGB (PIL; no EXIF rotation, like the loader)."""
+    """Source JPEG bytes -> (H, W, 3) uint8 RGB, decoded like the WebDataset loader does:
+    torchvision's libjpeg-turbo decoder in RGB mode, PIL when it refuses the file; no EXIF
+    rotation. (Both decoders gave identical pixels on every file tried here.)"""
+    try:
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:  # pragma: no cover - torchvision without image decoding
+        decode_jpeg = None
+    if decode_jpeg is not None and data:
+        try:
+            with warnings.catch_warnings():  # its per-call deprecation notice (torchcodec)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                t = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                                mode=ImageReadMode.RGB)
+            return np.ascontiguousarray(t.permute(1, 2, 0).numpy())
+        except RuntimeError:
+            pass
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        if im.mode != "RGB":
-            im = im.convert("RGB")
-        return np.array(im, dtype=np.uint8)
+        if im.format != "JPEG":
+            raise ValueError(f"image member is {im.format}, not JPEG")
+        return np.array(im.convert("RGB"), dtype=np.uint8)
 
 
 def apply_mask_format(values: np.ndarray, mask_format: str) -> np.ndarray:
-    """Raw mask values -> labels: ``binary`` -> {0, 1} (foreground is value > 0);
+    """Mask values as stored -> labels: ``binary`` -> {0, 1} (foreground is value > 0);
     ``voc`` / ``palette`` -> ids unchanged (0 background, 1..N objects, 255 void)."""
+    if values.ndim != 2 or values.dtype != np.uint8:
+        raise ValueError(f"mask decoded to {values.dtype} {values.shape}, expected uint8 [H, W]")
     if mask_format == "binary":
-        if values.ndim == 3:  # an RGB(A) binary mask: foreground where any colour channel > 0
-            values = values[..., :3].max(axis=2)
         return (values > 0).astype(np.uint8)
     if mask_format in ("voc", "palette"):
-        if values.ndim != 2:
-            raise ValueError(f"{mask_format} masks must be single-channel id images, got shape "
-                             f"{values.shape}")
-        if values.dtype != np.uint8:
-            if values.size and (values.min() < 0 or values.max() > 255):
-                raise ValueError(f"{mask_format} mask ids must fit in 0..255")
-            values = values.astype(np.uint8)
         return np.ascontiguousarray(values)
     raise ValueError(f"unknown mask_format {mask_format!r}; expected one of {MASK_FORMATS}")
 
 
 def decode_mask(data: bytes, mask_format: str) -> np.ndarray:
-    """Source PNG bytes -> (H, W) uint8 labels. The palette/L image is read as indices
-    (``np.array`` on the P-mode image: ids are kept, never converted to colours)."""
+    """Source PNG bytes -> (H, W) uint8 labels. P and L images are read as stored indices
+    (``np.array`` of the P-mode image: ids are kept, never turned into colours); mode 1 as 0/1;
+    any other mode is refused, as by the WebDataset loader."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        values = np.array(im)
-    if values.dtype == bool:
-        values = values.astype(np.uint8)
+        if im.format != "PNG":
+            raise ValueError(f"mask member is {im.format}, not PNG")
+        if im.mode in ("P", "L"):
+            values = np.array(im)
+        elif im.mode == "1":
+            values = np.array(im).astype(np.uint8)
+        else:
+            raise ValueError(f"mask PNG mode {im.mode} is not an index mask (P, L or 1)")
     return apply_mask_format(values, mask_format)
+
+
+def merge_object_ids(labels: np.ndarray) -> np.ndarray:
+    """Every object id 1..254 -> 1, 0 and 255 (void) kept (the loader's ``merge_objects``)."""
+    return np.where((labels > 0) & (labels != 255), np.uint8(1), labels).astype(np.uint8)
 
 
 def encode_mask_record(labels: np.ndarray) -> np.ndarray:
@@ -165,10 +195,12 @@ def decode_mask_record(record: np.ndarray) -> np.ndarray:
 
 
 def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
-    """Source index of each output index under PyTorch's ``mode="nearest"`` convention."""
+    """Source index of each output index for a nearest-neighbour resize with half-pixel
+    centres: PyTorch's ``mode="nearest-exact"`` (torchvision ``NEAREST_EXACT``, what the
+    WebDataset path's augmentation uses for masks), computed in float32 as PyTorch does."""
     scale = np.float32(in_size) / np.float32(out_size)
-    idx = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
-    return np.minimum(idx, in_size - 1)
+    pos = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale
+    return np.minimum(np.floor(pos).astype(np.int64), in_size - 1)
 
 
 def resize_mask_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -476,7 +508,12 @@ def write_beton(shard_dirs: Sequence[str | Path], out_path: str | Path, *, num_w
         "mask": BytesField(),
         "index": IntField(),
     }
+    with contextlib.suppress(ImportError):  # import the JPEG decoder once, before the fork,
+        import torchvision.io  # noqa: F401  (not ~2 s in every writer process)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_path.parent, out_path.name)  # left by a killed run
+    for stale in out_path.parent.glob(f".{out_path.name}.*.errors"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = _tmp_path(out_path)
     error_dir = out_path.with_name(f".{out_path.name}.{os.getpid()}.errors")
     shutil.rmtree(error_dir, ignore_errors=True)
@@ -555,6 +592,42 @@ def write_beton(shard_dirs: Sequence[str | Path], out_path: str | Path, *, num_w
 _OPS: dict | None = None
 
 
+def _fix_os_cache_reader() -> None:
+    """Work around an FFCV 1.0.2 bug that corrupts numba's type registry.
+
+    ``OSCacheManager.compile_reader`` (run by every ``Loader(os_cache=True)``) builds its
+    signature from ``state_type``, which takes the *interned* numba type ``nb.uint8[::1]`` and
+    sets ``mutable = False`` on it in place. That changes the hash of a type object that live
+    dispatchers use in their overload keys, so any function already compiled for a writable
+    1-D uint8 array breaks: numba raises ``KeyError`` when it next lists that function's
+    signatures (seen here: a second loader reusing a helper failed to compile inside FFCV's
+    pipeline thread, and the consumer then waited forever) or in its finalizer ("Exception
+    ignored" warnings at garbage collection). The replacement compiles the same reader (look up
+    the allocation's size, return that slice of the read-only memory map) with a read-only
+    type built fresh, so no shared type object is modified.
+    """
+    from ffcv.memory_managers.os_cache import OSCacheManager
+    from ffcv.pipeline.compiler import Compiler
+
+    if getattr(OSCacheManager, "_stcnn_reader_fixed", False):
+        return
+    import numba as nb
+
+    def compile_reader(self):
+        data = nb.types.Array(nb.uint8, 1, "C", readonly=True)  # np.memmap(mode="r")
+        table = nb.types.Array(nb.uint64, 1, "C")  # sorted allocation pointers, their sizes
+
+        def read(address, mem_state):
+            mmap, ptrs, sizes = mem_state
+            n = sizes[np.searchsorted(ptrs, address)]
+            return mmap[address:address + n]
+
+        return Compiler.compile(read, data(nb.uint64, nb.types.Tuple([data, table, table])))
+
+    OSCacheManager.compile_reader = compile_reader
+    OSCacheManager._stcnn_reader_fixed = True
+
+
 def _ops() -> dict:
     """FFCV operations, defined on first use so that this module imports without ffcv."""
     global _OPS
@@ -563,16 +636,28 @@ def _ops() -> dict:
     require_ffcv()
     from dataclasses import replace
 
+    import numba as nb
     from ffcv.libffcv import imdecode, resize_crop
     from ffcv.pipeline.allocation_query import AllocationQuery
     from ffcv.pipeline.compiler import Compiler
     from ffcv.pipeline.operation import Operation
 
+    _fix_os_cache_reader()
     u1 = np.dtype("<u1")
+
+    # Compiled once, without fastmath (FFCV compiles pipeline code with fastmath=True, which may
+    # turn the division into a reciprocal multiply): the same float32 steps as PyTorch's
+    # "nearest-exact" index, so the JIT resize equals F.interpolate / torchvision NEAREST_EXACT.
+    @nb.njit(nogil=True, fastmath=False, cache=False)
+    def nearest_src(i, in_size, out_size):
+        scale = np.float32(in_size) / np.float32(out_size)
+        pos = (np.float32(i) + np.float32(0.5)) * scale
+        return min(np.int64(np.floor(pos)), in_size - 1)
 
     class ImageDecoder(Operation):
         """``RGBImageField`` (raw or jpg, any size) -> (H, W, 3) uint8: resized to ``size`` with
-        FFCV's ``resize_crop`` (whole frame, no crop), or zero-padded to the largest size."""
+        FFCV's ``resize_crop`` (OpenCV, area; whole frame, no crop), or zero-padded to the
+        largest size in the file."""
 
         def __init__(self, size: tuple[int, int] | None):
             super().__init__()
@@ -617,13 +702,16 @@ def _ops() -> dict:
             return decode
 
     class MaskDecoder(Operation):
-        """``BytesField`` mask record -> (H, W) uint8 labels: nearest-resized to ``size``
-        (PyTorch's convention), or padded with 255 (void) to the largest size."""
+        """``BytesField`` mask record -> (H, W) uint8 labels: resized to ``size`` by nearest
+        neighbour (half-pixel centres, PyTorch's "nearest-exact"), or padded with 255 (void) to
+        the largest size. ``merge_objects`` turns ids 1..254 into 1 (0 and 255 kept)."""
 
-        def __init__(self, size: tuple[int, int] | None, max_hw: tuple[int, int]):
+        def __init__(self, size: tuple[int, int] | None, max_hw: tuple[int, int],
+                     merge_objects: bool = False):
             super().__init__()
             self.size = size
             self.max_hw = max_hw  # the mask sizes live in the data, not in the field metadata
+            self.merge_objects = merge_objects
 
         def declare_state_and_memory(self, previous_state):
             out = tuple(int(v) for v in (self.size or self.max_hw))
@@ -634,7 +722,10 @@ def _ops() -> dict:
             mem_read = self.memory_read
             my_range = Compiler.get_iterator()
             do_resize = self.size is not None
+            merge = bool(self.merge_objects)
             pad = np.uint8(MASK_PAD_VALUE)
+            one = np.uint8(1)
+            void = np.uint8(255)
 
             def decode(batch_indices, destination, metadata, storage_state):
                 out_h = destination.shape[1]
@@ -647,20 +738,23 @@ def _ops() -> dict:
                          | (np.int64(data[7]) << 24))
                     dst = destination[i]
                     if do_resize:
-                        sy = np.float32(h) / np.float32(out_h)
-                        sx = np.float32(w) / np.float32(out_w)
+                        cols = np.empty(out_w, np.int64)
+                        for x in range(out_w):
+                            cols[x] = nearest_src(x, w, out_w)
                         for y in range(out_h):
-                            yy = min(np.int64(np.floor(np.float32(y) * sy)), h - 1)
-                            row = 8 + yy * w
+                            row = 8 + nearest_src(y, h, out_h) * w
                             for x in range(out_w):
-                                xx = min(np.int64(np.floor(np.float32(x) * sx)), w - 1)
-                                dst[y, x] = data[row + xx]
+                                dst[y, x] = data[row + cols[x]]
                     else:
                         dst[:, :] = pad
                         for y in range(h):
-                            row = 8 + y * w
-                            for x in range(w):
-                                dst[y, x] = data[row + x]
+                            dst[y, :w] = data[8 + y * w:8 + (y + 1) * w]
+                    if merge:
+                        for y in range(out_h):
+                            for x in range(out_w):
+                                v = dst[y, x]
+                                if v != 0 and v != void:
+                                    dst[y, x] = one
                 return destination[:len(batch_indices)]
 
             decode.is_parallel = True
@@ -682,20 +776,92 @@ def _ops() -> dict:
     return _OPS
 
 
-class TransformedLoader:
-    """An FFCV loader whose batches go through a torch ``transform(image, mask)`` step."""
+class LoaderThreadDied(RuntimeError):
+    """FFCV's batch-producing thread stopped before the end of the epoch."""
 
-    def __init__(self, loader, transform: Callable):
+
+def _next_batch(it):
+    """``next(it)`` on an FFCV ``EpochIterator``, but raising instead of waiting forever when its
+    thread has died (FFCV's own ``__next__`` blocks on the queue: an exception in the pipeline,
+    e.g. a compile error, would hang the training loop). Returns None at the end of the epoch."""
+    q = it.output_queue
+    while q.empty():
+        alive = it.is_alive()
+        if q.empty() and not alive:
+            raise LoaderThreadDied("FFCV's loading thread stopped without finishing the epoch "
+                                   "(its exception is printed above, as 'Exception in thread')")
+        time.sleep(0.0005)
+    try:
+        return next(it)
+    except StopIteration:
+        return None
+
+
+def _seed_int(*parts) -> int:
+    h = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+class FFCVImageLoader:
+    """What :func:`make_ffcv_loader` returns: iterates ``(image, mask, index)`` batches.
+
+    ``loader`` is the underlying ``ffcv.loader.Loader``; ``samples`` the sidecar records
+    (``samples[i]`` for ``i`` in ``index``). Without ``augment``/``transform`` the tensors are
+    views of FFCV's ring buffers: ``clone()`` what must outlive the next few batches.
+    """
+
+    def __init__(self, loader, samples: list[dict], *, augment=None, transform=None,
+                 seed: int = 0, rank: int = 0):
         self.loader = loader
+        self.samples = samples
+        self.augment = augment
         self.transform = transform
+        self.seed = seed
+        self.rank = rank
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.loader)
 
+    @property
+    def batch_size(self) -> int:
+        return self.loader.batch_size
+
+    def _augment(self, image, mask, index, gen):
+        import torch
+
+        from .augment import augment_image
+
+        images, masks = [], []
+        for b, i in enumerate(index.tolist()):
+            h, w = self.samples[i]["height"], self.samples[i]["width"]
+            img, m, _ = augment_image(image[b, :, :h, :w], mask[b, :h, :w], self.augment, gen)
+            images.append(img)
+            masks.append(m)
+        return torch.stack(images), torch.stack(masks)
+
     def __iter__(self):
-        for image, mask, index in self.loader:
-            image, mask = self.transform(image, mask)
-            yield image, mask, index
+        gen = None
+        if self.augment is not None:
+            import torch
+
+            gen = torch.Generator().manual_seed(_seed_int("ffcv", self.seed, self.epoch,
+                                                          self.rank))
+        self.epoch += 1
+        it = iter(self.loader)
+        try:
+            while True:
+                batch = _next_batch(it)
+                if batch is None:
+                    return
+                image, mask, index = batch
+                if self.augment is not None:
+                    image, mask = self._augment(image, mask, index, gen)
+                if self.transform is not None:
+                    image, mask = self.transform(image, mask)
+                yield image, mask, index
+        finally:
+            it.close()
 
 
 def _usable_indices(doc: dict, datasets: Sequence[str] | None,
@@ -729,22 +895,37 @@ def make_ffcv_loader(beton_path: str | Path, batch_size: int, *,
                      order: str = "random", seed: int = 0, distributed: bool = False,
                      drop_last: bool | None = None, os_cache: bool = True,
                      batches_ahead: int = 3, datasets: Sequence[str] | None = None,
-                     indices: Sequence[int] | None = None, channels_last: bool = False,
-                     transform: Callable | None = None):
-    """FFCV loader over a store: batches ``(image, mask, index)`` with image uint8
-    ``[B, 3, H, W]``, mask uint8 ``[B, H, W]`` and index int64 ``[B]`` (position in the
-    sidecar's ``samples``; see :func:`load_sidecar`).
+                     indices: Sequence[int] | None = None, merge_objects: bool = False,
+                     channels_last: bool = True, augment=None,
+                     transform: Callable | None = None) -> FFCVImageLoader:
+    """A loader over a store: batches ``(image, mask, index)``, image uint8 ``[B, 3, H, W]``,
+    mask uint8 ``[B, H, W]``, index int64 ``[B]`` (position in the sidecar's ``samples``, see
+    :func:`load_sidecar`; also ``loader.samples``).
 
-    ``size=(H, W)`` resizes (image: area; mask: nearest); ``size=None`` pads to the largest
-    sample (image 0, mask 255). ``order`` is ``"random"`` (reshuffled each epoch from ``seed``)
-    or ``"sequential"``. ``distributed=True`` splits samples across ranks like PyTorch's
-    ``DistributedSampler`` (needs an initialised process group). ``datasets`` keeps only some
-    datasets (``"msra10k"`` or ``"voc2012/train"``). ``drop_last`` defaults to True for random
-    order and False for sequential. ``transform(image, mask) -> (image, mask)`` is a torch step
-    applied to each batch (augmentation); with it, a :class:`TransformedLoader` is returned.
+    Geometry, one of:
+    * ``size=(H, W)``: resized inside FFCV's JIT pipeline (image: OpenCV area interpolation;
+      mask: nearest neighbour, half-pixel centres: never mixes ids);
+    * ``size=None``: stored size, padded to the largest sample (image 0, mask 255 = void);
+    * ``augment`` (an :class:`pipeline.data.augment.AugmentConfig`, a preset name such as
+      ``"ssb_pretrain"``, or a mapping; leave ``size=None``): FFCV decodes at stored size and
+      the WebDataset path's own ``augment_image`` (flip, rotation, rescale, crop, resize; the
+      same draw for image and mask) runs per sample in a torch step after loading, seeded by
+      ``(seed, epoch, rank)``. FFCV's per-field pipelines cannot share one random draw between
+      the image and the mask fields, hence the torch step.
+    ``transform(image, mask) -> (image, mask)``: any further torch step on each batch.
 
-    Batches are views of FFCV's ring buffers: ``clone()`` what you keep past the next batch.
-    Note that FFCV sets ``torch.set_num_threads(num_workers)`` when it iterates.
+    ``order``: ``"random"`` (reshuffled every epoch from ``seed``) or ``"sequential"``;
+    ``drop_last`` defaults to True for random and False for sequential order.
+    ``distributed=True``: samples split across ranks like ``DistributedSampler`` (padded so that
+    every rank gets the same number of batches; needs an initialised process group).
+    ``datasets``: keep some datasets only (``"msra10k"``, ``"voc2012/train"``); ``indices``: a
+    subset of sidecar positions. ``merge_objects``: ids 1..254 -> 1 (the loader's option).
+    ``channels_last=True`` (default, like the WebDataset loader): the image batch is a permuted
+    view of the decoder's [B, H, W, 3] memory (shape [B, 3, H, W], channels-last strides);
+    False makes it contiguous NCHW, at the price of a uint8 transposing copy that halved the
+    throughput here. Use ``.reshape``/``.contiguous()`` where a contiguous tensor is needed.
+    ``num_workers``: FFCV's JIT threads (default: CPU count, at most 8); note that FFCV also
+    calls ``torch.set_num_threads(num_workers)``.
     """
     require_ffcv()
     from ffcv.fields.decoders import IntDecoder
@@ -760,12 +941,25 @@ def make_ffcv_loader(beton_path: str | Path, batch_size: int, *,
         size = (int(size[0]), int(size[1]))
         if min(size) < 1:
             raise ValueError(f"size must be positive, got {size}")
+    cfg = None
+    if augment is not None:
+        from .augment import resolve_augment
+
+        cfg = resolve_augment(augment)
+        if size is not None:
+            raise ValueError("pass size=None with augment=...: the augment config's size (or "
+                             "crop) decides the output size")
+        if cfg.size is None and cfg.crop is None and int(batch_size) > 1:
+            raise ValueError("augment config has neither size nor crop: samples of different "
+                             "sizes cannot be batched (set AugmentConfig.size, or batch_size=1)")
+    rank = 0
     if distributed:
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError("make_ffcv_loader(distributed=True) needs an initialised "
                                "torch.distributed process group (torchrun + init_process_group)")
+        rank = dist.get_rank()
     if drop_last is None:
         drop_last = order == "random"
     if num_workers is None:
@@ -773,11 +967,11 @@ def make_ffcv_loader(beton_path: str | Path, batch_size: int, *,
 
     keep = _usable_indices(doc, datasets, indices)
     max_hw = (max(s["height"] for s in doc["samples"]), max(s["width"] for s in doc["samples"]))
-    mask_dec = ops["MaskDecoder"](size, max_hw)
     pipelines = {
         "image": PipelineSpec("image", decoder=ops["ImageDecoder"](size),
                               transforms=[ToTensor(), ToTorchImage(channels_last=channels_last)]),
-        "mask": PipelineSpec("mask", decoder=mask_dec, transforms=[ToTensor()]),
+        "mask": PipelineSpec("mask", decoder=ops["MaskDecoder"](size, max_hw, merge_objects),
+                             transforms=[ToTensor()]),
         "index": PipelineSpec("index", decoder=IntDecoder(),
                               transforms=[ToTensor(), ops["Flatten"]()]),
     }
@@ -786,19 +980,18 @@ def make_ffcv_loader(beton_path: str | Path, batch_size: int, *,
                     order=OrderOption.RANDOM if order == "random" else OrderOption.SEQUENTIAL,
                     distributed=distributed, seed=int(seed), indices=keep, pipelines=pipelines,
                     drop_last=drop_last, batches_ahead=int(batches_ahead))
-    if transform is not None:
-        return TransformedLoader(loader, transform)
-    return loader
+    return FFCVImageLoader(loader, doc["samples"], augment=cfg, transform=transform,
+                           seed=int(seed), rank=rank)
 
 
-def iter_beton(beton_path: str | Path, *, batch_size: int = 16,
-               num_workers: int = 1) -> Iterator[dict]:
-    """Every (usable) sample of a store in order, through FFCV's loader at stored size:
+def iter_beton(beton_path: str | Path, *, batch_size: int = 16, num_workers: int = 1,
+               merge_objects: bool = False) -> Iterator[dict]:
+    """Every (usable) sample of a store in order, through the FFCV loader at stored size:
     ``{"index", "key", "dataset", "split", "shard", "mask_format", "image", "mask"}`` with
-    ``image`` (H, W, 3) uint8 and ``mask`` (H, W) uint8 numpy arrays (copies)."""
-    samples = load_sidecar(beton_path)["samples"]
+    ``image`` (H, W, 3) and ``mask`` (H, W) uint8 numpy arrays (copies)."""
     loader = make_ffcv_loader(beton_path, batch_size, size=None, num_workers=num_workers,
-                              order="sequential", drop_last=False)
+                              order="sequential", drop_last=False, merge_objects=merge_objects)
+    samples = loader.samples
     for image, mask, index in loader:
         image = image.permute(0, 2, 3, 1).numpy()
         mask = mask.numpy()
