@@ -11,6 +11,8 @@ import io
 import json
 import pickle
 import tarfile
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +82,7 @@ def clip_sample(seq: str, t: int, *, T: int = 3, h: int = 48, w: int = 64,
 
 
 def image_sample(image_id: str, *, h: int = 40, w: int = 56, mask_format: str = "binary") -> dict:
-    arr = frame_image(h, w, 230, seed=hash(image_id) % 1000)
+    arr = frame_image(h, w, 230, seed=zlib.crc32(image_id.encode()))
     if mask_format == "binary":
         mask = png_bytes((palette_mask(h, w) > 0).astype(np.uint8) * 255, palette=False)
     else:
@@ -254,6 +256,16 @@ def test_clip_batches_shapes_and_dtypes(tmp_path):
     assert loader.stats.samples == 6 and loader.stats.corrupt == 0
 
 
+def test_masks_can_be_skipped(tmp_path):
+    d = tmp_path / "davis2017" / "train"
+    write_clip_set(d, 1, per_shard=3)
+    loader = L.make_loader(d, batch_size=3, num_workers=0, epoch_batches=1, rank=0, world_size=1,
+                           augment="tcb_pretrain", masks=False)
+    (batch,) = list(loader)
+    assert "mask" not in batch and batch["frames"].shape == (3, 3, 3, 480, 854)
+    assert all("mask" not in s for s in L.iter_samples(d, masks=False))
+
+
 def test_image_batches_and_binary_masks(tmp_path):
     d = tmp_path / "msra10k" / "train"
     write_image_set(d, 2, per_shard=5, mask_format="binary")
@@ -300,7 +312,8 @@ def test_loader_flip_is_frame_and_mask_consistent(tmp_path):
         for b in loader:
             f, m = b["frames"][0], b["mask"][0]
             w3 = f.shape[-1] // 3
-            left, right = f[:, 0, :, :w3].float().mean((1, 2)), f[:, 0, :, -w3:].float().mean((1, 2))
+            left = f[:, 0, :, :w3].float().mean((1, 2))
+            right = f[:, 0, :, -w3:].float().mean((1, 2))
             if flipped:  # the red third moved right in every frame, and object 1 with it
                 assert (right > 150).all() and (left < 50).all()
                 assert (m[:, -w3:] == 1).any() and not (m[:, :w3] == 1).any()
@@ -321,16 +334,66 @@ def test_loader_flip_is_frame_and_mask_consistent(tmp_path):
         assert torch.equal(b["mask"][0], s["mask"].flip(-1))
 
 
-def test_epoch_length_is_exact_with_workers(tmp_path):
+def test_flip_fast_path_in_workers_and_mixed_sizes(tmp_path):
+    """Flip-only configs decode straight into the (shared-memory) batch; samples that need a
+    resize take the general path; both give exactly decode-then-augment results."""
+    a, b = tmp_path / "a" / "train", tmp_path / "b" / "train"
+    for s in range(2):
+        write_shard(a, s, [clip_sample(f"small{s}", t, h=32, w=40) for t in range(3)])
+        write_shard(b, s, [clip_sample(f"big{s}", t, h=48, w=64) for t in range(3)])
+    ref = {s["key"]: s for s in L.iter_samples([a, b])}
+    cfg = AugmentConfig(size=(32, 40), hflip=0.5)
+    loader = L.make_loader([a, b], batch_size=3, num_workers=2, epoch_batches=6, rank=0,
+                           world_size=1, augment=cfg, seed=5)
+    seen = set()
+    for batch in loader:
+        assert batch["frames"].shape == (3, 3, 3, 32, 40) and batch["mask"].shape == (3, 32, 40)
+        for i, key in enumerate(batch["key"]):
+            seen.add("small" if key.startswith("small") else "big")
+            r = ref[key]
+            flip = batch["meta"][i]["augment"]["hflip"]
+            if key.startswith("small"):  # same size: decoded into the batch, flip fused
+                want_f = r["frames"].flip(-1) if flip else r["frames"]
+                want_m = r["mask"].flip(-1) if flip else r["mask"]
+                assert torch.equal(batch["frames"][i], want_f)
+                assert torch.equal(batch["mask"][i], want_m)
+            else:  # resized: ids only, the flip moves object 1 to the right
+                vals = set(torch.unique(batch["mask"][i]).tolist())
+                assert vals <= {0, 1, 2, 255} and 1 in vals
+                cols = (batch["mask"][i] == 1).nonzero()[:, 1].float().mean()
+                assert (cols > 20) if flip else (cols < 20)
+    assert seen == {"small", "big"}
+    # same size everywhere and no augmentation: also decoded in place, bit-exact
+    loader = L.make_loader(a, batch_size=2, num_workers=2, epoch_batches=3, rank=0, world_size=1)
+    for batch in loader:
+        for i, key in enumerate(batch["key"]):
+            assert torch.equal(batch["frames"][i], ref[key]["frames"])
+            assert batch["meta"][i]["augment"] is None
+
+
+def test_different_sizes_without_a_target_size_is_a_clear_error(tmp_path):
+    d = tmp_path / "mixed"
+    write_shard(d, 0, [clip_sample("a", 0, h=32, w=40), clip_sample("b", 0, h=48, w=64)])
+    loader = L.make_loader(d, batch_size=2, num_workers=0, epoch_batches=1, rank=0, world_size=1,
+                           shuffle_buffer=0, augment=AugmentConfig(hflip=0.5))
+    with pytest.raises(ValueError, match="AugmentConfig.size"):
+        list(loader)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_epoch_length_is_exact_with_workers(tmp_path, persistent):
     d = tmp_path / "davis2017" / "train"
     write_clip_set(d, 4, per_shard=3)
     loader = L.make_loader(d, batch_size=2, num_workers=2, epoch_batches=7, rank=0, world_size=1,
-                           augment=AugmentConfig(size=(24, 32)))
-    for _ in range(2):
+                           augment=AugmentConfig(size=(24, 32)), persistent_workers=persistent)
+    epochs = []
+    for _ in range(3):
         batches = list(loader)
         assert len(batches) == 7
         assert all(b["frames"].shape == (2, 3, 3, 24, 32) for b in batches)
-    assert loader.stats.samples == 2 * 7 * 2  # every delivered sample counted once
+        epochs.append([k for b in batches for k in b["key"]])
+    assert loader.stats.samples == 3 * 7 * 2  # every delivered sample counted once
+    assert epochs[0] != epochs[1] != epochs[2]  # each epoch draws anew
 
 
 def test_unfinished_shards_are_ignored(tmp_path):
@@ -381,7 +444,7 @@ def test_rank_split_and_reproducibility(tmp_path):
     shards = write_clip_set(d, 4, per_shard=3)
     keys = {}
     for rank in (0, 1):
-        mine = set().union(*(keys_of(p) for p in L.split_by_rank([str(s) for s in shards], rank, 2)))
+        mine = set().union(*(keys_of(p) for p in L.split_by_rank(shards, rank, 2)))
         loader = L.make_loader(d, batch_size=2, num_workers=0, epoch_batches=6, rank=rank,
                                world_size=2, seed=3, augment=get_preset("offline", size=(24, 32)))
         got = [(b["key"], b["frames"]) for b in loader]
@@ -399,6 +462,24 @@ def test_rank_split_and_reproducibility(tmp_path):
     e0 = [b["frames"] for b in loader]
     e1 = [b["frames"] for b in loader]
     assert not all(torch.equal(a, b) for a, b in zip(e0, e1))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_epoch_replays_after_resume(tmp_path, workers):
+    d = tmp_path / "davis2017" / "train"
+    write_clip_set(d, 4, per_shard=3)
+
+    def make():
+        return L.make_loader(d, batch_size=2, num_workers=workers, epoch_batches=3, rank=0,
+                             world_size=1, seed=11, augment=get_preset("offline", size=(24, 32)))
+    first = make()
+    runs = [[(b["key"], b["frames"]) for b in first] for _ in range(3)]
+    resumed = make()
+    resumed.set_epoch(2)
+    again = [(b["key"], b["frames"]) for b in resumed]
+    assert [k for k, _ in again] == [k for k, _ in runs[2]]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(again, runs[2]))
+    assert [k for k, _ in runs[0]] != [k for k, _ in runs[1]]
 
 
 def test_several_sets_are_mixed(tmp_path):
@@ -512,13 +593,18 @@ def test_pickle_members_are_never_unpickled(tmp_path):
         s["members"]["pth"] = payload
     write_shard(d, 0, samples, extra_members={"pk/00002.pickle": payload, "__meta__": payload})
     stats = L.ReadStats()
-    with pytest.warns(L.IgnoredMemberWarning, match="pyd"):
+    with pytest.warns(L.IgnoredMemberWarning) as rec:
         got = list(L.iter_samples(d, stats=stats))
+    assert {m for w in rec for m in ("pyd", "pth", "pickle") if f"'.{m}'" in str(w.message)} \
+        == {"pyd", "pth", "pickle"}
     assert [s["key"] for s in got] == ["pk/00000", "pk/00001", "pk/00002"]
     assert all("pyd" not in s and "pth" not in s for s in got)
     assert stats.ignored_members == 8 and stats.corrupt == 0
     loader = L.make_loader(d, batch_size=3, num_workers=0, epoch_batches=2, rank=0, world_size=1)
-    assert len(list(loader)) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", L.IgnoredMemberWarning)
+        assert len(list(loader)) == 2
+    assert loader.stats.ignored_members >= 8
     assert not flag.exists()
 
 

@@ -24,9 +24,13 @@ Order of operations (:func:`augment_clip`):
      ``mask_fill`` in the mask: **255 by default, i.e. void / ignore**, so a loss that ignores 255
      does not learn "background" from padding. Set ``mask_fill=0`` to call it background.
 
-Cost: without rotation/zoom, flipping is a memory flip and the resize is skipped when the size
-already matches, so no float copy of the clip is made (the loader stays within a few percent of
-pure JPEG decoding). With rotation/zoom the clip goes through one float ``grid_sample`` (after an
+Any memory layout is accepted and kept where cheap: the loader hands over channels-last frames
+(a permuted view of HWC memory, as decoded), for which flips and uint8 resizes are fastest.
+
+Cost: without rotation/zoom, flipping is a memory flip (the loader even fuses it into the copy
+out of the JPEG decoder) and the resize is skipped when the size already matches, so no float
+copy of the clip is made (the loader then runs at ~85-95% of pure JPEG decoding). With
+rotation/zoom the clip goes through one float ``grid_sample`` (after an
 antialiased uint8 downscale when the output is smaller than the source).
 
 Normalisation to float is not done here: batches stay uint8 (4x less to move from the loader
@@ -167,11 +171,12 @@ PRESETS: dict[str, AugmentConfig] = {
 
 
 def get_preset(name: str, **overrides: Any) -> AugmentConfig:
-    """A preset by name, optionally with some fields replaced (``get_preset("offline", size=None)``)."""
+    """A preset by name, optionally with fields replaced: ``get_preset("offline", size=None)``."""
     try:
         cfg = PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown augmentation preset {name!r}; known: {sorted(PRESETS)}") from None
+        raise ValueError(
+            f"unknown augmentation preset {name!r}; known: {sorted(PRESETS)}") from None
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
 
 
@@ -189,7 +194,8 @@ def resolve_augment(augment: "AugmentConfig | str | Mapping[str, Any] | None") -
         if base is not None:
             return get_preset(base, **d)
         return AugmentConfig.from_dict(d)
-    raise TypeError(f"augment must be AugmentConfig, preset name, mapping or None, not {type(augment)}")
+    raise TypeError("augment must be an AugmentConfig, a preset name, a mapping or None, "
+                    f"not {type(augment)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,7 +250,8 @@ def _random_crop(frames: torch.Tensor, mask: torch.Tensor | None, crop: tuple[in
     return frames, mask, (top - oy, left - ox)
 
 
-def _resize(frames: torch.Tensor, mask: torch.Tensor | None, size: tuple[int, int], antialias: bool):
+def _resize(frames: torch.Tensor, mask: torch.Tensor | None, size: tuple[int, int],
+            antialias: bool):
     frames = TF.resize(frames, list(size), interpolation=InterpolationMode.BILINEAR,
                        antialias=antialias)
     if mask is not None:
@@ -270,12 +277,16 @@ def _warp(frames: torch.Tensor, mask: torch.Tensor | None, size: tuple[int, int]
         theta[0] = -theta[0]
     T, C = frames.shape[0], frames.shape[1]
     grid = nnf.affine_grid(theta[None], [1, 1, H, W], align_corners=False)
-    x = frames.reshape(1, T * C, *frames.shape[-2:]).float()
-    out = nnf.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if frames.is_contiguous():  # all frames as channels of one image: one grid
+        x = frames.view(1, T * C, *frames.shape[-2:]).float()
+    else:  # channels-last (as decoded): keep the layout, share the grid
+        x, grid = frames.float(), grid.expand(T, H, W, 2)
+    out = nnf.grid_sample(x, grid[:1] if x.shape[0] == 1 else grid, mode="bilinear",
+                          padding_mode="zeros", align_corners=False)
     out = out.round_().clamp_(0, 255).to(torch.uint8).reshape(T, C, H, W)
     if mask is not None:
         m = mask.to(torch.float32).sub_(mask_fill)[None, None]  # outside -> 0 -> mask_fill
-        m = nnf.grid_sample(m, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        m = nnf.grid_sample(m, grid[:1], mode="nearest", padding_mode="zeros", align_corners=False)
         mask = m[0, 0].add_(mask_fill).round_().to(torch.uint8)
     return out, mask
 
@@ -288,9 +299,11 @@ def augment_clip(frames: torch.Tensor, mask: torch.Tensor | None, cfg: AugmentCo
     ``scale``, ``crop`` top-left or None, ``time_reverse``), for logging and tests.
     """
     if frames.dtype != torch.uint8 or frames.dim() != 4:
-        raise ValueError(f"frames must be uint8 [T, 3, H, W], got {frames.dtype} {tuple(frames.shape)}")
+        raise ValueError(
+            f"frames must be uint8 [T, 3, H, W], got {frames.dtype} {tuple(frames.shape)}")
     if mask is not None and (mask.dim() != 2 or mask.shape != frames.shape[-2:]):
-        raise ValueError(f"mask must be [H, W] = {tuple(frames.shape[-2:])}, got {tuple(mask.shape)}")
+        raise ValueError(
+            f"mask must be [H, W] = {tuple(frames.shape[-2:])}, got {tuple(mask.shape)}")
     g = generator
     params: dict[str, Any] = {"hflip": False, "angle": 0.0, "scale": 1.0, "crop": None,
                               "time_reverse": False}
@@ -314,8 +327,8 @@ def augment_clip(frames: torch.Tensor, mask: torch.Tensor | None, cfg: AugmentCo
                 mask = mask.flip(-1)
     else:
         frames, mask = _warp(frames, mask, size, angle, zoom, flip, cfg.mask_fill, cfg.antialias)
-    if not frames.is_contiguous():
-        frames = frames.contiguous()
+    if not (frames.is_contiguous() or frames.is_contiguous(memory_format=torch.channels_last)):
+        frames = frames.clone(memory_format=torch.preserve_format)  # compact a crop, same layout
     if mask is not None and not mask.is_contiguous():
         mask = mask.contiguous()
     return frames, mask, params
@@ -331,8 +344,8 @@ def augment_image(image: torch.Tensor, mask: torch.Tensor | None, cfg: AugmentCo
 
 
 def to_float(frames: torch.Tensor, mean: Sequence[float] | None = IMAGENET_MEAN,
-             std: Sequence[float] | None = IMAGENET_STD, *, device: torch.device | str | None = None,
-             dtype: torch.dtype = torch.float32, non_blocking: bool = True) -> torch.Tensor:
+             std: Sequence[float] | None = IMAGENET_STD, *,
+             device: torch.device | str | None = None, dtype: torch.dtype = torch.float32, non_blocking: bool = True) -> torch.Tensor:
     """uint8 ``[..., 3, H, W]`` -> float in [0, 1], then ``(x - mean) / std`` per channel.
 
     Meant to run on the training device, after the uint8 batch has been moved there
@@ -341,7 +354,7 @@ def to_float(frames: torch.Tensor, mean: Sequence[float] | None = IMAGENET_MEAN,
     """
     if device is not None:
         frames = frames.to(device, non_blocking=non_blocking)
-    x = frames.to(dtype).div_(255.0)
+    x = frames.to(dtype, copy=True).div_(255.0)  # never in place on the caller's tensor
     if mean is None and std is None:
         return x
     shape = (3,) + (1, 1)
