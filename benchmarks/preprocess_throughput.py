@@ -1,0 +1,218 @@
+#!/usr/bin/env python
+"""MB/s of the preprocessing job against ``tar cf`` of the same source files, in one run.
+
+Source: the DAVIS folder (frames ``JPEGImages/480p/<seq>/*.jpg`` and masks
+``Annotations/480p/<seq>/*.png`` of the train and val sequences, i.e. every sequence once).
+
+  tar          ``tar cf OUT.tar -C ROOT -T LIST`` of exactly those files (a plain copy into one
+               archive: the floor of what any conversion costs).
+  preprocess   ``run_preprocess`` (what ``launch/preprocess.py davis2016 --split train
+               --split val`` runs) in this process, with ``--workers`` 1 and 2: listing, plan,
+               manifest, shards of 5-frame clips (every frame is stored in 5 clips, so it
+               writes ~5x the source), per-shard parquet + stats, catalog.
+  cli          (``--cli``) the same through ``python launch/preprocess.py`` as a subprocess,
+               interpreter start-up and imports included.
+
+Both read from a warm page cache (every file is read once first) and write into a fresh temporary
+folder on the same disk. Throughput is **source bytes / wall time** for both (the same bytes);
+the target is preprocess >= 0.5x tar. Each is run ``--repeats`` times round-robin; the best is
+kept (the median is printed too).
+
+    python benchmarks/preprocess_throughput.py
+    python benchmarks/preprocess_throughput.py --copies 10 --cli --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import (REPO, SPLITS, davis_source, sequences, source_files,  # repo on sys.path
+                     split_sequences, warm_page_cache)
+
+from pipeline.data.preprocess import PreprocessConfig, run_preprocess
+
+TARGET = 0.5  # preprocess MB/s >= TARGET x tar MB/s
+
+
+def replicate(base: Path, dest: Path, copies: int) -> Path:
+    """A DAVIS-2016 layout holding every train/val sequence of ``base`` ``copies`` times
+    (``<seq>-copy<k>``; real file copies, so tar cannot store them as hard links)."""
+    lists = dest / "ImageSets" / "480p"
+    lists.mkdir(parents=True)
+    for split in SPLITS:
+        lines = []
+        for seq in split_sequences(base, split):
+            for k in range(copies):
+                name = f"{seq}-copy{k}"
+                for sub in ("JPEGImages", "Annotations"):
+                    shutil.copytree(base / sub / "480p" / seq, dest / sub / "480p" / name)
+                for img in sorted((dest / "JPEGImages" / "480p" / name).glob("*.jpg")):
+                    lines.append(f"/JPEGImages/480p/{name}/{img.name} "
+                                 f"/Annotations/480p/{name}/{img.stem}.png")
+        (lists / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return dest
+
+
+def time_tar(root: Path, files: list[Path], out: Path) -> float:
+    listing = out.parent / "tar_files.txt"
+    listing.write_text("".join(f"{f.as_posix()}\n" for f in files))
+    start = time.perf_counter()
+    subprocess.run(["tar", "cf", str(out), "-C", str(root), "-T", str(listing)], check=True)
+    return time.perf_counter() - start
+
+
+def time_preprocess(root: Path, out: Path, workers: int, args) -> tuple[float, int]:
+    cfg = PreprocessConfig("davis2016", root, out, splits=list(SPLITS), workers=workers,
+                           shard_max_count=args.shard_max_count, clip_stride=args.clip_stride,
+                           progress=False)
+    start = time.perf_counter()
+    summaries = run_preprocess(cfg)
+    seconds = time.perf_counter() - start
+    return seconds, sum(s["written_bytes"] for s in summaries)
+
+
+def time_cli(root: Path, out: Path, workers: int, args) -> tuple[float, int]:
+    cmd = [sys.executable, str(REPO / "launch" / "preprocess.py"), "davis2016", "--src", str(root),
+           "--out", str(out), "--workers", str(workers), "--shard-max-count",
+           str(args.shard_max_count), "--clip-stride", str(args.clip_stride),
+           "--no-progress", "--json"] + [a for s in SPLITS for a in ("--split", s)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    written = sum(json.loads(ln)["written_bytes"] for ln in proc.stdout.splitlines() if ln.strip())
+    return seconds, written
+
+
+def profile_preprocess(root: Path, out: Path, args) -> str:
+    """cProfile of one in-process run with workers=1 (after an unprofiled one: lazy imports)."""
+    time_preprocess(root, out, 1, args)
+    shutil.rmtree(out)
+    prof = cProfile.Profile()
+    prof.enable()
+    time_preprocess(root, out, 1, args)
+    prof.disable()
+    shutil.rmtree(out)
+    text = io.StringIO()
+    stats = pstats.Stats(prof, stream=text)
+    stats.sort_stats("tottime").print_stats(args.profile_top)
+    stats.sort_stats("cumulative").print_stats(args.profile_top)
+    return text.getvalue()
+
+
+def run(args, tmp: Path) -> dict:
+    base, what = davis_source(args.davis_root, tmp, args.synthetic,
+                              n_frames=8 if args.quick else 50)
+    root = replicate(base, tmp / "source", args.copies) if args.copies > 1 else base
+    if args.copies > 1:
+        what += f", every sequence copied {args.copies}x"
+    files = source_files(root, sequences(root))
+    src_bytes = warm_page_cache(root, files)
+    work = Path(tempfile.mkdtemp(prefix="out_", dir=tmp))
+    if args.profile:
+        print(profile_preprocess(root, work / "out", args))
+    contenders = {"tar": None}
+    for w in args.workers:
+        contenders[f"preprocess w={w}"] = (time_preprocess, w)
+        if args.cli:
+            contenders[f"cli w={w}"] = (time_cli, w)
+    seconds: dict[str, list[float]] = {k: [] for k in contenders}
+    written: dict[str, int] = {}
+    for _ in range(args.repeats):
+        for name, how in contenders.items():
+            out = work / "out"
+            if how is None:
+                out.mkdir()
+                seconds[name].append(time_tar(root, files, out / "source.tar"))
+                written[name] = (out / "source.tar").stat().st_size
+            else:
+                fn, w = how
+                s, written[name] = fn(root, out, w, args)
+                seconds[name].append(s)
+            shutil.rmtree(out)
+    rows = {}
+    for name, secs in seconds.items():
+        best, median = min(secs), sorted(secs)[len(secs) // 2]
+        rows[name] = {"seconds_best": best, "seconds_median": median, "runs": secs,
+                      "mb_per_s": src_bytes / best / 1e6,
+                      "mb_per_s_median": src_bytes / median / 1e6,
+                      "written_mb": written[name] / 1e6}
+    tar_rate = rows["tar"]["mb_per_s"]
+    ratios = {k: v["mb_per_s"] / tar_rate for k, v in rows.items() if k != "tar"}
+    return {"benchmark": "preprocess_throughput", "data": what, "files": len(files),
+            "source_mb": src_bytes / 1e6, "shard_max_count": args.shard_max_count,
+            "clip_stride": args.clip_stride,
+            "repeats": args.repeats, "cpu_count": os.cpu_count(), "results": rows,
+            "ratios_to_tar": ratios, "target": TARGET,
+            "pass": {k: r >= TARGET for k, r in ratios.items()},
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def print_table(r: dict) -> None:
+    print(f"data: {r['data']}: {r['files']} files, {r['source_mb']:.1f} MB of source "
+          f"(shard-max-count {r['shard_max_count']}, clip-stride {r['clip_stride']}, "
+          f"{r['repeats']} repeats, {r['cpu_count']} CPUs)")
+    print(f"{'':18s}{'seconds':>9s}{'src MB/s':>10s}{'median':>9s}{'written MB':>12s}"
+          f"{'x tar':>8s}")
+    for name, row in r["results"].items():
+        ratio = r["ratios_to_tar"].get(name)
+        mark = "" if ratio is None else f"{ratio:8.3f}  {'PASS' if r['pass'][name] else 'FAIL'}"
+        print(f"{name:18s}{row['seconds_best']:9.3f}{row['mb_per_s']:10.1f}"
+              f"{row['mb_per_s_median']:9.1f}{row['written_mb']:12.1f}{mark}")
+    print(f"target: preprocess >= {r['target']}x tar (source MB/s); "
+          f"load average at the end: {r['load_average']}")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--davis-root", help="DAVIS-2016 root (default: <repo>/../shared/data/DAVIS, "
+                                        "else synthetic 854x480 data)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="use synthetic data even if DAVIS is there")
+    p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
+                   help="comma-separated --workers values of the preprocessing job (default 1,2)")
+    p.add_argument("--copies", type=int, default=1,
+                   help="copy every sequence K times first (a bigger source, so that fixed "
+                        "costs matter less)")
+    p.add_argument("--shard-max-count", type=int, default=16,
+                   help="clips per shard (several shards per split, so that workers have work)")
+    p.add_argument("--clip-stride", type=int, default=1,
+                   help="the job's --clip-stride (1: every frame is stored in delta+1 clips)")
+    p.add_argument("--cli", action="store_true",
+                   help="also time launch/preprocess.py as a subprocess")
+    p.add_argument("--profile", action="store_true", help="cProfile one workers=1 run first")
+    p.add_argument("--profile-top", type=int, default=25, help="functions shown by --profile")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each (best and median kept)")
+    p.add_argument("--quick", action="store_true", help="tiny run (smoke test): 1 repeat")
+    p.add_argument("--json", action="store_true", help="print one JSON object only")
+    p.add_argument("--tmp-dir", help="temporary folder for the outputs (default: system temp)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats = 1
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="preprocess_bench_", dir=args.tmp_dir) as tmp:
+        result = run(args, Path(tmp))
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print_table(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Smoke tests of the benchmarks: they run (``--quick``) and report ratios.
+
+No speed is asserted here: throughput goals are judged by running the benchmarks themselves
+(benchmarks/README.md), never by timed unit tests on a shared CI machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+
+def _run(script: str, *args: str, tmp_path: Path) -> str:
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick", "--tmp-dir",
+                           str(tmp_path), *args], capture_output=True, text=True, timeout=600,
+                          cwd=REPO)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_loader_benchmark_json(tmp_path):
+    r = json.loads(_run("loader_throughput.py", "--json", tmp_path=tmp_path))
+    assert set(r["clips_per_s"]) >= {"loader", "folder", "ceiling"}
+    assert all(_positive(v["best"]) and _positive(v["median"]) for v in r["clips_per_s"].values())
+    assert set(r["targets"]) == {"loader/folder", "loader/ceiling"}
+    for name in r["targets"]:
+        assert _positive(r["ratios"][name])
+        assert isinstance(r["pass"][name], bool)
+    assert not any(tmp_path.iterdir()), "the benchmark left files behind"
+
+
+def test_loader_benchmark_table_on_synthetic_data(tmp_path):
+    out = _run("loader_throughput.py", "--synthetic", tmp_path=tmp_path)
+    assert "synthetic" in out
+    for name in ("loader/folder", "loader/ceiling"):
+        line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
+        assert ("PASS" in line) != ("FAIL" in line), line
+
+
+def test_preprocess_benchmark_json(tmp_path):
+    r = json.loads(_run("preprocess_throughput.py", "--json", tmp_path=tmp_path))
+    assert set(r["results"]) == {"tar", "preprocess w=1", "preprocess w=2"}
+    assert all(_positive(v["mb_per_s"]) for v in r["results"].values())
+    assert r["results"]["preprocess w=1"]["written_mb"] > 0
+    assert set(r["ratios_to_tar"]) == {"preprocess w=1", "preprocess w=2"}
+    assert all(_positive(v) for v in r["ratios_to_tar"].values())
+    assert not any(tmp_path.iterdir()), "the benchmark left files behind"
