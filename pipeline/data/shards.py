@@ -194,21 +194,8 @@ def write_shard(out_dir: Path, index: int, specs: list[SampleSpec], source: Sour
     before = collections.Counter(source.skips.counts)
     rows = []
     shard_file = tar_path.name
-    hasher = hashlib.sha256()
-
-    class _Hashing:
-        def __init__(self, f):
-            self.f = f
-
-        def write(self, b):
-            hasher.update(b)
-            return self.f.write(b)
-
-        def tell(self):
-            return self.f.tell()
-
     with atomic_open(tar_path) as f:
-        with tarfile.open(fileobj=_Hashing(f), mode="w", format=tarfile.GNU_FORMAT) as tar:
+        with tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT) as tar:
             for spec in specs:
                 try:
                     members, row = build_sample(spec, cache, dataset, split)
@@ -227,7 +214,7 @@ def write_shard(out_dir: Path, index: int, specs: list[SampleSpec], source: Sour
     result = ShardResult(index, len(rows), size, time.perf_counter() - start, failures)
     atomic_write_text(stats_path, json.dumps({
         "shard": shard_file, "count": len(rows), "bytes": size, "failures": failures,
-        "seconds": round(result.seconds, 3), "plan_digest": digest, "sha256": hasher.hexdigest(),
+        "seconds": round(result.seconds, 3), "plan_digest": digest,
         "payload_bytes": sum(r["bytes"] for r in rows),
     }, indent=1, sort_keys=True) + "\n")
     return result

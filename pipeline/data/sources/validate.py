@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .png_scan import scan_png
 from .base import (BAD_IMAGE, BAD_MASK, MASK_FORMATS, MISSING_IMAGE, MISSING_MASK, SIZE_MISMATCH,
                    SKIP_HINT, ImageData, MaskData, MaskFormat, SourceError)
 
@@ -84,7 +85,8 @@ def load_image(path: Path | str, decode: bool = False) -> ImageData:
 def _objects(values: np.ndarray, mask_format: MaskFormat) -> tuple[int, ...]:
     if mask_format == "binary":
         return (1,) if bool(np.any(values)) else ()
-    return tuple(int(v) for v in np.unique(values) if v not in (0, 255))
+    counts = np.bincount(values.ravel(), minlength=256)
+    return tuple(int(v) for v in np.flatnonzero(counts) if v not in (0, 255))
 
 
 def load_mask(path: Path | str, mask_format: MaskFormat) -> MaskData:
@@ -94,6 +96,13 @@ def load_mask(path: Path | str, mask_format: MaskFormat) -> MaskData:
     data = _read(path, "mask", MISSING_MASK, BAD_MASK)
     if not data.startswith(PNG_SIGNATURE):
         raise SourceError(path, "mask is not a PNG file (bad signature)", REEXTRACT, BAD_MASK)
+    if mask_format == "binary":  # fast path: structure checked, foreground found, no pixel decode
+        try:
+            scan = scan_png(data)
+            if scan.mode in MASK_MODES["binary"] and not scan.interlaced:
+                return MaskData(data, scan.width, scan.height, (1,) if scan.any_nonzero() else ())
+        except ValueError as e:
+            raise _unreadable(path, "PNG mask", e, BAD_MASK) from e
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
             im.verify()  # chunk structure and CRCs
