@@ -64,7 +64,6 @@ import json
 import os
 import random
 import re
-import tarfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
@@ -80,6 +79,7 @@ except ImportError:  # pragma: no cover - a torchvision without image decoding: 
     decode_jpeg = None
 
 from .augment import AugmentConfig, augment_clip, resolve_augment, to_float
+from .tario import iter_members
 from .augment import _coin as augment_coin
 
 __all__ = [
@@ -330,6 +330,11 @@ def _wanted(ext: str) -> bool:
     return ext in ("json", "jpg", "mask.png") or FRAME_RE.match(ext) is not None
 
 
+def _wanted_member(name: str) -> bool:
+    key, ext = _split_member(name)
+    return key is not None and ext is not None and not key.startswith("__") and _wanted(ext)
+
+
 def read_tar(url: str, stats: ReadStats | None = None) -> Iterator[dict[str, Any]]:
     """Raw samples of one tar: ``{"__key__", "__url__", ext: bytes, ...}``, members in tar order
     grouped by key. Only jpg / mask.png / json members are read; others are counted and skipped.
@@ -340,12 +345,9 @@ def read_tar(url: str, stats: ReadStats | None = None) -> Iterator[dict[str, Any
     cur: dict[str, Any] | None = None
     member = None
     try:
-        with open(url, "rb") as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
-            for info in tf:
-                member = info.name
-                if not info.isreg():
-                    continue
-                key, ext = _split_member(info.name)
+        with open(url, "rb", buffering=0) as fh:
+            for member, data in iter_members(fh, _wanted_member):
+                key, ext = _split_member(member)
                 if key is None or ext is None or key.startswith("__"):
                     stats.ignored_members += 1
                     continue
@@ -353,25 +355,24 @@ def read_tar(url: str, stats: ReadStats | None = None) -> Iterator[dict[str, Any
                     if cur is not None and len(cur) > 2:  # a key with nothing readable: skip it
                         yield cur
                     cur = {"__key__": key, "__url__": url}
-                if not _wanted(ext):  # never read, let alone unpickled
+                if data is None:  # never read, let alone unpickled
                     stats.ignored_members += 1
                     if (url, ext) not in _WARNED_IGNORED:  # once per shard and extension
                         _WARNED_IGNORED.add((url, ext))
-                        warnings.warn(f"ignored member {info.name!r} (key {key!r}) of shard {url}"
+                        warnings.warn(f"ignored member {member!r} (key {key!r}) of shard {url}"
                                       ": only jpg, mask.png and json members are read; members "
                                       f"'.{ext}' are counted in ignored_members, never decoded",
                                       IgnoredMemberWarning, stacklevel=2)
                     continue
                 if ext in cur:
-                    stats.record("corrupt_samples", url, key, f"duplicate member {info.name}")
+                    stats.record("corrupt_samples", url, key, f"duplicate member {member}")
                     cur["__bad__"] = True
                     continue
-                f = tf.extractfile(info)
-                cur[ext] = f.read() if f is not None else b""
+                cur[ext] = data
             if cur is not None and len(cur) > 2:
                 yield cur
             cur = None
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exn:
+    except (OSError, ValueError, UnicodeDecodeError) as exn:
         key = cur["__key__"] if cur is not None else None
         stats.record("truncated_shards", url, key,
                      f"tar read failed at member {member!r} ({type(exn).__name__}: {exn}); "
