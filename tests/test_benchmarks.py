@@ -30,9 +30,9 @@ def _positive(x) -> bool:
 
 def test_loader_benchmark_json(tmp_path):
     r = json.loads(_run("loader_throughput.py", "--json", tmp_path=tmp_path))
-    assert set(r["clips_per_s"]) >= {"loader", "folder", "ceiling"}
+    assert set(r["clips_per_s"]) >= {"loader", "loader-frames", "folder", "ceiling", "ceiling+mask"}
     assert all(_positive(v["best"]) and _positive(v["median"]) for v in r["clips_per_s"].values())
-    assert set(r["targets"]) == {"loader/folder", "loader/ceiling"}
+    assert set(r["targets"]) == {"loader/folder", "loader/ceiling+mask", "loader-frames/ceiling"}
     for name in r["targets"]:
         assert _positive(r["ratios"][name])
         assert isinstance(r["pass"][name], bool)
@@ -42,7 +42,7 @@ def test_loader_benchmark_json(tmp_path):
 def test_loader_benchmark_table_on_synthetic_data(tmp_path):
     out = _run("loader_throughput.py", "--synthetic", tmp_path=tmp_path)
     assert "synthetic" in out
-    for name in ("loader/folder", "loader/ceiling"):
+    for name in ("loader/folder", "loader/ceiling+mask", "loader-frames/ceiling"):
         line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
         assert ("PASS" in line) != ("FAIL" in line), line
 
