@@ -10,6 +10,7 @@ The contract is DESIGN.md section 4; the data-lake layout is in shards/README.md
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import sys
@@ -74,8 +75,11 @@ def main(argv=None) -> int:
               + f"; storage amplification {s['amplification']}x; {state} -> {s['dir']}")
         if s["failures"] or s["listing_skips"]:
             print(f"  skipped (counted): {s['failures'] or ''} {s['listing_skips'] or ''}")
-            for path, msg in s["skipped_files"][:20]:
-                print(f"    {msg}")
+            counts = collections.Counter(msg for _, msg in s["skipped_files"])
+            for msg, n in list(counts.items())[:20]:
+                print(f"    {msg}" + (f" (x{n} samples)" if n > 1 else ""))
+            if len(counts) > 20:
+                print(f"    ... {len(counts) - 20} more (see --json)")
     return 0
 
 

@@ -40,7 +40,7 @@ BAD_IMAGE = "bad_image"
 BAD_MASK = "bad_mask"
 SIZE_MISMATCH = "size_mismatch"
 
-SKIP_HINT = "or leave it out with on_error='skip'"
+SKIP_HINT = "or leave it out and count it with --on-error skip (on_error='skip' in Python)"
 
 
 class SourceError(ValueError):
