@@ -135,8 +135,9 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(synth_davis, tmp_path
     proc = subprocess.Popen([*PREPROCESS, "davis2017", "--src", str(synth_davis), "--out", str(out),
                              *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.rglob("*_stats.json"))) < 2:
-        time.sleep(0.02)
+    while time.time() < deadline and not (len(list(out.rglob("*_stats.json"))) >= 2
+                                          and list(out.rglob(".*.tar.*.tmp"))):
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     n_ref = len(list((tmp_path / "ref").rglob("*_stats.json")))
