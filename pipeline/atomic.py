@@ -14,7 +14,9 @@ from typing import BinaryIO, Iterator
 TMP_SUFFIX = ".tmp"
 
 
-def _tmp_name(path: Path) -> Path:
+def temp_path(path: Path) -> Path:
+    """Where a writer of ``path`` in this process writes before renaming (``.<name>.<pid>.tmp``,
+    in the same folder)."""
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
@@ -36,7 +38,7 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     """``with atomic_open(p) as f: f.write(...)``: ``p`` appears whole, or not at all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = temp_path(path)
     f = open(tmp, "wb")
     try:
         yield f

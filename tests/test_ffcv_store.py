@@ -1,6 +1,6 @@
-"""FFCV store (pipeline/data/ffcv_store.py): shards -> .beton -> FFCV loader, checked pixel by
-pixel against decoding the shard members directly with PIL (and against the WebDataset loader
-when it is there)."""
+"""FFCV store (pipeline/data/ffcv_store.py, ffcv_loader.py): shards -> .beton -> FFCV loader,
+checked pixel by pixel against decoding the shard members directly with PIL (and against the
+WebDataset loader when it is there)."""
 
 from __future__ import annotations
 
@@ -410,12 +410,14 @@ def test_dead_loader_thread_raises_instead_of_hanging():
     import queue
     import threading
 
+    from pipeline.data.ffcv_loader import _next_batch
+
     t = threading.Thread(target=lambda: None)
     t.output_queue = queue.Queue()
     t.start()
     t.join()
     with pytest.raises(fs.LoaderThreadDied, match="stopped without finishing"):
-        fs._next_batch(t)
+        _next_batch(t)
 
 
 @needs_ffcv

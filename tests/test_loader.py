@@ -135,7 +135,7 @@ def write_image_set(folder: Path, n_shards: int, per_shard: int = 4, prefix: str
 def keys_of(path: str | Path) -> set[str]:
     """Sample keys of a tar shard (the WebDataset grouping rule)."""
     with tarfile.open(path) as tf:
-        return {L._split_member(m.name)[0] for m in tf.getmembers()} - {None}
+        return {L.split_member(m.name)[0] for m in tf.getmembers()} - {None}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import atomic_open, stale_temps
+from .shardlist import finished_shards  # noqa: F401  (re-exported: the tars readers read)
 from .shards import paths_of, read_stats, sample_digest
 
 MANIFEST = "manifest.json"
@@ -62,13 +63,6 @@ def read_catalog(root: str | Path):
         raise FileNotFoundError(f"{root}: no {CATALOG} (no complete shard set); run "
                                 "launch/preprocess.py, or launch/catalog.py --rebuild")
     return pa.concat_tables(tables)
-
-
-def finished_shards(set_dir: Path) -> list[Path]:
-    """Tars whose stats file exists (readers ignore the others)."""
-    set_dir = Path(set_dir)
-    return sorted(t for t in set_dir.glob("*.tar")
-                  if (set_dir / f"{t.stem}_stats.json").is_file())
 
 
 def summarize_set(set_dir: Path) -> dict:

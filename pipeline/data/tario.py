@@ -2,8 +2,9 @@
 
 Python's ``tarfile`` spends ~0.1 ms of interpreter time per member on header objects; shards
 hold 7 members per clip, so this reader parses the 512-byte headers itself: name (ustar prefix
-and GNU long names included), size, type, and the header checksum, so that a corrupt header is
-an error rather than garbage. Member data is read only when the caller wants it.
+GNU long names and pax ``path`` records included), size, type, and the header checksum, so that a corrupt header is
+an error rather than garbage. Member data is read only when the caller wants it; the FFCV
+store's writer takes member offsets instead (:func:`iter_member_offsets`) and reads later.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import BinaryIO, Callable, Iterator
 BLOCK = 512
 REGULAR = (b"0", b"\0", b"7")
 GNU_LONGNAME = b"L"
+PAX_HEADERS = (b"x", b"g")  # per-member and global pax extended headers
 
 
 class TarFormatError(ValueError):
@@ -33,9 +35,23 @@ def _checksum_ok(header: bytes) -> bool:
     return stored == sum(header[:148]) + 256 + sum(header[156:])
 
 
-def iter_members(fh: BinaryIO, want: Callable[[str], bool]) -> Iterator[tuple[str, bytes | None]]:
-    """``(name, data)`` of each regular member, ``data`` None when ``want(name)`` is false (the
-    bytes are skipped unread). Raises TarFormatError on a bad header or a truncated archive."""
+def _pax_path(records: bytes) -> str | None:
+    """The ``path`` of a pax extended header (records ``"<len> <key>=<value>\\n"``)."""
+    pos, path = 0, None
+    while pos < len(records):
+        space = records.index(b" ", pos)
+        length = int(records[pos:space])
+        key, _, value = records[space + 1:pos + length - 1].partition(b"=")
+        if key == b"path":
+            path = value.decode("utf-8")
+        pos += length
+    return path
+
+
+def _regular_members(fh: BinaryIO) -> Iterator[tuple[str, int]]:
+    """``(name, size)`` of each regular member, with ``fh`` at the start of its data; the next
+    step goes on after the member whatever the caller read meanwhile. Raises TarFormatError on a
+    bad header or a truncated archive."""
     long_name: str | None = None
     total = os.fstat(fh.fileno()).st_size
     while True:
@@ -49,11 +65,14 @@ def iter_members(fh: BinaryIO, want: Callable[[str], bool]) -> Iterator[tuple[st
         size = _number(header[124:136])
         kind = header[156:157]
         padded = (size + BLOCK - 1) // BLOCK * BLOCK
-        if kind == GNU_LONGNAME:
+        if kind == GNU_LONGNAME or kind in PAX_HEADERS:
             data = fh.read(padded)
             if len(data) < padded:
-                raise TarFormatError("archive ends inside a long name (truncated)")
-            long_name = data[:size].rstrip(b"\0").decode("utf-8")
+                raise TarFormatError("archive ends inside an extended header (truncated)")
+            if kind == GNU_LONGNAME:
+                long_name = data[:size].rstrip(b"\0").decode("utf-8")
+            elif kind == b"x":
+                long_name = _pax_path(data[:size]) or long_name
             continue
         if long_name is not None:
             name, long_name = long_name, None
@@ -61,15 +80,23 @@ def iter_members(fh: BinaryIO, want: Callable[[str], bool]) -> Iterator[tuple[st
             name = header[:100].split(b"\0", 1)[0].decode("utf-8")
             if header[257:262] == b"ustar" and header[345] != 0:
                 name = header[345:500].split(b"\0", 1)[0].decode("utf-8") + "/" + name
-        if fh.tell() + size > total:
+        start = fh.tell()
+        if start + size > total:
             raise TarFormatError(f"archive ends inside member {name!r} (truncated)")
-        if kind not in REGULAR:
-            fh.seek(padded, 1)
-            continue
-        if want(name):
-            data = fh.read(size)
-            fh.seek(padded - size, 1)
-            yield name, data
-        else:
-            fh.seek(padded, 1)
-            yield name, None
+        if kind in REGULAR:
+            yield name, size
+        fh.seek(start + padded)
+
+
+def iter_members(fh: BinaryIO, want: Callable[[str], bool]) -> Iterator[tuple[str, bytes | None]]:
+    """``(name, data)`` of each regular member, ``data`` None when ``want(name)`` is false (the
+    bytes are skipped unread). Raises TarFormatError on a bad header or a truncated archive."""
+    for name, size in _regular_members(fh):
+        yield name, (fh.read(size) if want(name) else None)
+
+
+def iter_member_offsets(fh: BinaryIO) -> Iterator[tuple[str, int, int]]:
+    """``(name, offset, size)`` of each regular member: where its data lies in the file, for
+    reading it later by seeking; no member data is read. Raises like :func:`iter_members`."""
+    for name, size in _regular_members(fh):
+        yield name, fh.tell(), size
