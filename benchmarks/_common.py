@@ -92,3 +92,17 @@ def warm_page_cache(root: Path, files: list[Path]) -> int:
 
 def summarise(values: list[float]) -> dict:
     return {"best": max(values), "median": statistics.median(values), "runs": values}
+
+
+def run_and_report(args, run, print_table, prefix: str) -> int:
+    """Run a benchmark in a temporary folder (removed after) and print its table or JSON."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=args.tmp_dir) as tmp:
+        result = run(args, Path(tmp))
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print_table(result)
+    return 0

@@ -38,12 +38,10 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import os
 import pstats
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -54,7 +52,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from _common import (SPLITS, davis_source, sequences, source_files,  # repo on sys.path
+from _common import (SPLITS, run_and_report, davis_source, sequences, source_files,  # repo on sys.path
                      split_sequences, summarise, warm_page_cache)
 
 from pipeline.data.loader import make_loader
@@ -325,13 +323,7 @@ def main(argv=None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
-    with tempfile.TemporaryDirectory(prefix="loader_bench_", dir=args.tmp_dir) as tmp:
-        result = run(args, Path(tmp))
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        print_table(result)
-    return 0
+    return run_and_report(args, run, print_table, "loader_bench_")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (REPO, SPLITS, davis_source, sequences, source_files,  # repo on sys.path
+from _common import (REPO, SPLITS, run_and_report, davis_source, sequences, source_files,  # repo on sys.path
                      split_sequences, warm_page_cache)
 
 from pipeline.data.preprocess import PreprocessConfig, run_preprocess
@@ -212,13 +212,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="preprocess_bench_", dir=args.tmp_dir) as tmp:
-        result = run(args, Path(tmp))
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        print_table(result)
-    return 0
+    return run_and_report(args, run, print_table, "preprocess_bench_")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..atomic import atomic_write_bytes
+
 
 def plot_bars(rows: list[tuple[str, float, float]], path: str | Path, title: str,
               labels: tuple[str, str] = ("J-Mean", "F-Mean")) -> Path:
@@ -34,13 +36,7 @@ def plot_bars(rows: list[tuple[str, float, float]], path: str | Path, title: str
     ax.set_title(f"{title}  ({labels[0]} {mean_a:.3f}, {labels[1]} {mean_b:.3f})", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return _save(fig, path)
 
 
 def plot_per_sequence(report, path: str | Path) -> Path:
@@ -69,10 +65,18 @@ def plot_categories(rows: list[tuple[str, float, int]], path: str | Path, title:
     ax.set_ylabel("mean IoU")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    """Write the figure as a PNG atomically and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write_bytes(path, buf.getvalue())
     return path
