@@ -106,3 +106,11 @@ def run_and_report(args, run, print_table, prefix: str) -> int:
     else:
         print_table(result)
     return 0
+
+
+def add_data_args(p) -> None:
+    """The data options every data-path benchmark takes."""
+    p.add_argument("--davis-root", help="DAVIS-2016 root (default: <repo>/../shared/data/DAVIS, "
+                                        "else synthetic 854x480 data)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="use synthetic data even if DAVIS is there")

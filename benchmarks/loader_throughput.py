@@ -52,8 +52,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from _common import (SPLITS, run_and_report, davis_source, sequences, source_files,  # repo on sys.path
-                     split_sequences, summarise, warm_page_cache)
+from _common import (  # the repo is put on sys.path there
+                     SPLITS, add_data_args, davis_source, run_and_report, sequences,
+                     source_files, split_sequences, summarise, warm_page_cache)
 
 from pipeline.data.loader import make_loader
 from pipeline.data.preprocess import PreprocessConfig, run_preprocess
@@ -287,10 +288,7 @@ def print_table(r: dict) -> None:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--davis-root", help="DAVIS-2016 root (default: <repo>/../shared/data/DAVIS, "
-                                        "else synthetic 854x480 data)")
-    p.add_argument("--synthetic", action="store_true",
-                   help="use synthetic data even if DAVIS is there")
+    add_data_args(p)
     p.add_argument("--workers", type=int, default=0,
                    help="DataLoader worker processes, the same for all contenders "
                         "(default 0: in-process)")

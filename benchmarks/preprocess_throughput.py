@@ -37,8 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (REPO, SPLITS, run_and_report, davis_source, sequences, source_files,  # repo on sys.path
-                     split_sequences, warm_page_cache)
+from _common import (  # the repo is put on sys.path there
+                     REPO, SPLITS, add_data_args, davis_source, run_and_report,
+                     sequences, source_files, split_sequences, warm_page_cache)
 
 from pipeline.data.preprocess import PreprocessConfig, run_preprocess
 
@@ -183,10 +184,7 @@ def print_table(r: dict) -> None:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--davis-root", help="DAVIS-2016 root (default: <repo>/../shared/data/DAVIS, "
-                                        "else synthetic 854x480 data)")
-    p.add_argument("--synthetic", action="store_true",
-                   help="use synthetic data even if DAVIS is there")
+    add_data_args(p)
     p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
                    help="comma-separated --workers values of the preprocessing job (default 1,2)")
     p.add_argument("--copies", type=int, default=1,

@@ -112,10 +112,6 @@ class Validation:
         self.errors.append(msg)
 
 
-def _expected_members(row: dict) -> list[str]:
-    return list(row["members"])
-
-
 def _read_tar(tar_path: Path) -> dict[str, list[tuple[str, bytes]]]:
     """Members grouped by sample key, in tar order (raises on a truncated/corrupt tar)."""
     samples: dict[str, list[tuple[str, bytes]]] = {}
@@ -190,9 +186,9 @@ def validate_set(set_dir: Path, *, deep: bool = True) -> Validation:
                 v.error(f"{tar_path}: sample {row['key']!r} of the parquet is not in the tar")
                 continue
             names = [n for n, _ in members]
-            if names != _expected_members(row):
+            if names != row["members"]:
                 v.error(f"{tar_path}: sample {row['key']!r} has members {names}, "
-                        f"expected {_expected_members(row)}")
+                        f"expected {row['members']}")
             elif sample_digest(members) != row["sha256"]:
                 v.error(f"{tar_path}: sample {row['key']!r} checksum mismatch")
             v.samples_checked += 1

@@ -28,11 +28,16 @@ class SampleSpec:
     frame_index: int | None  # t
     mask: Path | None
     mask_format: MaskFormat | None
-    est_bytes: int  # its size in a tar (for shard rotation), from the file sizes + overheads
+    payload: int  # source bytes of its members (file sizes, read once when planning)
 
     @property
     def is_clip(self) -> bool:
         return self.frame_ids is not None
+
+    @property
+    def est_bytes(self) -> int:
+        """Its size in a tar (for shard rotation): payload plus headers and the json record."""
+        return self.payload + SAMPLE_OVERHEAD + MEMBER_OVERHEAD * (len(self.images) + 2)
 
 
 def clip_indices(t: int, delta: int) -> list[int]:
@@ -49,6 +54,13 @@ def _size(path: Path | None) -> int:
     return os.stat(path).st_size if path is not None else 0
 
 
+def _file_sizes(seq: Sequence) -> tuple[list[int], dict[int, int]]:
+    """Sizes of a sequence's frames and masks, one stat per file."""
+    frames = [_size(f.image) for f in seq.frames]
+    masks = {f.index: _size(f.mask) for f in seq.frames if f.mask is not None}
+    return frames, masks
+
+
 def plan_clips(sequences: list[Sequence], delta: int, clip_stride: int) -> list[SampleSpec]:
     if delta < 1:
         raise ValueError(f"delta must be >= 1 (the paper uses 4), got {delta}")
@@ -58,8 +70,10 @@ def plan_clips(sequences: list[Sequence], delta: int, clip_stride: int) -> list[
     for seq in sequences:
         with_mask = seq.mask_format is not None
         targets = seq.annotated if with_mask else seq.frames
+        frame_sizes, mask_sizes = _file_sizes(seq)
         for frame in targets[::clip_stride]:
-            frames = [seq.frames[i] for i in clip_indices(frame.index, delta)]
+            ids = clip_indices(frame.index, delta)
+            frames = [seq.frames[i] for i in ids]
             images = tuple(f.image for f in frames)
             specs.append(SampleSpec(
                 key=f"{seq.name}/{frame.index:05d}",
@@ -69,8 +83,7 @@ def plan_clips(sequences: list[Sequence], delta: int, clip_stride: int) -> list[
                 frame_index=frame.index,
                 mask=frame.mask,
                 mask_format=seq.mask_format,
-                est_bytes=(sum(_size(p) for p in images) + _size(frame.mask) + SAMPLE_OVERHEAD
-                           + MEMBER_OVERHEAD * (len(images) + 2)),
+                payload=sum(frame_sizes[i] for i in ids) + mask_sizes.get(frame.index, 0),
             ))
     return specs
 
@@ -78,26 +91,19 @@ def plan_clips(sequences: list[Sequence], delta: int, clip_stride: int) -> list[
 def plan_images(items: list[ImageItem]) -> list[SampleSpec]:
     return [SampleSpec(key=it.image_id, sequence=it.image_id, images=(it.image,), frame_ids=None,
                        frame_index=None, mask=it.mask, mask_format=it.mask_format,
-                       est_bytes=_size(it.image) + _size(it.mask) + SAMPLE_OVERHEAD
-                       + 3 * MEMBER_OVERHEAD)
+                       payload=_size(it.image) + _size(it.mask))
             for it in items]
 
 
 def source_bytes(specs: list[SampleSpec]) -> int:
     """Bytes of the distinct source files the plan reads (the denominator of amplification)."""
-    seen: set[Path] = set()
-    total = 0
-    for s in specs:
-        for p in (*s.images, s.mask):
-            if p is not None and p not in seen:
-                seen.add(p)
-                total += _size(p)
-    return total
+    paths = {p for s in specs for p in (*s.images, s.mask) if p is not None}
+    return sum(_size(p) for p in paths)
 
 
 def payload_bytes(specs: list[SampleSpec]) -> int:
     """Source bytes the plan stores, repeats included (the numerator of amplification)."""
-    return sum(sum(_size(p) for p in s.images) + _size(s.mask) for s in specs)
+    return sum(s.payload for s in specs)
 
 
 def split_into_shards(specs: list[SampleSpec], max_count: int, max_bytes: int) -> list[list[SampleSpec]]:
