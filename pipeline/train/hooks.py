@@ -1,0 +1,283 @@
+"""Side concerns of training, plugged into :class:`pipeline.train.loop.TrainLoop`.
+
+Registered in this order by ``pipeline/train/runner.py`` (each reads what the earlier ones
+added to ``loop.metrics``):
+
+* :class:`TimerHook`       step and data time, samples/s over all ranks
+* :class:`TimeoutHook`     shortens the collective timeout once the first step is done
+* :class:`ReduceHook`      every ``log.every`` steps: metrics averaged over ranks (collective)
+* :class:`ReplicaCheckHook` optional: weights and gradients identical on every rank
+* :class:`EvalHook`        periodic validation (phases with an ``evaluate``)
+* :class:`ProgressHook`    a line per ``log.every`` steps on rank 0
+* :class:`StopHook`        SIGTERM / SIGUSR1 / ``checkpoint.stop_after``: stop at an agreed step
+* :class:`CheckpointHook`  every ``checkpoint.every`` steps and at the end (all ranks)
+* :class:`ExportHook`      ``run_dir/weights.pt`` at the end (rank 0)
+* :class:`TrackingHook`    MLflow: run, params, metrics, checkpoints, model, registry (rank 0)
+
+Collective hooks (Reduce, Eval, Checkpoint) decide by step number only, so every rank enters
+the same collectives.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.checkpoint import CheckpointManager, capture_rng_state
+from pipeline.dist import DistConfig, DistContext, all_reduce_mean, any_rank, shorten_timeout
+from pipeline.train.loop import HookBase
+
+log = logging.getLogger(__name__)
+
+
+class TimerHook(HookBase):
+    """``time/step_s``, ``time/data_s`` and ``throughput/samples_per_s`` (all ranks' samples)."""
+
+    def __init__(self, world_size: int):
+        self.world_size = world_size
+        self._t0 = 0.0
+        self.step_times: list[float] = []
+
+    def before_step(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def after_step(self) -> None:
+        dt = time.perf_counter() - self._t0
+        self.step_times.append(dt)
+        m = self.loop.metrics
+        m["time/step_s"] = dt
+        m["time/data_s"] = self.loop.data_seconds
+        m["throughput/samples_per_s"] = self.loop.samples_in_step * self.world_size / max(dt, 1e-9)
+
+
+class TimeoutHook(HookBase):
+    def __init__(self, cfg: DistConfig, ctx: DistContext):
+        self.cfg, self.ctx, self.done = cfg, ctx, False
+
+    def after_step(self) -> None:
+        if not self.done:
+            shorten_timeout(self.cfg, self.ctx)
+            self.done = True
+
+
+class ReduceHook(HookBase):
+    """``loop.reduced``: rank means of ``loop.metrics`` at logging steps, else ``None``."""
+
+    def __init__(self, ctx: DistContext, every: int):
+        self.ctx, self.every = ctx, max(1, int(every))
+
+    def is_log_step(self) -> bool:
+        return self.loop.step % self.every == 0 or self.loop.step == self.loop.total_steps
+
+    def before_train(self) -> None:
+        self.loop.reduced = None
+
+    def after_step(self) -> None:
+        self.loop.reduced = (all_reduce_mean(self.loop.metrics, self.ctx)
+                             if self.is_log_step() else None)
+
+
+class ReplicaCheckHook(HookBase):
+    """Every ``every`` steps: are the weights and gradients of all ranks bit-identical (as DDP
+    promises)? Element-wise max and min over ranks must agree. Adds ``dist/replica_mismatch``
+    (number of differing tensors) to the logged metrics; raises when ``strict``."""
+
+    def __init__(self, ctx: DistContext, every: int, strict: bool = True):
+        self.ctx, self.every, self.strict = ctx, int(every), strict
+        self.checks = 0
+
+    def mismatches(self) -> list[str]:
+        import torch
+        import torch.distributed as tdist
+
+        bad = []
+        for name, engine in self.loop.phase.engines.items():
+            for pname, p in engine.module.named_parameters():
+                for kind, t in (("weight", p.detach()), ("grad", p.grad)):
+                    if t is None:
+                        continue
+                    hi, lo = t.detach().clone(), t.detach().clone()
+                    tdist.all_reduce(hi, op=tdist.ReduceOp.MAX)
+                    tdist.all_reduce(lo, op=tdist.ReduceOp.MIN)
+                    if not torch.equal(hi, lo):
+                        bad.append(f"{name}.{pname} ({kind})")
+        return bad
+
+    def after_step(self) -> None:
+        if not self.ctx.distributed or self.every <= 0 or self.loop.step % self.every:
+            return
+        bad = self.mismatches()
+        self.checks += 1
+        self.loop.metrics["dist/replica_mismatch"] = float(len(bad))
+        if getattr(self.loop, "reduced", None) is not None:
+            self.loop.reduced["dist/replica_mismatch"] = float(len(bad))
+        if bad and self.strict:
+            raise RuntimeError(f"ranks diverged after step {self.loop.step}: {bad[:10]} "
+                               f"({len(bad)} tensors differ)")
+
+
+class EvalHook(HookBase):
+    """Every ``every`` steps (and at the end): ``evaluate()`` (a collective returning rank-mean
+    metrics such as ``eval/J``), merged into ``loop.reduced`` for logging."""
+
+    def __init__(self, evaluate: Callable[[], dict[str, float]], every: int):
+        self.evaluate, self.every = evaluate, int(every)
+
+    def after_step(self) -> None:
+        step = self.loop.step
+        if self.every > 0 and (step % self.every == 0 or step == self.loop.total_steps):
+            results = self.evaluate()
+            self.loop.metrics.update(results)
+            if getattr(self.loop, "reduced", None) is None:
+                self.loop.reduced = dict(results)
+            else:
+                self.loop.reduced.update(results)
+
+
+class ProgressHook(HookBase):
+    def __init__(self, ctx: DistContext, phase: str, stream=None):
+        self.ctx, self.phase = ctx, phase
+        self.stream = stream or sys.stdout
+
+    def after_step(self) -> None:
+        m = getattr(self.loop, "reduced", None)
+        if not self.ctx.is_main or m is None:
+            return
+        shown = [f"{k} {v:.4g}" for k, v in m.items()
+                 if k.endswith("/loss") or k.startswith("eval/") or k.endswith("/mse")]
+        rate = m.get("throughput/samples_per_s")
+        line = f"[{self.phase}] step {self.loop.step}/{self.loop.total_steps} | " + " | ".join(shown)
+        if rate is not None:
+            line += f" | {rate:.2f} samples/s | {m.get('time/step_s', 0.0):.3f} s/step"
+        print(line, file=self.stream, flush=True)
+
+
+class StopHook(HookBase):
+    """Stops cleanly (checkpoint, no export) on SIGTERM/SIGUSR1 - SLURM's signal before a time
+    limit or preemption - or after ``stop_after`` steps of this invocation. Ranks agree on the
+    step to stop at (one all-reduce of a flag per step), so their collectives stay matched."""
+
+    def __init__(self, ctx: DistContext, stop_after: int | None = None,
+                 signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGUSR1)):
+        self.ctx, self.stop_after, self.signals = ctx, stop_after, signals
+        self.signalled: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._start = 0
+
+    def _handler(self, signum, frame) -> None:
+        self.signalled = signum
+
+    def before_train(self) -> None:
+        self._start = self.loop.step
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                self._previous[s] = signal.signal(s, self._handler)
+
+    def after_step(self) -> None:
+        local = self.signalled is not None or (
+            self.stop_after is not None and self.loop.step - self._start >= self.stop_after)
+        flag = any_rank(local, self.ctx)
+        if flag and not self.loop.completed:
+            self.loop.stop_requested = True
+            if self.ctx.is_main:
+                why = (f"signal {self.signalled}" if self.signalled is not None
+                       else f"stop_after={self.stop_after}")
+                print(f"stopping after step {self.loop.step} ({why}); run the same command "
+                      "again to resume", flush=True)
+
+    def after_train(self) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+
+
+class CheckpointHook(HookBase):
+    """Saves all training state every ``every`` steps and after the last step: engines (model,
+    optimizer, scheduler; DeepSpeed engines their own partitioned state), the phase's state,
+    the step, and per rank the RNG states and the data position."""
+
+    def __init__(self, manager: CheckpointManager, every: int, *, stream: Any,
+                 extra: Callable[[], dict] | None = None, on_saved: Callable[[Path, int], None] | None = None):
+        self.manager, self.every, self.stream = manager, int(every), stream
+        self.extra = extra
+        self.on_saved = on_saved
+        self.last_saved: tuple[Path, int] | None = None
+
+    def save(self) -> Path:
+        loop = self.loop
+        engines = loop.phase.engines
+        shared = {"step": loop.step, "phase": loop.phase.state_dict(),
+                  "engines": {n: e.state_dict() for n, e in engines.items()}}
+        if self.extra is not None:
+            shared.update(self.extra())
+        rank_state = {"rng": capture_rng_state(), "data": self.stream.position()}
+        own = {n: e for n, e in engines.items() if e.saves_itself}
+        path = self.manager.save(loop.step, shared, rank_state, engines=own or None)
+        self.last_saved = (path, loop.step)
+        if self.on_saved is not None:
+            self.on_saved(path, loop.step)
+        return path
+
+    def after_step(self) -> None:
+        step = self.loop.step
+        if step % self.every == 0 or step == self.loop.total_steps or self.loop.stop_requested:
+            self.save()
+
+
+class ExportHook(HookBase):
+    """``run_dir/weights.pt`` after the last step (rank 0): the next phase's ``init_from``."""
+
+    def __init__(self, ctx: DistContext, write: Callable[[], Path]):
+        self.ctx, self.write = ctx, write
+        self.path: Path | None = None
+
+    def after_train(self) -> None:
+        if self.ctx.is_main and self.loop.completed:
+            self.path = self.write()
+            log.info("weights for the next phase: %s", self.path)
+
+
+class TrackingHook(HookBase):
+    """MLflow on rank 0 (the tracker is a no-op elsewhere): the run with the resolved config and
+    environment, reduced metrics at logging steps, checkpoints, then the weights as a logged
+    model, registered under the phase's name with the configured alias."""
+
+    def __init__(self, tracker: Any, *, params: dict, tags: dict, export: ExportHook | None,
+                 checkpoints: CheckpointHook | None, log_checkpoints: str):
+        self.tracker, self.params, self.tags = tracker, params, tags
+        self.export, self.checkpoints = export, checkpoints
+        self.log_checkpoints = log_checkpoints
+        self.ended = False
+
+    def before_train(self) -> None:
+        self.tracker.start(self.params, self.tags)
+
+    def checkpoint_saved(self, path: Path, step: int) -> None:
+        if self.log_checkpoints == "all":
+            self.tracker.log_checkpoint(path, step)
+
+    def after_step(self) -> None:
+        m = getattr(self.loop, "reduced", None)
+        if m is not None:
+            self.tracker.log_metrics(m, self.loop.step)
+
+    def after_train(self) -> None:
+        if self.checkpoints is not None and self.checkpoints.last_saved and \
+                self.log_checkpoints == "last":
+            self.tracker.log_checkpoint(*self.checkpoints.last_saved)
+        if self.export is not None and self.export.path is not None:
+            uri = self.tracker.log_model(self.export.path, name="model",
+                                         model_config=self.params.get("model_config"))
+            if uri is not None:
+                self.tracker.register(uri)
+        self.tracker.end("FINISHED" if self.loop.completed else "KILLED")
+        self.ended = True
+
+    def on_exception(self, exc: BaseException) -> None:
+        if not self.ended:
+            self.tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            self.ended = True

@@ -1,0 +1,195 @@
+"""Run one training phase from its config: what every launcher in ``launch/`` calls.
+
+    python launch/pretrain_tcb.py --config configs/pretrain_tcb.yaml steps=100 run_dir=runs/tcb
+    torchrun --nproc_per_node=8 launch/pretrain_tcb.py ...          # DDP
+    deepspeed --num_gpus 8 launch/pretrain_tcb.py ... dist.engine=deepspeed dist.zero_stage=2
+
+Order: process group -> seeds -> batch plan -> model config -> ``init_from`` weights -> engines
+-> loader -> resume (engines, phase, RNG, data position) -> the loop with its hooks -> weights.pt
+(and MLflow model + registry) -> summary. A run directory holds one run: started again, it
+resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.atomic import atomic_write_text
+from pipeline.checkpoint import CheckpointManager, restore_rng_state
+from pipeline.config import ConfigError, dump_yaml, to_dict
+from pipeline.dist import autocast, destroy, init_distributed, seed_everything, seed_model_init
+from pipeline.tracking import Tracker, environment_info, git_info, resolve_init
+from pipeline.train.config import TrainConfig, load_model_config, load_train_config, plan_batch
+from pipeline.train.data import DataStream, build_loader
+from pipeline.train.hooks import (CheckpointHook, EvalHook, ExportHook, ProgressHook, ReduceHook,
+                                  ReplicaCheckHook, StopHook, TimeoutHook, TimerHook, TrackingHook)
+from pipeline.train.loop import TrainLoop
+from pipeline.train.weights import gather_init, save_weights
+
+log = logging.getLogger(__name__)
+
+
+def _phases() -> dict[str, tuple[type, type]]:
+    from pipeline.train.alternating import AlternatingPhase, AlternatingTrainConfig
+    from pipeline.train.gan import GanPhase, GanTrainConfig
+    from pipeline.train.segmentation import SegmentationPhase, SegmentationTrainConfig
+
+    return {"gan": (GanPhase, GanTrainConfig),
+            "segmentation": (SegmentationPhase, SegmentationTrainConfig),
+            "alternating": (AlternatingPhase, AlternatingTrainConfig)}
+
+
+def parse_args(argv: list[str] | None, default_config: str, description: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", default=default_config, help="YAML config (default: %(default)s)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 "
+                   "run_dir=runs/x batch.size=16 dist.engine=deepspeed")
+    # the deepspeed launcher appends --local_rank=N; LOCAL_RANK is read from the environment
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def build_eval_batches(cfg: Any, phase: Any, ctx) -> Any:
+    ecfg = getattr(cfg, "eval", None)
+    if ecfg is None or ecfg.every <= 0:
+        return None
+    if not ecfg.sets:
+        raise ConfigError("eval.every > 0 needs eval.sets (shard sets under data.lake)")
+    from dataclasses import replace
+
+    dcfg = replace(cfg.data, sets=list(ecfg.sets), augment=dict(ecfg.augment), weights=None,
+                   backend="webdataset", num_workers=0, epoch_batches=ecfg.batches)
+    loader = build_loader(dcfg, phase.plan.micro_size, kind=phase.kind, masks=True,
+                          seed=cfg.seed + 7919, rank=ctx.rank, world_size=ctx.world_size)
+
+    def evaluate() -> dict[str, float]:
+        loader.set_epoch(0)  # the same validation batches every time
+        return phase.evaluate(loader)
+
+    return evaluate
+
+
+def run_phase(phase_name: str, config_path: str | Path | None, overrides: list[str],
+              *, tracker_factory=None) -> dict:
+    """Train one phase; returns a summary (also written to ``run_dir/summary.json`` by rank 0)."""
+    phase_cls, cfg_cls = _phases()[phase_name]
+    cfg: TrainConfig = load_train_config(cfg_cls, config_path, overrides)
+    ctx = init_distributed(cfg.dist)
+    try:
+        return _run(phase_name, phase_cls, cfg, ctx, tracker_factory)
+    finally:
+        destroy()
+
+
+def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factory) -> dict:
+    run_dir = Path(cfg.run_dir)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    seed_everything(cfg.seed, ctx.rank)
+    plan = plan_batch(cfg.batch, ctx.world_size)
+    model_cfg = load_model_config(cfg)
+    init_states, init_sources = gather_init(cfg.init_from, lambda uri: resolve_init(uri))
+    with seed_model_init(cfg.seed):
+        phase = phase_cls(cfg, model_cfg, ctx, plan, init=init_states)
+    loader = build_loader(cfg.data, plan.micro_size, kind=phase.kind, masks=phase.masks,
+                          seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
+                          pin_memory=ctx.device.type == "cuda")
+    stream = DataStream(loader)
+
+    manager = CheckpointManager(run_dir / "checkpoints", cfg.checkpoint.keep_last,
+                                rank=ctx.rank, world_size=ctx.world_size)
+    start_step = 0
+    resumed_from = None
+    latest = manager.latest() if cfg.checkpoint.resume else None
+    if latest is not None:
+        own = {n: e for n, e in phase.engines.items() if e.saves_itself}
+        loaded = manager.load(latest, engines=own or None,
+                              allow_world_size_change=cfg.checkpoint.allow_world_size_change)
+        for name, engine in phase.engines.items():
+            engine.load_state_dict(loaded.shared["engines"][name])
+        phase.load_state_dict(loaded.shared.get("phase", {}))
+        start_step = int(loaded.step)
+        if loaded.rank_state is not None:
+            stream.seek(loaded.rank_state["data"])
+            restore_rng_state(loaded.rank_state["rng"])   # after the seek: it draws worker seeds
+        else:  # world size changed (allowed): same weights, fresh data order from this step
+            stream.epoch = start_step * plan.accum // cfg.data.epoch_batches + 1
+        resumed_from = str(latest)
+        if ctx.is_main:
+            print(f"[{phase_name}] resumed from {latest} at step {start_step}", flush=True)
+
+    tracker = (tracker_factory or Tracker)(cfg.tracking, phase=phase_name, run_dir=run_dir,
+                                           rank=ctx.rank, default_store=run_dir.parent)
+    params = to_dict(cfg)
+    params["model_config"] = to_dict(model_cfg)
+    params["batch_plan"] = {"micro_size": plan.micro_size, "accum": plan.accum,
+                            "world_size": plan.world_size}
+    tags = {"phase": phase_name, **environment_info(ctx.world_size, ctx.device), **git_info()}
+    if init_sources:
+        tags["init_from"] = "; ".join(init_sources)[:4000]
+
+    def write_weights() -> Path:
+        return save_weights(run_dir / "weights.pt", phase.modules(), phase=phase_name,
+                            step=loop.step, model_config=to_dict(model_cfg))
+
+    timer = TimerHook(ctx.world_size)
+    export = ExportHook(ctx, write_weights)
+    ckpt = CheckpointHook(manager, cfg.checkpoint.every, stream=stream)
+    tracking = TrackingHook(tracker, params=params, tags=tags, export=export, checkpoints=ckpt,
+                            log_checkpoints=cfg.checkpoint.log_to_mlflow)
+    ckpt.on_saved = tracking.checkpoint_saved if ctx.is_main else None
+    hooks = [timer, TimeoutHook(cfg.dist, ctx), ReduceHook(ctx, cfg.log.every),
+             ReplicaCheckHook(ctx, cfg.dist.check_replicas_every)]
+    evaluate = build_eval_batches(cfg, phase, ctx)
+    if evaluate is not None:
+        hooks.append(EvalHook(evaluate, cfg.eval.every))
+    hooks += [ProgressHook(ctx, phase_name), StopHook(ctx, cfg.checkpoint.stop_after), ckpt,
+              export, tracking]
+
+    loop = TrainLoop(phase, stream, cfg.steps, accum=plan.accum, start_step=start_step,
+                     hooks=hooks, autocast=lambda: autocast(cfg.dist, ctx.device))
+    loop.run()
+
+    times = timer.step_times[1:] or timer.step_times
+    summary = {
+        "phase": phase_name, "steps": loop.step, "completed": loop.completed, "start_step": start_step,
+        "resumed_from": resumed_from, "world_size": ctx.world_size,
+        "micro_size": plan.micro_size, "accum": plan.accum, "global_batch": plan.global_size,
+        "weights": str(export.path) if export.path else str(run_dir / "weights.pt"),
+        "checkpoint": str(ckpt.last_saved[0]) if ckpt.last_saved else None,
+        "mlflow_run_id": getattr(tracker, "run_id", None),
+        "registered": getattr(tracker, "registered_version", None),
+        "mean_step_s": sum(times) / len(times) if times else None,
+        "samples_per_s": (plan.global_size * len(times) / sum(times)) if times and sum(times) else None,
+        "last_metrics": loop.reduced or loop.metrics,
+    }
+    if ctx.is_main:
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def main(phase_name: str, default_config: str, description: str,
+         argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("STCNN_LOG_LEVEL", "WARNING"),
+                        format="%(levelname)s %(name)s: %(message)s")
+    from pipeline.train.config import REPO
+
+    if not Path(default_config).exists():
+        default_config = str(REPO / default_config)
+    args = parse_args(argv, default_config, description)
+    try:
+        summary = run_phase(phase_name, args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: summary[k] for k in ("phase", "steps", "weights", "mlflow_run_id",
+                                                  "samples_per_s")}, default=str))
+    return 0

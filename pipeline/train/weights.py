@@ -1,0 +1,96 @@
+"""The weights file a phase hands to the next one (``weights.pt``, logged to MLflow as a model).
+
+    {"format": "stcnn-weights/1", "phase": "gan", "step": 12000,
+     "model_config": {...}, "models": {"G": state_dict, "D": ..., "SSB": ...}}
+
+Plain tensors and containers only: it loads with ``torch.load(weights_only=True)``. A phase's
+``init_from`` is a list of such files (or ``runs:/`` / ``models:/`` URIs resolving to one,
+see :func:`pipeline.tracking.resolve_init`); later files win for a branch present in several.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from pipeline.atomic import atomic_write_bytes
+from pipeline.config import ConfigError
+
+FORMAT = "stcnn-weights/1"
+log = logging.getLogger(__name__)
+
+
+class WeightsError(ValueError):
+    pass
+
+
+def save_weights(path: str | Path, models: dict[str, nn.Module], *, phase: str, step: int,
+                 model_config: dict) -> Path:
+    payload = {"format": FORMAT, "phase": phase, "step": int(step), "model_config": model_config,
+               "models": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()}
+                          for k, m in models.items()}}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def load_weights(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"cannot read weights file {path}: {exc}; it must be a weights.pt "
+                           "written by a training phase (or its MLflow model)") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise WeightsError(f"{path} is not an STCNN weights file (format {FORMAT!r}); pass the "
+                           "weights.pt of a phase run, its runs:/ or models:/ URI")
+    return payload
+
+
+def gather_init(uris: Iterable[str], resolve) -> tuple[dict[str, dict], list[str]]:
+    """Branch state dicts from every ``init_from`` entry (later entries win) and their sources."""
+    merged: dict[str, dict] = {}
+    sources: list[str] = []
+    for uri in uris:
+        if not uri:
+            continue
+        path = resolve(uri)
+        payload = load_weights(path)
+        for branch, sd in payload["models"].items():
+            merged[branch] = sd
+        sources.append(f"{uri} -> {sorted(payload['models'])} (phase {payload.get('phase')}, "
+                       f"step {payload.get('step')})")
+    return merged, sources
+
+
+def apply_init(modules: dict[str, nn.Module], states: dict[str, dict], *, required: list[str],
+               missing_policy: str, uris: list[str]) -> list[str]:
+    """Load ``states`` into ``modules``; a ``required`` branch without weights is an error
+    (``init_missing: error``) or stays randomly initialised with a warning (``random``)."""
+    loaded = []
+    for branch, module in modules.items():
+        sd = states.get(branch)
+        if sd is None:
+            if branch in required:
+                msg = (f"init_from {uris or '[]'} has no weights for {branch}; this phase starts "
+                       f"from a pretrained {branch} (give the previous phase's weights.pt or "
+                       "models:/ URI), or set init_missing=random")
+                if missing_policy == "error":
+                    raise ConfigError(msg)
+                log.warning("%s: starting from random weights", msg.split(";")[0])
+            continue
+        try:
+            module.load_state_dict(sd)
+        except RuntimeError as exc:
+            raise WeightsError(f"the {branch} weights from init_from do not fit this model "
+                               f"configuration: {str(exc)[:500]}; use the same model config "
+                               "(and model_overrides) as the phase that wrote them") from exc
+        loaded.append(branch)
+    return loaded
