@@ -48,6 +48,8 @@ class DistConfig:
     timeout_s: float = 300.0                             # afterwards: hangs fail fast
     deterministic: bool = False                          # torch.use_deterministic_algorithms
     check_replicas_every: int = 0                        # steps between replica checks (0: off)
+    flush_denormal: bool = True                          # CPU: denormal floats as 0 (a random-init
+                                                         # STCNN step was 30x slower without it)
 
 
 @dataclass
@@ -96,10 +98,10 @@ def check_gpu_options(cfg: DistConfig, device: torch.device) -> None:
 def init_distributed(cfg: DistConfig) -> DistContext:
     """Join the process group the launcher described (or run alone without one)."""
     world = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     device = resolve_device(cfg, local_rank)
     check_gpu_options(cfg, device)
+    torch.set_flush_denormal(cfg.flush_denormal)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         if device.type == "cuda":
@@ -235,6 +237,25 @@ class Engine:
     def saves_itself(self) -> bool:
         return False
 
+    def sync_buffers(self) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) to every rank. DDP only broadcasts them
+        at its own forwards, so forwards of the plain module (D frozen inside G's update) leave
+        ranks with different statistics - used later in eval mode, and not what the rank-0
+        checkpoint holds. Called by the loop after every step."""
+        ctx = getattr(self, "ctx", None)
+        if ctx is None or not ctx.distributed:
+            return
+        buffers = [b for b in self.module.buffers() if b.numel()]
+        if buffers:
+            flat = torch.cat([b.detach().reshape(-1).to(torch.float64) for b in buffers])
+            dist.broadcast(flat, src=0)
+            offset = 0
+            with torch.no_grad():
+                for b in buffers:
+                    n = b.numel()
+                    b.copy_(flat[offset:offset + n].view_as(b).to(b.dtype))
+                    offset += n
+
     def train(self, mode: bool = True) -> None:
         self.module.train(mode)
 
@@ -322,7 +343,7 @@ class DeepSpeedEngine(Engine):
         if cfg.precision == "bf16":
             ds_config["bf16"] = {"enabled": True}
         self.name, self.module, self.accum = name, module, accum
-        self.scheduler = scheduler
+        self.scheduler, self.ctx = scheduler, ctx
         engine, opt, _, _ = deepspeed.initialize(model=module, optimizer=optimizer,
                                                  config=ds_config, dist_init_required=False)
         self.engine, self.optimizer = engine, opt

@@ -34,9 +34,9 @@ still spooled when training ends is sent later by :func:`replay_spool`
 (``python launch/tracking_sync.py RUN_DIR``). HTTP calls are bounded by
 ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` (set from the config, see
 :func:`configure_http`): MLflow's defaults (120 s timeout, 7 retries with exponential backoff)
-would stall a step for minutes. A call the store *rejects* (a 4xx answer: invalid value, changed
-param, ...) is not an outage: it is written to ``tracking_rejected.jsonl`` with the error and a
-warning, never silently dropped.
+would stall a step for minutes. A call the store *refuses* (an invalid or changed value, an
+artifact file gone, ...: resending cannot help) is not an outage: it is written to
+``<run_dir>/tracking_rejected.jsonl`` with the error and a warning, never silently dropped.
 
 System metrics (CPU, memory, disk, network, GPU when pynvml is present) are sampled by MLflow's
 own monitors every ``system_metrics_interval_s`` on a daemon thread and logged as ``system/*``
@@ -274,9 +274,27 @@ class TrackingUnavailableError(RuntimeError):
         self.sent = sent
 
 
+def _is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` means the store could not be reached or could not serve the call now
+    (connection refused, timeout, 5xx, 429, database locked): the call is spooled and retried.
+    Anything else is a rejection: the store refused this call (invalid or changed value, missing
+    file, ...), and sending it again cannot help."""
+    if isinstance(exc, MlflowException):
+        return exc.error_code not in _REJECTION_CODES
+    if isinstance(exc, FileNotFoundError):
+        return False
+    if isinstance(exc, OSError):              # includes requests' ConnectionError and Timeout
+        return True
+    try:
+        import requests
+        import sqlalchemy.exc
+    except ImportError:  # pragma: no cover - both are MLflow dependencies
+        return False
+    return isinstance(exc, (requests.RequestException, sqlalchemy.exc.OperationalError))
+
+
 def _is_rejection(exc: BaseException) -> bool:
-    """True when the store answered and refused the call (retrying cannot help)."""
-    return isinstance(exc, MlflowException) and exc.error_code in _REJECTION_CODES
+    return not _is_outage(exc)
 
 
 def _entry(kind: str, run_id: str | None, payload: Any, step: int | None = None,
@@ -331,7 +349,7 @@ def _write_state(run_dir: Path, state: dict) -> None:
 
 # The logged model is "models from code": this script is stored in the model (no pickled
 # class, nothing from this package needed to load it).
-_WEIGHTS_MODEL_CODE = '''"""STCNN weights as an MLflow logged model: artifacts/weights.pt, model_config.json.
+_WEIGHTS_MODEL_CODE = '''"""STCNN weights as an MLflow logged model: artifacts/weights.pt + config.
 
 Only a carrier for the registry: load the weights with pipeline.tracking.resolve_init() and
 build the network with the project's model code.
@@ -442,6 +460,11 @@ def _register(client: mlflow.MlflowClient, model_uri: str, name: str, alias: str
 def _ensure_experiment(client: mlflow.MlflowClient, uri: str, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise MlflowException(
+                f"MLflow experiment {name!r} is deleted in {uri}: restore it (mlflow experiments "
+                "restore) or set tracking.experiment to another name",
+                error_code="INVALID_STATE")
         return exp.experiment_id
     artifact_location = None
     folder = _sqlite_folder(uri)
@@ -511,6 +534,7 @@ class _Replayer:
         self.state = _read_state(run_dir)
         self.last_model_uri: str | None = None
         self.sent = 0
+        self.error: BaseException | None = None    # the outage that stopped the replay
 
     def _run_id(self, entry: dict) -> str:
         run_id = entry.get("run_id") or self.state.get("run_id")
@@ -580,7 +604,7 @@ class _Replayer:
             try:
                 self.send(group)
             except Exception as exc:  # noqa: BLE001 - classified below
-                if _is_rejection(exc) or isinstance(exc, FileNotFoundError):
+                if _is_rejection(exc):
                     if len(group) > 1:   # find the bad entries of the batch one by one
                         rest = self.replay(group[:1]) + self.replay(group[1:])
                         if rest:
@@ -590,10 +614,16 @@ class _Replayer:
                     _set_aside(self.run_dir, group[0], exc)
                     i += 1
                     continue
+                self.error = exc
                 return entries[i:]
             self.sent += len(group)
             i += len(group)
         return []
+
+
+def _short(exc: BaseException | None, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + " [...]"
 
 
 def _set_aside(run_dir: Path, entry: dict, exc: BaseException) -> None:
@@ -631,8 +661,9 @@ def _replay(run_dir: Path, uri: str) -> int:
     if left:
         atomic_write_text(spool, "".join(json.dumps(e, default=str) + "\n" for e in left))
         raise TrackingUnavailableError(
-            f"tracking store {uri} unreachable: sent {replayer.sent} spooled entries, "
-            f"{len(left)} still in {spool}", sent=replayer.sent)
+            f"tracking store {uri} unreachable ({type(replayer.error).__name__}: "
+            f"{_short(replayer.error)}): sent {replayer.sent} spooled entries, {len(left)} still "
+            f"in {spool}", sent=replayer.sent)
     spool.unlink(missing_ok=True)
     return replayer.sent
 
@@ -699,6 +730,7 @@ class Tracker:
         self.run_id: str | None = None
         self.tracking_uri: str | None = None
         self.last_model_uri: str | None = None
+        self.registered_version: int | None = None
         self._client: mlflow.MlflowClient | None = None
         self._lock = threading.RLock()
         self._pending: list[dict] = []        # metrics entries not sent yet
@@ -759,16 +791,13 @@ class Tracker:
             with self._lock:
                 self._client = _client(self.tracking_uri)
                 if pending_start:       # an earlier attempt never reached the store
-                    self._try_recover(force=True)
+                    self._try_recover(force=True)     # warns when it still cannot
                     state["run_id"] = _read_state(self.run_dir).get("run_id")
-                    if self._offline:
-                        raise TrackingUnavailableError("still unreachable")
-                resumed = self._open_run(state, spec)
-        except TrackingUnavailableError:
-            pass
+                if not self._offline:
+                    resumed = self._open_run(state, spec)
         except Exception as exc:  # noqa: BLE001
             if _is_rejection(exc):
-                raise
+                raise        # a wrong URI, a deleted experiment: a configuration error
             self._go_offline(exc)
         if self.run_id is None and not pending_start and not state.get("run_id"):
             self._spool([_entry("start", None, spec)])
@@ -951,9 +980,15 @@ class Tracker:
             return None
         uri = model_uri or self.last_model_uri
         if uri is None and not self._offline and not self.spool_path.is_file():
-            raise ValueError("register: no model URI and no logged model; call log_model first")
+            log.warning("MLflow: nothing to register as %s (no logged model: log_model was not "
+                        "called or its call was refused, see %s)", self.cfg.register_as,
+                        self.run_dir / REJECTED_FILENAME)
+            return None
         payload = {"model_uri": uri, "name": self.cfg.register_as, "alias": self.cfg.alias}
-        return self._call("register", payload)
+        version = self._call("register", payload)
+        if version is not None:
+            self.registered_version = version
+        return version
 
     # -- plumbing
 
@@ -1023,12 +1058,17 @@ class Tracker:
                 "MLflow tracking store %s is unreachable (%s: %s). Training goes on; metrics and "
                 "other tracking calls are spooled to %s and sent when the store answers again "
                 "(checked every %.0f s), or later with `python launch/tracking_sync.py %s`.",
-                self.tracking_uri, type(exc).__name__, str(exc)[:300], self.spool_path,
+                self.tracking_uri, type(exc).__name__, _short(exc), self.spool_path,
                 self.cfg.retry_interval_s, self.run_dir)
         self._next_retry = time.monotonic() + self.cfg.retry_interval_s
 
     def _spool(self, entries: list[dict]) -> None:
-        _append_jsonl(self.spool_path, entries)
+        try:
+            _append_jsonl(self.spool_path, entries)
+        except OSError as e:       # the disk itself fails: say what is lost, keep training
+            log.error("cannot write the tracking spool %s (%s): %d tracking entries lost (%s)",
+                      self.spool_path, e, len(entries),
+                      ", ".join(sorted({x["kind"] for x in entries})))
 
     def _probe(self) -> bool:
         """A cheap reachability test (any HTTP answer within ~1 s) before replaying."""
@@ -1050,17 +1090,14 @@ class Tracker:
             return
         self._next_retry = time.monotonic() + self.cfg.retry_interval_s
         if not self._probe():
-            self._offline = True
+            self._go_offline(ConnectionError(f"no answer from {self.tracking_uri} within "
+                                             f"{min(1.0, self.cfg.request_timeout_s):.0f} s"))
             return
         try:
             sent = _replay(self.run_dir, self.tracking_uri)  # type: ignore[arg-type]
-        except TrackingUnavailableError as e:
-            self._offline = True
-            log.debug("MLflow still unreachable: %s", e)
-            return
-        except Exception as e:  # noqa: BLE001 - e.g. the store answers but is broken
-            self._offline = True
-            log.debug("MLflow replay failed: %s", e)
+        except Exception as e:  # noqa: BLE001 - unreachable, or answering but broken
+            self._go_offline(e)
+            log.debug("MLflow replay stopped: %s", e)
             return
         was_offline, self._offline = self._offline, False
         state = _read_state(self.run_dir)

@@ -272,8 +272,7 @@ class TrackingHook(HookBase):
         if self.export is not None and self.export.path is not None:
             uri = self.tracker.log_model(self.export.path, name="model",
                                          model_config=self.params.get("model_config"))
-            if uri is not None:
-                self.tracker.register(uri)
+            self.tracker.register(uri)  # during an outage: queued in the spool with the model
         self.tracker.end("FINISHED" if self.loop.completed else "KILLED")
         self.ended = True
 

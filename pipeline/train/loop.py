@@ -154,6 +154,8 @@ class TrainLoop:
             for k, v in sums.items():
                 metrics[f"{prefix}/{k}"] = v / len(micros)
             metrics[f"{prefix}/lr"] = engine.lr()
+        for engine in self.phase.engines.values():
+            engine.sync_buffers()        # BatchNorm statistics: rank 0's everywhere
         self.phase.end_step(self.step, metrics)
         if any(isinstance(v, float) and math.isnan(v) for v in metrics.values()):
             raise NonFiniteLossError(f"NaN metric at step {self.step + 1}: {metrics}")

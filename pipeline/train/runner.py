@@ -175,6 +175,19 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
     return summary
 
 
+def _user_errors() -> tuple[type, ...]:
+    from pipeline.checkpoint import CheckpointError
+    from pipeline.data.shardlist import NotEnoughShardsError
+    from pipeline.model.backbone import PretrainedWeightsError
+    from pipeline.train.weights import WeightsError
+
+    return (ConfigError, CheckpointError, NotEnoughShardsError, PretrainedWeightsError,
+            WeightsError)
+
+
+USER_ERRORS = _user_errors()
+
+
 def main(phase_name: str, default_config: str, description: str,
          argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("STCNN_LOG_LEVEL", "WARNING"),
@@ -186,7 +199,7 @@ def main(phase_name: str, default_config: str, description: str,
     args = parse_args(argv, default_config, description)
     try:
         summary = run_phase(phase_name, args.config, args.overrides)
-    except ConfigError as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:

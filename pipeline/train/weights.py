@@ -74,17 +74,18 @@ def apply_init(modules: dict[str, nn.Module], states: dict[str, dict], *, requir
                missing_policy: str, uris: list[str]) -> list[str]:
     """Load ``states`` into ``modules``; a ``required`` branch without weights is an error
     (``init_missing: error``) or stays randomly initialised with a warning (``random``)."""
+    missing = [b for b in modules if b in required and b not in states]
+    if missing:
+        msg = (f"init_from {uris or '[]'} has no weights for {', '.join(missing)}; this phase "
+               f"starts from pretrained {' and '.join(missing)} (give the previous phases' "
+               "weights.pt files or models:/ URIs), or set init_missing=random")
+        if missing_policy == "error":
+            raise ConfigError(msg)
+        log.warning("%s: starting from random weights", msg.split(";")[0])
     loaded = []
     for branch, module in modules.items():
         sd = states.get(branch)
         if sd is None:
-            if branch in required:
-                msg = (f"init_from {uris or '[]'} has no weights for {branch}; this phase starts "
-                       f"from a pretrained {branch} (give the previous phase's weights.pt or "
-                       "models:/ URI), or set init_missing=random")
-                if missing_policy == "error":
-                    raise ConfigError(msg)
-                log.warning("%s: starting from random weights", msg.split(";")[0])
             continue
         try:
             module.load_state_dict(sd)

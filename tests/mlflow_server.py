@@ -1,0 +1,66 @@
+"""A real MLflow tracking server for tests: sqlite backend, proxied artifacts, 127.0.0.1 on a
+free port (``conftest.py`` shares one per test session as the ``server`` fixture)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class Server:
+    uri: str
+    root: Path
+
+    def client(self) -> mlflow.MlflowClient:
+        return mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+
+def start_server(root: Path) -> "Iterator[Server]":
+    """A real MLflow tracking server (sqlite backend, proxied artifacts) on a free port."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "mlflow"
+    log_path = root / "server.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [str(exe), "server", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
+             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"],
+            stdout=log_file, stderr=subprocess.STDOUT, cwd=root)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while not answers(f"{uri}/health"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"mlflow server did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.25)
+    yield Server(uri, root)
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

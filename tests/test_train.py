@@ -1,0 +1,218 @@
+"""Training phases in one process (fast): configs, batch plans, the loop, resume, init_from.
+
+Multi-rank behaviour (torchrun, DDP, DeepSpeed) is in test_train_ddp.py; MLflow in
+test_train_mlflow.py.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.config import ConfigError, load_config
+from pipeline.model.config import ModelConfig
+from pipeline.train.config import BatchConfig, load_model_config, load_train_config, plan_batch
+from pipeline.train.runner import _phases, run_phase
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+LAUNCHERS = {"gan": "pretrain_tcb", "segmentation": "pretrain_ssb", "alternating": "train_offline"}
+
+
+def tiny(phase: str) -> Path:
+    return CONFIGS / "tiny" / f"{LAUNCHERS[phase]}.yaml"
+
+
+def overrides(lake: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [f"data.lake={lake}", f"run_dir={run_dir}", "tracking.enabled=false", *extra]
+
+
+def load_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / "weights.pt", weights_only=True)
+
+
+def assert_same_tensors(a, b, where=""):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"{where} differs"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same_tensors(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{where}[{i}]")
+    else:
+        assert a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b)), where
+
+
+def last_checkpoint_state(run_dir: Path) -> dict:
+    ckpt = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
+    return torch.load(ckpt / "shared.pt", weights_only=True)["shared"]
+
+
+# -- configs ---------------------------------------------------------------------------------
+
+def test_batch_plan():
+    assert plan_batch(BatchConfig(size=8), 2).micro_size == 4
+    p = plan_batch(BatchConfig(size=8, micro_size=2), 2)
+    assert (p.micro_size, p.accum) == (2, 2)
+    assert plan_batch(BatchConfig(size=3), 1).accum == 1
+    with pytest.raises(ConfigError, match=r"batch.size=3 cannot be split over 2 ranks.*\[1, 3\]"):
+        plan_batch(BatchConfig(size=3), 2)
+    with pytest.raises(ConfigError, match="micro_size"):
+        plan_batch(BatchConfig(size=8, micro_size=3), 2)
+
+
+def test_paper_configs_hold_the_paper_hyperparameters():
+    """Every number of paper Sec. 3.3 / 4.1 is the default of configs/<phase>.yaml."""
+    phases = _phases()
+    paper_model = load_config(ModelConfig, CONFIGS / "model" / "stcnn.yaml")
+
+    gan = load_train_config(phases["gan"][1], CONFIGS / "pretrain_tcb.yaml", [])
+    assert gan.batch.size == 3
+    assert (gan.gan.optim_g.name, gan.gan.optim_g.lr) == ("adam", 1e-7)
+    assert (gan.gan.optim_d.name, gan.gan.optim_d.lr) == ("adam", 1e-4)
+    assert gan.gan.lambda_adv == 0.001
+    assert gan.data.augment == {"preset": "tcb_pretrain"}
+    from pipeline.data.augment import resolve_augment
+    aug = resolve_augment(gan.data.augment)
+    assert aug.size == (480, 854) and aug.hflip == 0.5 and aug.rotate_deg == 0
+    assert set(gan.data.sets) == {"ilsvrc_vid/train", "ilsvrc_vid/val"}
+
+    ssb = load_train_config(phases["segmentation"][1], CONFIGS / "pretrain_ssb.yaml", [])
+    assert ssb.batch.size == 8
+    o = ssb.segmentation.optim
+    assert (o.name, o.lr) == ("sgd", 1e-3)
+    aug = resolve_augment(ssb.data.augment)
+    assert aug.size == (300, 300) and aug.hflip > 0 and aug.rotate_deg > 0
+    assert set(ssb.data.sets) == {"msra10k/train", "voc2012/train"}
+    assert ssb.segmentation.side_weight_schedule == "constant"   # losses of all scales added
+
+    off = load_train_config(phases["alternating"][1], CONFIGS / "train_offline.yaml", [])
+    a = off.alternating
+    assert off.batch.size == 1
+    assert (a.optim_g.name, a.optim_g.lr, a.optim_d.name, a.optim_d.lr) == ("adam", 1e-8, "adam", 1e-4)
+    assert (a.optim_ssb.name, a.optim_ssb.lr) == ("sgd", 1e-4)
+    assert a.schedule == "rounds" and a.lambda_adv == 0.001
+    aug = resolve_augment(off.data.augment)
+    assert aug.hflip > 0 and aug.rotate_deg > 0 and aug.scale[0] < 1 < aug.scale[1]
+    assert off.data.sets == ["davis2016/train"]
+
+    for cfg in (gan, ssb, off):
+        model = load_model_config(cfg)
+        assert model == paper_model                      # the paper's architecture
+        assert model.temporal.delta == 4
+        assert model.temporal.backbone.blocks == [3, 4, 23, 3]   # ResNet-101
+        assert model.spatial.backbone.blocks == [3, 4, 23, 3]
+    # and it builds: parameter counts of the paper model (meta device: no memory, no time)
+    from pipeline.model.stcnn import build_discriminator, build_stcnn
+    with torch.device("meta"):
+        net, d = build_stcnn(paper_model), build_discriminator(paper_model)
+    n_tcb = sum(p.numel() for p in net.tcb.parameters())
+    n_ssb = sum(p.numel() for p in net.ssb.parameters())
+    assert 50e6 < n_tcb < 70e6 and 60e6 < n_ssb < 80e6          # ResNet-101 trunks + decoders
+    assert 20e6 < sum(p.numel() for p in d.parameters()) < 30e6  # Inception-v3
+
+
+def test_config_errors_name_the_problem(train_lake, tmp_path):
+    with pytest.raises(ConfigError, match="gan.lamda_adv"):
+        load_train_config(_phases()["gan"][1], tiny("gan"), ["gan.lamda_adv=1"])
+    with pytest.raises(ConfigError, match="nope/train.*do not exist"):
+        run_phase("gan", tiny("gan"), overrides(train_lake, tmp_path / "r", "data.sets=[nope/train]"))
+    with pytest.raises(ConfigError, match="has no weights for G, D, SSB"):
+        run_phase("alternating", tiny("alternating"),
+                  overrides(train_lake, tmp_path / "r2", "init_missing=error"))
+
+
+# -- phases run and resume -------------------------------------------------------------------
+
+@pytest.mark.parametrize("phase", ["gan", "segmentation", "alternating"])
+def test_tiny_phase_runs_and_exports(phase, train_lake, tmp_path):
+    run_dir = tmp_path / phase
+    s = run_phase(phase, tiny(phase), overrides(train_lake, run_dir, "steps=3"))
+    assert s["completed"] and s["steps"] == 3
+    w = load_state(run_dir)
+    expected = {"gan": {"G", "D"}, "segmentation": {"SSB"}, "alternating": {"G", "D", "SSB"}}
+    assert set(w["models"]) == expected[phase] and w["phase"] == phase and w["step"] == 3
+    assert all(math.isfinite(v) for v in s["last_metrics"].values())
+    assert s["samples_per_s"] > 0
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "summary.json").is_file()
+    assert [p.name for p in sorted((run_dir / "checkpoints").glob("step_*"))] == \
+        ["step_00000002", "step_00000003"]          # every 2 steps + the end, keep_last 2
+
+
+@pytest.mark.parametrize("phase", ["gan", "alternating"])
+def test_resume_is_bit_identical(phase, train_lake, tmp_path):
+    """Stopped after 2 steps and resumed == uninterrupted, for weights and optimizer state
+    (alternating: the stop falls at the TCB->SSB switch; 5 steps cross an epoch of 3 batches)."""
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    run_phase(phase, tiny(phase), overrides(train_lake, full, "steps=5"))
+    s1 = run_phase(phase, tiny(phase), overrides(train_lake, parts, "steps=5",
+                                                 "checkpoint.stop_after=2"))
+    assert not s1["completed"] and s1["steps"] == 2 and not (parts / "weights.pt").exists()
+    s2 = run_phase(phase, tiny(phase), overrides(train_lake, parts, "steps=5"))
+    assert s2["start_step"] == 2 and s2["completed"] and s2["resumed_from"].endswith("step_00000002")
+    assert_same_tensors(load_state(full)["models"], load_state(parts)["models"], "weights")
+    a, b = last_checkpoint_state(full), last_checkpoint_state(parts)
+    assert_same_tensors(a["engines"], b["engines"], "engines")    # models, optimizers, schedulers
+    assert a["step"] == b["step"] == 5
+
+
+def test_gradient_accumulation_matches_a_full_batch(train_lake, tmp_path):
+    """batch.size=4 as 2 micro-batches of 2 == one forward of 4 (frozen-BN SSB: per-sample;
+    MSRA10K without rotation: no void pixels, so every micro-batch mean has the same weight)."""
+    same = ["steps=2", "batch.size=4", "data.sets=[msra10k/train]", "data.augment.rotate_deg=0",
+            "data.epoch_batches=8"]  # one epoch: the same samples in the same order
+    one = run_phase("segmentation", tiny("segmentation"),
+                    overrides(train_lake, tmp_path / "one", *same))
+    two = run_phase("segmentation", tiny("segmentation"),
+                    overrides(train_lake, tmp_path / "two", *same, "batch.micro_size=2"))
+    assert (one["accum"], two["accum"]) == (1, 2)
+    a, b = load_state(tmp_path / "one")["models"]["SSB"], load_state(tmp_path / "two")["models"]["SSB"]
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k
+
+
+def test_init_from_chains_phases(train_lake, tmp_path):
+    """Offline training starts from the GAN phase's G/D and the SSB phase's SSB."""
+    run_phase("gan", tiny("gan"), overrides(train_lake, tmp_path / "tcb", "steps=1"))
+    run_phase("segmentation", tiny("segmentation"), overrides(train_lake, tmp_path / "ssb", "steps=1"))
+    tcb_w, ssb_w = tmp_path / "tcb" / "weights.pt", tmp_path / "ssb" / "weights.pt"
+    s = run_phase("alternating", tiny("alternating"),
+                  overrides(train_lake, tmp_path / "off", "steps=1", "init_missing=error",
+                            f"init_from=[{tcb_w},{ssb_w}]", "checkpoint.every=1"))
+    assert s["completed"]
+    # step 1 is a TCB round: the SSB is untouched, so it still equals the SSB phase's weights
+    off = load_state(tmp_path / "off")["models"]
+    assert_same_tensors(off["SSB"], load_state(tmp_path / "ssb")["models"]["SSB"], "SSB")
+    # a weights file that is not one
+    bad = tmp_path / "bad.pt"
+    torch.save({"hello": torch.zeros(1)}, bad)
+    from pipeline.train.weights import WeightsError
+    with pytest.raises(WeightsError, match="not an STCNN weights file"):
+        run_phase("segmentation", tiny("segmentation"),
+                  overrides(train_lake, tmp_path / "x", "steps=1", f"init_from={bad}"))
+    with pytest.raises(Exception, match="missing.pt"):
+        run_phase("segmentation", tiny("segmentation"),
+                  overrides(train_lake, tmp_path / "y", "steps=1", f"init_from={tmp_path}/missing.pt"))
+
+
+def test_eval_hook_reports_j(train_lake, tmp_path):
+    s = run_phase("alternating", tiny("alternating"),
+                  overrides(train_lake, tmp_path / "ev", "steps=2", "eval.every=2",
+                            "eval.batches=1"))
+    j = s["last_metrics"]["eval/J"]
+    assert 0.0 <= j <= 1.0
+
+
+def test_loop_stops_on_a_non_finite_loss(train_lake, tmp_path):
+    from pipeline.train.loop import NonFiniteLossError
+    with pytest.raises(NonFiniteLossError, match=r"SSB loss is (nan|inf|-inf) at step [23]"):
+        run_phase("segmentation", tiny("segmentation"),
+                  overrides(train_lake, tmp_path / "nan", "steps=2",
+                            "segmentation.optim.lr=1e30", "segmentation.optim.schedule=constant",
+                            "steps=3"))
