@@ -155,6 +155,8 @@ def configure_http(timeout_s: float, max_retries: int = 0) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(int(max_retries))
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "0"
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0"
+    # no progress bars in training logs (one per logged model otherwise)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def embedded_uri(store: str | Path) -> str:

@@ -165,6 +165,7 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
         "weights": str(export.path) if export.path else str(run_dir / "weights.pt"),
         "checkpoint": str(ckpt.last_saved[0]) if ckpt.last_saved else None,
         "mlflow_run_id": getattr(tracker, "run_id", None),
+        "mlflow_tracking_uri": getattr(tracker, "tracking_uri", None),
         "registered": getattr(tracker, "registered_version", None),
         "mean_step_s": sum(times) / len(times) if times else None,
         "samples_per_s": (plan.global_size * len(times) / sum(times)) if times and sum(times) else None,
@@ -203,6 +204,10 @@ def main(phase_name: str, default_config: str, description: str,
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({k: summary[k] for k in ("phase", "steps", "weights", "mlflow_run_id",
-                                                  "samples_per_s")}, default=str))
+        print(json.dumps({k: summary[k] for k in ("phase", "steps", "completed", "weights",
+                                                  "mlflow_run_id", "samples_per_s")}, default=str))
+        uri = summary.get("mlflow_tracking_uri")
+        if summary.get("mlflow_run_id") and uri and uri.startswith("sqlite:"):
+            print(f"MLflow UI: mlflow ui --backend-store-uri {uri} --port 5000  "
+                  "(then open http://127.0.0.1:5000)")
     return 0
