@@ -216,3 +216,20 @@ def test_loop_stops_on_a_non_finite_loss(train_lake, tmp_path):
                   overrides(train_lake, tmp_path / "nan", "steps=2",
                             "segmentation.optim.lr=1e30", "segmentation.optim.schedule=constant",
                             "steps=3"))
+
+
+@pytest.mark.ffcv
+def test_ssb_pretraining_reads_an_ffcv_store(train_lake, tmp_path):
+    pytest.importorskip("ffcv")
+    import subprocess
+    import sys
+    beton = tmp_path / "ssb.beton"
+    proc = subprocess.run([sys.executable, str(REPO / "launch" / "ffcv_store.py"), "--lake",
+                           str(train_lake), "--sets", "msra10k/train", "voc2012/train", "--out",
+                           str(beton)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = run_phase("segmentation", tiny("segmentation"),
+                  overrides(train_lake, tmp_path / "ffcv", "steps=3", "data.backend=ffcv",
+                            f"data.ffcv_store={beton}", "data.num_workers=1"))
+    assert s["completed"] and math.isfinite(s["last_metrics"]["SSB/loss"])
+    assert set(load_state(tmp_path / "ffcv")["models"]) == {"SSB"}
