@@ -108,3 +108,28 @@ def test_deepspeed_zero2_gan_phase_and_resume(train_lake, tmp_path):
     assert s["completed"] and s["start_step"] == 2
     w = load_state(run_dir)["models"]
     assert set(w) == {"G", "D"} and all(torch.isfinite(t.float()).all() for t in w["G"].values())
+
+
+def test_deepspeed_launcher_runs_the_gan_phase(train_lake, tmp_path):
+    """``deepspeed --num_gpus 2 launch/pretrain_tcb.py ...`` (it appends --local_rank; on the CPU
+    DeepSpeed's accelerator is the CPU one, over gloo) with ZeRO-1."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    run_dir = tmp_path / "dsl"
+    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2",
+           "--master_port", str(_free_port()), str(REPO / "launch" / "pretrain_tcb.py"),
+           "--config", str(tiny("gan")), f"data.lake={train_lake}", f"run_dir={run_dir}",
+           "steps=2", "tracking.enabled=false", "dist.engine=deepspeed", "dist.zero_stage=1"]
+    proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    s = summary(run_dir)
+    assert s["completed"] and s["world_size"] == 2
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
