@@ -233,3 +233,14 @@ def test_ssb_pretraining_reads_an_ffcv_store(train_lake, tmp_path):
                             f"data.ffcv_store={beton}", "data.num_workers=1"))
     assert s["completed"] and math.isfinite(s["last_metrics"]["SSB/loss"])
     assert set(load_state(tmp_path / "ffcv")["models"]) == {"SSB"}
+
+
+def test_resume_falls_back_past_a_truncated_checkpoint(train_lake, tmp_path, capsys):
+    run_dir = tmp_path / "seg"
+    run_phase("segmentation", tiny("segmentation"), overrides(train_lake, run_dir, "steps=4"))
+    newest = run_dir / "checkpoints" / "step_00000004" / "shared.pt"
+    newest.write_bytes(newest.read_bytes()[:100])            # truncated: e.g. a full disk
+    s = run_phase("segmentation", tiny("segmentation"), overrides(train_lake, run_dir, "steps=5"))
+    err = capsys.readouterr().err
+    assert "step_00000004 cannot be resumed from" in err and "trying the previous one" in err
+    assert s["start_step"] == 2 and s["completed"] and s["resumed_from"].endswith("step_00000002")

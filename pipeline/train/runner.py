@@ -75,6 +75,38 @@ def build_eval_batches(cfg: Any, phase: Any, ctx) -> Any:
     return evaluate
 
 
+def resume(manager: CheckpointManager, phase: Any, cfg: TrainConfig, ctx) -> Any:
+    """Load the newest readable checkpoint into the engines and the phase (all ranks agree on
+    which); an unreadable one (truncated file, missing rank file) is reported and the previous
+    one tried. A world-size mismatch is not skipped over: it is an error with its fix."""
+    from pipeline.checkpoint import CheckpointError, WorldSizeMismatch
+    from pipeline.dist import any_rank
+
+    own = {n: e for n, e in phase.engines.items() if e.saves_itself}
+    for path in reversed(manager.list()):
+        error = None
+        try:
+            loaded = manager.load(path, engines=own or None,
+                                  allow_world_size_change=cfg.checkpoint.allow_world_size_change)
+            for name, engine in phase.engines.items():
+                engine.load_state_dict(loaded.shared["engines"][name])
+            phase.load_state_dict(loaded.shared.get("phase", {}))
+        except WorldSizeMismatch:
+            raise
+        except (CheckpointError, KeyError, RuntimeError) as exc:
+            error = exc
+        if not any_rank(error is not None, ctx):
+            return loaded
+        if ctx.is_main or error is not None:
+            print(f"warning: checkpoint {path} cannot be resumed from "
+                  f"({error or 'another rank could not read it'}); trying the previous one",
+                  file=sys.stderr, flush=True)
+    if manager.list():
+        raise ConfigError(f"no checkpoint in {manager.directory} can be resumed from (see the "
+                          "warnings); move the folder away to start over, or fix the files")
+    return None
+
+
 def run_phase(phase_name: str, config_path: str | Path | None, overrides: list[str],
               *, tracker_factory=None) -> dict:
     """Train one phase; returns a summary (also written to ``run_dir/summary.json`` by rank 0)."""
@@ -107,14 +139,9 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
                                 rank=ctx.rank, world_size=ctx.world_size)
     start_step = 0
     resumed_from = None
-    latest = manager.latest() if cfg.checkpoint.resume else None
-    if latest is not None:
-        own = {n: e for n, e in phase.engines.items() if e.saves_itself}
-        loaded = manager.load(latest, engines=own or None,
-                              allow_world_size_change=cfg.checkpoint.allow_world_size_change)
-        for name, engine in phase.engines.items():
-            engine.load_state_dict(loaded.shared["engines"][name])
-        phase.load_state_dict(loaded.shared.get("phase", {}))
+    loaded = resume(manager, phase, cfg, ctx) if cfg.checkpoint.resume else None
+    if loaded is not None:
+        latest = loaded.path
         start_step = int(loaded.step)
         if loaded.rank_state is not None:
             stream.seek(loaded.rank_state["data"])
