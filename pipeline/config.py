@@ -190,6 +190,16 @@ def load_config(cls: type[T], path: str | Path | None = None,
         raise ConfigError(f"{e} (config: {src})") from None
 
 
+def from_dict(cls: type[T], data: dict, overrides: list[str] | tuple[str, ...] = (),
+              where: str = "") -> T:
+    """Build ``cls`` from plain data (e.g. a config stored in a checkpoint) plus overrides."""
+    data = apply_overrides(dict(data), list(overrides))
+    try:
+        return _build(cls, data, "")
+    except ConfigError as e:
+        raise ConfigError(f"{e} (config: {where or 'stored config'})") from None
+
+
 def to_dict(cfg: Any) -> dict:
     """The resolved config as plain data (paths and tuples made YAML-friendly)."""
 

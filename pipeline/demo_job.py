@@ -1,0 +1,137 @@
+"""The whole pipeline on the embedded default (``launch/demo.py``, the README's first command):
+
+generated data in the official layouts -> data lake -> GAN pretraining of the TCB -> SSB
+pretraining -> alternating offline training -> online tuning (lucid dreaming) + segmentation of
+DAVIS-2016 val -> evaluation (J, F, T), all with the tiny model on the CPU, tracked in a local
+MLflow store under one pipeline run. Each phase is the code a user launches by hand
+(``launch/pretrain_tcb.py`` ... ``launch/segment.py``); each phase after the first starts from
+the previous phases' *registered models* (``models:/stcnn-tcb@demo`` ...), as a user picks
+them in the MLflow UI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+from pipeline.atomic import atomic_write_text
+from pipeline.config import to_dict
+from pipeline.main_job import LakeConfig, LoaderCheckConfig, MainConfig, SampleDataConfig, run_main
+from pipeline.tracking import Tracker, TrackingConfig, environment_info, git_info
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_DATASETS = ["davis2016", "msra10k", "voc2012", "ilsvrc_vid"]
+
+
+@dataclasses.dataclass
+class PhaseSteps:
+    gan: int = 30
+    segmentation: int = 60
+    alternating: int = 40
+
+
+@dataclasses.dataclass
+class DemoSegmentConfig:
+    iterations: int = 60           # online tuning steps per object (paper: 400)
+    dreams: int = 20
+    size: list[int] | None = None  # [H, W]; None: the generated videos' size
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    out: Path = Path("runs/demo")
+    datasets: list[str] = dataclasses.field(default_factory=lambda: list(TRAIN_DATASETS))
+    sample_data: SampleDataConfig = dataclasses.field(default_factory=lambda: SampleDataConfig(
+        size=(96, 64), sequences=3, frames=12, images=24))
+    lake: LakeConfig = dataclasses.field(default_factory=lambda: LakeConfig(shard_max_count=6))
+    steps: PhaseSteps = dataclasses.field(default_factory=PhaseSteps)
+    segment: DemoSegmentConfig = dataclasses.field(default_factory=DemoSegmentConfig)
+    alias: str = "demo"
+    experiment: str = "stcnn-demo"
+
+
+def _stage(title: str) -> float:
+    print(f"\n== {title}", flush=True)
+    return time.perf_counter()
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    from pipeline.inference.segment_job import SegmentConfig, run_segment
+    from pipeline.train.online import OnlineConfig
+    from pipeline.train.runner import run_phase
+
+    out = Path(cfg.out).resolve()
+    report: dict = {"config": to_dict(cfg), "seconds": {}}
+    t = time.perf_counter()
+    data = run_main(MainConfig(out=out, datasets=list(cfg.datasets), sample_data=cfg.sample_data,
+                               lake=cfg.lake, loader=LoaderCheckConfig(batches=1)))
+    if not data["ok"]:
+        raise RuntimeError(f"the data lake has problems: {data['validation_errors']}")
+    report["seconds"]["data"] = round(time.perf_counter() - t, 1)
+    lake = out / "shards"
+
+    # one pipeline run; every phase nests under it and uses its store
+    tracking = TrackingConfig(experiment=cfg.experiment, run_name="pipeline")
+    pipeline_run = Tracker(tracking, phase="pipeline", run_dir=out, default_store=out)
+    pipeline_run.start({"demo": to_dict(cfg)}, {"phase": "pipeline", **environment_info(1, "cpu"),
+                                                 **git_info()})
+    saved_env = {k: os.environ.get(k) for k in ("STCNN_PARENT_RUN_ID", "MLFLOW_TRACKING_URI")}
+    os.environ.update(pipeline_run.child_env())
+    try:
+        common = [f"data.lake={lake}", f"tracking.experiment={cfg.experiment}",
+                  f"tracking.alias={cfg.alias}", "log.every=10", "checkpoint.every=1000"]
+        phases = [
+            ("gan", "pretrain_tcb", cfg.steps.gan, []),
+            ("segmentation", "pretrain_ssb", cfg.steps.segmentation, []),
+            ("alternating", "train_offline", cfg.steps.alternating,
+             ["init_missing=error",
+              f"init_from=[models:/stcnn-tcb@{cfg.alias},models:/stcnn-ssb@{cfg.alias}]",
+              f"alternating.tcb_steps={max(1, cfg.steps.alternating // 4)}",
+              f"alternating.ssb_steps={max(1, cfg.steps.alternating // 4)}"]),
+        ]
+        report["phases"] = {}
+        for i, (phase, name, steps, extra) in enumerate(phases, start=1):
+            t = _stage(f"training {i}/3: {name} ({phase}, {steps} steps)")
+            s = run_phase(phase, REPO / "configs" / "tiny" / f"{name}.yaml",
+                          common + [f"run_dir={out / 'train' / name}", f"steps={steps}"] + extra)
+            report["phases"][name] = {k: s[k] for k in ("steps", "weights", "mlflow_run_id",
+                                                        "samples_per_s", "last_metrics")}
+            report["seconds"][name] = round(time.perf_counter() - t, 1)
+
+        t = _stage("online tuning (lucid dreams of the first frame) + segmentation + evaluation")
+        seg = run_segment(SegmentConfig(
+            checkpoint=f"models:/stcnn@{cfg.alias}", out=str(out / "results"),
+            davis_root=str(out / "sources" / "davis2016"), year=2016, split="val",
+            online=OnlineConfig(iterations=cfg.segment.iterations, dreams=cfg.segment.dreams,
+                                size=cfg.segment.size),
+            tracking=TrackingConfig(experiment=cfg.experiment, run_name="segment")))
+        report["segment"] = seg
+        report["seconds"]["segment"] = round(time.perf_counter() - t, 1)
+        ev = seg.get("evaluation", {}).get("metrics", {})
+        pipeline_run.log_metrics({f"eval/{k}": v for k, v in ev.items() if v == v}, step=0)
+        pipeline_run.end("FINISHED")
+    except BaseException:
+        pipeline_run.end("FAILED")
+        raise
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    report["mlflow"] = {"tracking_uri": pipeline_run.tracking_uri, "run_id": pipeline_run.run_id}
+    atomic_write_text(out / "summary.json", json.dumps(report, indent=1, default=str) + "\n")
+    print("\n== done")
+    print(seg.get("evaluation", {}).get("table", ""))
+    timing = seg.get("timing", {})
+    if timing:
+        print(f"online tuning {timing['tune_s_per_frame']:.2f} s/frame, inference "
+              f"{timing['infer_s_per_frame']:.3f} s/frame (paper, GPU: 3.90 s/frame in all)")
+    print(f"summary: {out / 'summary.json'}; results: {out / 'results'}")
+    print(f"MLflow UI: mlflow ui --backend-store-uri {pipeline_run.tracking_uri} --port 5000 "
+          "then open http://127.0.0.1:5000 (experiment "
+          f"'{cfg.experiment}'; models stcnn-tcb, stcnn-ssb, stcnn with alias '{cfg.alias}')")
+    return report

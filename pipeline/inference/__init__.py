@@ -1,0 +1,17 @@
+"""Input and output of segmentation at inference time: frames from a video file or a folder,
+masks as DAVIS-style indexed PNGs (the official results layout), overlays like Fig. 3 of the
+paper as MP4/AVI/GIF.
+
+    from pipeline.inference import read_frames_dir, read_mask_png, write_sequence_masks
+    from pipeline.inference import write_overlay_video
+"""
+
+from .masks import (VOID, MaskIOError, as_ids, as_rgb, davis_palette, encode_mask_png, object_ids,
+                    overlay, palette_rgb, read_mask_png, resize_ids, resize_image, save_mask_png)
+from .video import (DEFAULT_FPS, FRAME_SUFFIXES, VIDEO_SUFFIXES, list_frames, read_frames_dir,
+                    read_video, write_overlay_video, write_sequence_masks)
+
+__all__ = ["DEFAULT_FPS", "FRAME_SUFFIXES", "VIDEO_SUFFIXES", "VOID", "MaskIOError", "as_ids",
+           "as_rgb", "davis_palette", "encode_mask_png", "list_frames", "object_ids", "overlay",
+           "palette_rgb", "read_frames_dir", "read_mask_png", "read_video", "resize_ids",
+           "resize_image", "save_mask_png", "write_overlay_video", "write_sequence_masks"]
