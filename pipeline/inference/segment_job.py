@@ -277,7 +277,7 @@ def main_cli(argv: list[str] | None = None) -> int:
     p.add_argument("--out")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. online.iterations=50")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     over = list(a.overrides)
     for key, value in (("checkpoint", a.checkpoint), ("davis_root", a.davis_root),
                        ("year", a.year), ("split", a.split), ("video", a.video),

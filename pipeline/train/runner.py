@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None, default_config: str, description: str) ->
                    "run_dir=runs/x batch.size=16 dist.engine=deepspeed")
     # the deepspeed launcher appends --local_rank=N; LOCAL_RANK is read from the environment
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)
 
 
 def build_eval_batches(cfg: Any, phase: Any, ctx) -> Any:
