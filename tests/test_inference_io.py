@@ -74,8 +74,8 @@ def test_palette_matches_davis():
     assert len(pal) == 768 and all(0 <= v <= 255 for v in pal)
     assert pal[0:3] == [0, 0, 0] and pal[3:6] == [128, 0, 0] and pal[6:9] == [0, 128, 0]
     assert pal[9:12] == [128, 128, 0] and pal[765:768] == [224, 224, 192]
-    from pipeline.data.synthetic import _palette
-    assert pal == _palette()
+    from pipeline.data.synthetic import _PALETTE
+    assert pal == _PALETTE
 
 
 def test_mask_png_round_trip(tmp_path):

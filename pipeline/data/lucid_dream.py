@@ -82,6 +82,8 @@ from typing import Iterator, Literal
 
 import cv2
 import numpy as np
+
+from pipeline.data.palette import PALETTE_RGB
 import torch
 
 from pipeline.atomic import atomic_write_bytes
@@ -655,14 +657,7 @@ class LucidDreamDataset(torch.utils.data.Dataset):
 
 def _palette_colour(k: int) -> np.ndarray:
     """The DAVIS/VOC palette colour of id ``k`` (1 red, 2 green, 3 yellow, ...)."""
-    r = g = b = 0
-    c = k
-    for j in range(8):
-        r |= ((c >> 0) & 1) << (7 - j)
-        g |= ((c >> 1) & 1) << (7 - j)
-        b |= ((c >> 2) & 1) << (7 - j)
-        c >>= 3
-    return np.array([r, g, b], np.float32)
+    return PALETTE_RGB[int(k)].astype(np.float32)
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.5) -> np.ndarray:

@@ -30,6 +30,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.data.palette import davis_palette
 from PIL import Image
 
 DATASETS = ("davis2016", "davis2017", "msra10k", "voc2012", "ilsvrc_vid", "youtube_objects")
@@ -493,22 +495,7 @@ def _make_scene(rng: np.random.Generator, size: tuple[int, int], n_frames: int, 
 # ------------------------------------------------------------------------------------------------
 # File writing helpers
 # ------------------------------------------------------------------------------------------------
-def _palette() -> list[int]:
-    """The PASCAL VOC / DAVIS colour map (bit-interleaved index -> RGB), 256 entries."""
-    pal = []
-    for idx in range(256):
-        r = g = b = 0
-        c = idx
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal.extend((r, g, b))
-    return pal
-
-
-_PALETTE = _palette()
+_PALETTE = davis_palette()
 
 
 def _save_jpeg(path: Path, arr: np.ndarray, quality: int) -> None:

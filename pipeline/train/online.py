@@ -39,6 +39,7 @@ from pipeline.train.data import frames_to_input
 from pipeline.train.loop import HookBase, TrainLoop, Update
 from pipeline.train.losses import pixel_cross_entropy, segmentation_loss
 from pipeline.train.optim import OptimConfig, build_optimizer
+from pipeline.train.phase import PhaseDefaults
 
 
 @dataclass
@@ -104,7 +105,7 @@ class _DreamStream:
                 "mask": torch.from_numpy(self.masks[idx])}
 
 
-class OnlinePhase:
+class OnlinePhase(PhaseDefaults):
     """The SSB update on dreams: one engine, no gradient synchronisation (each rank tunes its
     own sequences)."""
 
@@ -116,9 +117,6 @@ class OnlinePhase:
         optimizer = build_optimizer(ssb, cfg.optim)
         local = DistContext(0, 1, 0, device, None)
         self.engines = {"SSB": DDPEngine("SSB", ssb, optimizer, None, local, DistConfig())}
-
-    def samples(self, batch: dict) -> int:
-        return int(batch["image"].shape[0])
 
     def prepare(self, batch: dict) -> dict:
         image = frames_to_input(batch["image"], self.device)
@@ -134,15 +132,6 @@ class OnlinePhase:
 
     def updates(self, step: int) -> list[Update]:
         return [Update("SSB", self.ssb_terms)]
-
-    def end_step(self, step: int, metrics: dict[str, float]) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 class _LossRecorder(HookBase):

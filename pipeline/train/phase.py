@@ -49,7 +49,23 @@ class MarginGate:
                 self.last[gate_key] = metrics[metric]
 
 
-class PhaseBase:
+class PhaseDefaults:
+    """What a phase need not say: no state beyond its engines, nothing to do after a step."""
+
+    def samples(self, batch: dict) -> int:
+        return len(batch["key"]) if "key" in batch else int(batch["image"].shape[0])
+
+    def end_step(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class PhaseBase(PhaseDefaults):
     name = "phase"
     register_as: str | None = None
     kind = "clip"
@@ -78,19 +94,6 @@ class PhaseBase:
     def modules(self) -> dict[str, nn.Module]:
         """The plain modules by branch name (G, D, SSB): exported and initialised from."""
         return {n: e.module for n, e in self.engines.items()}
-
-    # -- loop protocol -------------------------------------------------------------------------
-    def samples(self, batch: dict) -> int:
-        return len(batch["key"]) if "key" in batch else int(batch["image"].shape[0])
-
-    def end_step(self, step: int, metrics: dict[str, float]) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
     def model_config_dict(self) -> dict:
         return to_dict(self.model_cfg)
