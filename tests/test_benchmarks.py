@@ -55,3 +55,24 @@ def test_preprocess_benchmark_json(tmp_path):
     assert set(r["ratios_to_tar"]) == {"preprocess w=1", "preprocess w=2"}
     assert all(_positive(v) for v in r["ratios_to_tar"].values())
     assert not any(tmp_path.iterdir()), "the benchmark left files behind"
+
+
+def test_train_step_benchmark_json(tmp_path):
+    """One real segmentation run at 1 rank (tiny config, synthetic lake): positive figures."""
+    proc = subprocess.run([sys.executable, str(BENCH / "train_step.py"), "--phase", "segmentation",
+                           "--ranks", "1", "--steps", "3", "--json", "--tmp-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, f"train_step.py failed:\n{proc.stdout}\n{proc.stderr}"
+    r = json.loads(proc.stdout)
+    assert (r["steps"], r["warmup_steps"], r["timed_steps"]) == (3, 2, 1)
+    [case] = r["results"]
+    assert (case["phase"], case["ranks"], case["world_size"]) == ("segmentation", 1, 1)
+    assert case["completed"] and case["steps"] == 3
+    assert case["global_batch"] == case["per_rank_batch"] == r["global_batch"]
+    for key in ("mean_step_s", "samples_per_s", "samples_per_s_median", "summary_mean_step_s",
+                "wall_s", "threads_per_rank"):
+        assert _positive(case[key]), (key, case[key])
+    assert math.isclose(case["samples_per_s"], case["global_batch"] / case["mean_step_s"])
+    assert len(case["logged_step_s"]) == 3
+    assert r["scaling"] == r["scaling_median"] == {"segmentation": {}}  # nothing to compare with
+    assert not any(tmp_path.iterdir()), "the benchmark left files behind"
