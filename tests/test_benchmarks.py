@@ -76,3 +76,13 @@ def test_train_step_benchmark_json(tmp_path):
     assert len(case["logged_step_s"]) == 3
     assert r["scaling"] == r["scaling_median"] == {"segmentation": {}}  # nothing to compare with
     assert not any(tmp_path.iterdir()), "the benchmark left files behind"
+
+
+def test_online_speed_benchmark_json(tmp_path):
+    """Tuning and inference s/frame (tiny model, CPU) against the paper's 3.90 s/frame."""
+    r = json.loads(_run("online_speed.py", "--quick", "--synthetic", "--json", tmp_path=tmp_path))
+    assert r["iterations"] == 20 and len(r["sequences"]) == 1
+    for key in ("tune_s_per_frame", "infer_s_per_frame", "total_s_per_frame", "ratio_to_paper"):
+        assert _positive(r[key]), key
+    assert math.isclose(r["ratio_to_paper"], r["total_s_per_frame"] / 3.90)
+    assert not any(tmp_path.iterdir()), "the benchmark left files behind"
