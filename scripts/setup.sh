@@ -4,6 +4,7 @@
 #   - FFCV builds from source against OpenCV and libjpeg-turbo: as root (or with sudo) this
 #     script apt-installs pkg-config libopencv-dev libturbojpeg0-dev; otherwise it says what to run
 #     and sets up everything else (FFCV tests then skip, saying why).
+#   - As root it also apt-installs slurm-wlm and munge for the single-host SLURM cluster tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -23,6 +24,18 @@ if ! have_ffcv_libs; then
     else
         echo "setup: WARNING: FFCV needs system libraries this script cannot install here." >&2
         echo "setup:   run: sudo apt-get install -y $APT_PKGS   then re-run: bash scripts/setup.sh" >&2
+    fi
+fi
+
+# A single-host SLURM cluster (tests/test_slurm_cluster.py starts one): slurm-wlm + munge.
+SLURM_PKGS="slurm-wlm munge"
+if ! { command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ]; }; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+        echo "setup: installing SLURM for the cluster tests: $SLURM_PKGS"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $SLURM_PKGS >/dev/null \
+            || echo "setup: WARNING: could not install $SLURM_PKGS (the SLURM cluster tests will skip)" >&2
+    else
+        echo "setup: note: the SLURM cluster tests skip without: sudo apt-get install -y $SLURM_PKGS" >&2
     fi
 fi
 
