@@ -197,16 +197,44 @@ def _sqlite_folder(uri: str) -> Path | None:
 # params, tags, environment
 
 
+_SECRET_KEY = re.compile(r"(pass(word)?|secret|token|api[_-]?key|access[_-]?key|credential)",
+                         re.IGNORECASE)
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+REDACTED = "***"
+
+
+def redact(key: str, value: str) -> str:
+    """No secrets in params, tags or logs: values of secret-looking keys become ``***`` and the
+    ``user:password@`` part of URLs is removed."""
+    if _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+        return REDACTED
+    return _URL_USERINFO.sub(lambda m: m.group("scheme") + REDACTED + "@", value)
+
+
+def redact_tree(d: Any, key: str = "") -> Any:
+    """:func:`redact` applied to every leaf of a nested config (for ``config.json``)."""
+    if isinstance(d, dict):
+        return {k: redact_tree(v, str(k)) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [redact_tree(v, key) for v in d]
+    if isinstance(d, str):
+        return redact(key, d)
+    if d is not None and _SECRET_KEY.search(key):
+        return REDACTED
+    return d
+
+
 def flatten_params(d: dict, prefix: str = "") -> dict[str, str]:
-    """``{"optim": {"g": {"lr": 1e-4}}}`` -> ``{"optim.g.lr": "0.0001"}``; values stringified and
-    cut to PARAM_VALUE_MAX characters (ending with TRUNCATED_MARKER)."""
+    """``{"optim": {"g": {"lr": 1e-4}}}`` -> ``{"optim.g.lr": "0.0001"}``; values stringified,
+    secrets redacted (:func:`redact`) and cut to PARAM_VALUE_MAX characters (ending with
+    TRUNCATED_MARKER)."""
     out: dict[str, str] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v:
             out.update(flatten_params(v, key + "."))
             continue
-        text = str(v)
+        text = redact(key, str(v))
         if len(text) > PARAM_VALUE_MAX:
             text = text[: PARAM_VALUE_MAX - len(TRUNCATED_MARKER)] + TRUNCATED_MARKER
         out[key] = text
@@ -859,7 +887,7 @@ class Tracker:
         self._call("tags", tags)
         if flat:
             self._call("params", flat)
-        self._call("dict", {"data": params, "file": "config.json"})
+        self._call("dict", {"data": redact_tree(params), "file": "config.json"})
 
     def _next_system_step(self) -> int:
         try:
@@ -890,7 +918,7 @@ class Tracker:
             n = len(read_spool(self.run_dir))
             log.warning("MLflow: %d tracking entries are still spooled in %s; send them with "
                         "`python launch/tracking_sync.py %s` once %s is reachable", n,
-                        self.spool_path, self.run_dir, self.tracking_uri)
+                        self.spool_path, self.run_dir, redact("uri", str(self.tracking_uri)))
 
     def __enter__(self) -> Tracker:
         return self
@@ -1060,7 +1088,8 @@ class Tracker:
                 "MLflow tracking store %s is unreachable (%s: %s). Training goes on; metrics and "
                 "other tracking calls are spooled to %s and sent when the store answers again "
                 "(checked every %.0f s), or later with `python launch/tracking_sync.py %s`.",
-                self.tracking_uri, type(exc).__name__, _short(exc), self.spool_path,
+                redact("uri", str(self.tracking_uri)), type(exc).__name__,
+                redact("error", _short(exc)), self.spool_path,
                 self.cfg.retry_interval_s, self.run_dir)
         self._next_retry = time.monotonic() + self.cfg.retry_interval_s
 

@@ -492,3 +492,17 @@ def test_unanswering_server_costs_one_timeout(tmp_path, caplog):
     assert t_total < t_start + t_steps + 3, t_total
     assert len(_outage_records(caplog)) == 1
     assert len([e for e in read_spool(tmp_path / "run") if e["kind"] == "metrics"]) == 200
+
+
+def test_secrets_never_reach_params_or_logs():
+    from pipeline.tracking import flatten_params, redact, redact_tree
+    cfg = {"tracking": {"tracking_uri": "http://alice:s3cr3t@mlflow.internal:5000"},
+           "s3": {"secret_access_key": "AKIAXYZ", "endpoint": "https://minio:9000"},
+           "db_password": "hunter2", "optim": {"lr": 0.001}}
+    flat = flatten_params(cfg)
+    text = json.dumps(flat) + json.dumps(redact_tree(cfg))
+    for secret in ("s3cr3t", "alice", "AKIAXYZ", "hunter2"):
+        assert secret not in text
+    assert flat["tracking.tracking_uri"] == "http://***@mlflow.internal:5000"
+    assert flat["optim.lr"] == "0.001" and flat["s3.endpoint"] == "https://minio:9000"
+    assert redact("error", "connect to http://u:p@h:1 failed") == "connect to http://***@h:1 failed"
