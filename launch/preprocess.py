@@ -18,6 +18,7 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
+from pipeline.data.objectstore import is_s3
 from pipeline.data.preprocess import PreprocessConfig, run_preprocess
 from pipeline.data.sources import SOURCES
 from pipeline.data.sources.base import SourceError
@@ -27,7 +28,12 @@ def parse_args(argv=None) -> PreprocessConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", choices=sorted(SOURCES))
     p.add_argument("--src", required=True, type=Path, help="dataset root in its official layout")
-    p.add_argument("--out", default=Path("shards"), type=Path, help="data lake root (default shards/)")
+    p.add_argument("--out", default="shards",
+                   help="data lake root: a folder (default shards/) or s3://bucket/prefix "
+                        "(credentials and endpoint from AWS_* env vars; see shards/README.md)")
+    p.add_argument("--staging", type=Path, default=None,
+                   help="with --out s3://...: local folder the sets are written to before upload "
+                        "(default: a temporary one; keep one to let re-runs skip finished shards)")
     p.add_argument("--split", action="append", dest="splits",
                    help="split to convert (repeatable; default: every split the source lists)")
     p.add_argument("--delta", type=int, default=4, help="previous frames per clip (paper: 4)")
@@ -47,7 +53,10 @@ def parse_args(argv=None) -> PreprocessConfig:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON lines only")
     a = p.parse_args(argv)
-    cfg = PreprocessConfig(dataset=a.dataset, src=a.src, out=a.out, splits=a.splits, delta=a.delta,
+    out = a.out if is_s3(a.out) else Path(a.out)
+    if a.staging is not None and not is_s3(a.out):
+        p.error("--staging is only used with --out s3://...")
+    cfg = PreprocessConfig(dataset=a.dataset, src=a.src, out=out, staging=a.staging, splits=a.splits, delta=a.delta,
                            clip_stride=a.clip_stride, shard_max_count=a.shard_max_count,
                            shard_max_bytes=a.shard_max_bytes, workers=a.workers,
                            task_index=a.task_index, num_tasks=a.num_tasks, on_error=a.on_error,
@@ -60,7 +69,7 @@ def main(argv=None) -> int:
     cfg, as_json = parse_args(argv)
     try:
         summaries = run_preprocess(cfg)
-    except (SourceError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (SourceError, ValueError, OSError, RuntimeError) as e:  # OSError: e.g. disk full
         print(f"preprocess: error: {e}", file=sys.stderr)
         return 2
     for s in summaries:
@@ -73,6 +82,11 @@ def main(argv=None) -> int:
               f"{s['written_bytes'] / 1e6:.1f} MB in {s['seconds']:.1f} s"
               + (f" ({s['mb_per_s']} MB/s)" if s['mb_per_s'] else "")
               + f"; storage amplification {s['amplification']}x; {state} -> {s['dir']}")
+        if s.get("upload"):
+            u = s["upload"]
+            print(f"  uploaded to {u['url']}: {u['shards_uploaded']} shard(s) uploaded, "
+                  f"{u['shards_skipped']} already there, {u['shards_unfinished']} unfinished "
+                  f"(not uploaded), {u['bytes_uploaded'] / 1e6:.1f} MB")
         if s["failures"] or s["listing_skips"]:
             print(f"  skipped (counted): {s['failures'] or ''} {s['listing_skips'] or ''}")
             counts = collections.Counter(msg for _, msg in s["skipped_files"])

@@ -13,11 +13,13 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Literal
 
 from ..atomic import atomic_write_text
+from . import objectstore
 from .catalog import MANIFEST, finished, write_catalog
 from .clips import payload_bytes, plan_clips, plan_images, source_bytes, split_into_shards
 from .shards import plan_digest, shard_name, write_shard
@@ -33,7 +35,7 @@ THROTTLE_ENV = "STCNN_PREPROCESS_THROTTLE"  # seconds per member: fault-injectio
 class PreprocessConfig:
     dataset: str
     src: Path
-    out: Path = Path("shards")
+    out: Path | str = Path("shards")  # a folder, or s3://bucket/prefix (staged, then uploaded)
     splits: list[str] | None = None  # None: every split the source has
     delta: int = 4
     clip_stride: int = 1
@@ -45,6 +47,9 @@ class PreprocessConfig:
     on_error: Literal["raise", "skip"] = "raise"
     verify: Literal["header", "decode"] = "header"
     progress: bool = True
+    # out=s3://...: the local folder the sets are written to before upload (None: a temporary
+    # folder, removed afterwards; a persistent one lets re-runs skip finished shards)
+    staging: Path | None = None
 
 
 def resolve_task(task_index: int | None, num_tasks: int | None,
@@ -155,7 +160,36 @@ def preprocess_split(cfg: PreprocessConfig, source: Source, split: str,
     }
 
 
+def _run_to_store(cfg: PreprocessConfig) -> list[dict]:
+    """``out=s3://...``: write the sets into a local staging folder, then upload each one with
+    :func:`objectstore.upload_set` (stats files last), so readers of the store only ever see
+    finished shards. The summaries' ``dir`` is the set URL; ``staging_dir`` the local folder."""
+    url = objectstore.normalize(cfg.out).rstrip("/")
+    objectstore.check_access(url)  # bucket and credentials, before the long part
+    tmp = None
+    if cfg.staging is None:
+        tmp = tempfile.TemporaryDirectory(prefix="stcnn-staging-")
+        staging = Path(tmp.name)
+    else:
+        staging = Path(cfg.staging)
+    try:
+        summaries = run_preprocess(dataclasses.replace(cfg, out=staging, staging=None))
+        for s in summaries:
+            set_url = objectstore.join(url, s["dataset"], s["split"])
+            s["upload"] = objectstore.upload_set(s["dir"], set_url)
+            s["staging_dir"] = s["dir"] if tmp is None else None
+            s["dir"] = set_url
+            if s["catalog"]:
+                s["catalog"] = objectstore.join(set_url, Path(s["catalog"]).name)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return summaries
+
+
 def run_preprocess(cfg: PreprocessConfig) -> list[dict]:
+    if objectstore.is_s3(cfg.out):
+        return _run_to_store(cfg)
     if cfg.dataset not in SOURCES:
         raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {sorted(SOURCES)}")
     task_index, num_tasks = resolve_task(cfg.task_index, cfg.num_tasks)

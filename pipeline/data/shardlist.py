@@ -20,6 +20,8 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from . import objectstore
+
 SHARD_RE = re.compile(r"^(\d+)\.tar$")
 
 
@@ -72,13 +74,30 @@ def shard_sets(sources: "str | os.PathLike | Sequence[str | os.PathLike]") -> li
     """Resolve folders and/or tar paths to shard sets.
 
     A folder is one set; tar files given directly form one set together (unfinished ones, without
-    their stats file, are dropped with a warning). Raises when a set has no finished shard.
+    their stats file, are dropped with a warning). An ``s3://bucket/prefix/<dataset>/<split>``
+    URL is one set too (its finished shards by :func:`pipeline.data.objectstore.list_finished`;
+    shards are then ``s3://`` URLs, split over ranks and workers like paths); ``s3://`` tar URLs
+    given directly form one set like local tars. Raises when a set has no finished shard.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     sets: list[ShardSet] = []
     loose: list[Path] = []
+    loose_s3: list[str] = []
     for src in sources:
+        if objectstore.is_s3(src):  # s3://bucket/prefix/<dataset>/<split>, or one tar there
+            url = objectstore.normalize(src).rstrip("/")
+            if url.endswith(".tar"):
+                loose_s3.append(url)
+                continue
+            shards = objectstore.list_finished(url)
+            if not shards:
+                raise FileNotFoundError(
+                    f"shard set {url} has no finished shard (NNNNN.tar with NNNNN_stats.json "
+                    "objects); upload it with launch/preprocess.py --out s3://..., or check the "
+                    "URL (s3://<bucket>/<prefix>/<dataset>/<split>)")
+            sets.append(ShardSet(url, tuple(shards), None))
+            continue
         p = Path(src)
         if p.is_dir():
             shards = list_shards(p)
@@ -101,6 +120,20 @@ def shard_sets(sources: "str | os.PathLike | Sequence[str | os.PathLike]") -> li
             raise FileNotFoundError(f"none of the given shards is finished: {dropped}")
         sets.append(ShardSet("+".join(sorted({str(p.parent) for p in finished})),
                              tuple(str(p) for p in finished), _total_count(finished)))
+    if loose_s3:
+        listed: dict[str, set[str]] = {}
+        for u in loose_s3:
+            parent = u.rsplit("/", 1)[0]
+            if parent not in listed:
+                listed[parent] = set(objectstore.list_finished(parent))
+        finished_s3 = [u for u in loose_s3 if u in listed[u.rsplit("/", 1)[0]]]
+        dropped_s3 = [u for u in loose_s3 if u not in finished_s3]
+        if dropped_s3:
+            warnings.warn(f"ignoring unfinished or missing shards (no _stats.json): {dropped_s3}",
+                          stacklevel=2)
+        if not finished_s3:
+            raise FileNotFoundError(f"none of the given shards is finished: {dropped_s3}")
+        sets.append(ShardSet("+".join(sorted(set(listed))), tuple(finished_s3), None))
     if not sets:
         raise ValueError("no shard folders or shards given")
     return sets

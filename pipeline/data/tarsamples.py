@@ -13,6 +13,7 @@ import re
 import warnings
 from typing import Any, Iterator
 
+from . import objectstore
 from .readstats import ReadStats
 from .tario import iter_members
 
@@ -47,13 +48,15 @@ def read_tar(url: str, stats: ReadStats | None = None) -> Iterator[dict[str, Any
     """Raw samples of one tar: ``{"__key__", "__url__", ext: bytes, ...}``, members in tar order
     grouped by key. Only jpg / mask.png / json members are read; others are counted and skipped.
     A truncated or corrupt tar ends the shard with a warning naming the key being read (that
-    partial sample is dropped)."""
+    partial sample is dropped). An ``s3://`` URL is fetched into a temporary file first
+    (:func:`pipeline.data.objectstore.fetch`); a missing object counts like a missing file."""
     stats = stats if stats is not None else ReadStats()
     stats.shards_opened += 1
     cur: dict[str, Any] | None = None
     member = None
     try:
-        with open(url, "rb", buffering=0) as fh:
+        with (objectstore.fetch(url) if objectstore.is_s3(url) else open(url, "rb", buffering=0)
+              ) as fh:
             for member, data in iter_members(fh, _wanted_member):
                 key, ext = split_member(member)
                 if key is None or ext is None or key.startswith("__"):

@@ -15,15 +15,20 @@ from typing import Any, Iterator
 import torch
 
 from pipeline.config import ConfigError
+from pipeline.data import objectstore
 from pipeline.data.augment import IMAGENET_MEAN, IMAGENET_STD, resolve_augment
 from pipeline.data.loader import make_loader
 from pipeline.train.config import DataConfig
 
 
-def set_dirs(cfg: DataConfig) -> list[Path]:
+def set_dirs(cfg: DataConfig) -> list[Path | str]:
+    """The set folders under ``data.lake``; for ``data.lake: s3://bucket/prefix`` the set URLs
+    (their finished shards are listed, and a missing set reported, by ``shard_sets``)."""
     if not cfg.sets:
         raise ConfigError("data.sets is empty: name the shard sets to train on, e.g. "
                           "data.sets=[ilsvrc_vid/train]")
+    if objectstore.is_s3(cfg.lake):
+        return [objectstore.join(objectstore.normalize(cfg.lake), s) for s in cfg.sets]
     lake = Path(cfg.lake).expanduser()
     dirs = [lake / s for s in cfg.sets]
     missing = [str(d) for d in dirs if not d.is_dir()]

@@ -1,0 +1,339 @@
+"""Shard sets and MLflow artifacts on an S3-compatible store: a local ``moto`` server with fake
+credentials (never real ones), on 127.0.0.1 and a free port."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("boto3")
+moto_server = pytest.importorskip("moto.server")
+
+from mlflow_server import answers, free_port  # noqa: E402
+
+from pipeline.data import objectstore as OS  # noqa: E402
+from pipeline.data.loader import iter_samples, make_loader  # noqa: E402
+from pipeline.data.preprocess import PreprocessConfig, run_preprocess  # noqa: E402
+from pipeline.data.shardlist import shard_sets  # noqa: E402
+from pipeline.data.synthetic import SyntheticSpec, write_dataset  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BUCKET = "lake"
+FAKE_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+# no credentials or endpoint of this machine's user leak into the tests
+CLEARED = ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3", OS.ENDPOINT_ENV,
+           "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_URI")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server; AWS_* env vars point at it (fake credentials); bucket ``lake``."""
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    nowhere = tmp_path_factory.mktemp("aws") / "none"
+    with pytest.MonkeyPatch.context() as mp:
+        for var in CLEARED:
+            mp.delenv(var, raising=False)
+        for k, v in FAKE_ENV.items():
+            mp.setenv(k, v)
+        mp.setenv("AWS_ENDPOINT_URL", endpoint)  # read by boto3 itself
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(nowhere))
+        mp.setenv("AWS_CONFIG_FILE", str(nowhere))
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        OS.s3_client().create_bucket(Bucket=BUCKET)
+        yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def local_lake(tmp_path_factory) -> Path:
+    """davis2016, synthetic, tiny: 2 sequences -> train/val sets of several 4-sample shards."""
+    root = tmp_path_factory.mktemp("lake")
+    src = write_dataset("davis2016", root / "src",
+                        SyntheticSpec(size=(64, 48), n_sequences=2, n_frames=8, seed=0))
+    run_preprocess(PreprocessConfig(dataset="davis2016", src=src, out=root / "shards",
+                                    shard_max_count=4, progress=False))
+    return root
+
+
+def _set_dir(lake: Path) -> Path:
+    return lake / "shards" / "davis2016" / "train"
+
+
+def _keys(client, prefix: str, bucket: str = BUCKET) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+
+
+def _ident(sample: dict) -> tuple:
+    m = sample["meta"]
+    return m["shard"].rsplit("/", 1)[1], m["sequence"], m["frame_index"]
+
+
+def _same_samples(a: list[dict], b: list[dict]) -> None:
+    assert [_ident(x) for x in a] == [_ident(x) for x in b]
+    for x, y in zip(a, b):
+        for name in ("frames", "image", "mask"):
+            assert (name in x) == (name in y)
+            if name in x:
+                assert torch.equal(x[name], y[name]), (_ident(x), name)
+
+
+# -- URLs -----------------------------------------------------------------------------------------
+
+def test_urls():
+    assert OS.is_s3("s3://b/p") and OS.is_s3(Path("s3://b/p")) and not OS.is_s3("shards/x")
+    assert OS.normalize(Path("s3://b/p/q")) == "s3://b/p/q"
+    assert OS.split_url("s3://b/p/q/") == ("b", "p/q")
+    assert OS.split_url("s3://b") == ("b", "")
+    with pytest.raises(ValueError, match="no bucket"):
+        OS.split_url("s3:///x")
+
+
+# -- upload, list, read ---------------------------------------------------------------------------
+
+def test_upload_set_follows_the_contract_and_skips_what_is_there(s3, local_lake):
+    set_dir = _set_dir(local_lake)
+    url = f"s3://{BUCKET}/up/davis2016/train"
+    n = len(list(set_dir.glob("*_stats.json")))
+    assert n >= 2
+    res = OS.upload_set(set_dir, url)
+    assert res["shards_uploaded"] == n and res["shards_skipped"] == 0
+    keys = _keys(OS.s3_client(), "up/davis2016/train/")
+    local = sorted(p.name for p in set_dir.iterdir() if not p.name.startswith("."))
+    assert [k.rsplit("/", 1)[1] for k in keys] == local
+    assert OS.list_finished(url) == [f"{url}/{p.name}" for p in sorted(set_dir.glob("0*.tar"))]
+    again = OS.upload_set(set_dir, url)
+    assert again["shards_skipped"] == n and again["shards_uploaded"] == 0
+    assert again["files_uploaded"] == 2  # manifest.json and catalog.parquet
+
+
+def test_upload_order_stats_last(s3, local_lake, monkeypatch):
+    calls: list[str] = []
+    client = OS.s3_client()
+    real = client.upload_file
+
+    def spy(path, bucket, key, **kw):
+        calls.append(key.rsplit("/", 1)[1])
+        return real(path, bucket, key, **kw)
+
+    monkeypatch.setattr(client, "upload_file", spy)
+    OS.upload_set(_set_dir(local_lake), f"s3://{BUCKET}/order/davis2016/train")
+    assert calls[:3] == ["00000.tar", "00000.parquet", "00000_stats.json"]
+    assert calls[-2:] == ["manifest.json", "catalog.parquet"]
+
+
+def test_list_finished_ignores_tars_without_stats(s3, local_lake):
+    set_dir = _set_dir(local_lake)
+    url = f"s3://{BUCKET}/partial/davis2016/train"
+    client = OS.s3_client()
+    client.upload_file(str(set_dir / "00000.tar"), BUCKET, "partial/davis2016/train/00000.tar")
+    client.upload_file(str(set_dir / "00001.tar"), BUCKET, "partial/davis2016/train/00001.tar")
+    client.upload_file(str(set_dir / "00001_stats.json"), BUCKET,
+                       "partial/davis2016/train/00001_stats.json")
+    assert OS.list_finished(url) == [f"{url}/00001.tar"]
+    [s] = shard_sets(url)
+    assert s.shards == (f"{url}/00001.tar",)
+    with pytest.warns(UserWarning, match="unfinished"):
+        [loose] = shard_sets([f"{url}/00000.tar", f"{url}/00001.tar"])
+    assert loose.shards == (f"{url}/00001.tar",)
+    assert OS.list_finished(f"s3://{BUCKET}/nothing/here") == []
+    with pytest.raises(FileNotFoundError, match="no finished shard"):
+        shard_sets(f"s3://{BUCKET}/nothing/here")
+
+
+def test_reading_from_s3_equals_reading_the_local_set(s3, local_lake):
+    set_dir = _set_dir(local_lake)
+    url = f"s3://{BUCKET}/read/davis2016/train"
+    OS.upload_set(set_dir, url)
+    local = list(iter_samples(set_dir))
+    remote = list(iter_samples(url))
+    assert len(local) > 0
+    _same_samples(local, remote)
+    # the DDP loader: same shard split by rank, same draws -> same batches
+    kw = dict(batch_size=2, num_workers=0, epoch_batches=3, rank=0, world_size=2, seed=3,
+              augment="offline")
+    for a, b in zip(make_loader(set_dir, **kw), make_loader(url, **kw)):
+        assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["mask"], b["mask"])
+
+
+def test_loader_workers_read_s3(s3, local_lake):
+    set_dir = _set_dir(local_lake)
+    url = f"s3://{BUCKET}/workers/davis2016/train"
+    OS.upload_set(set_dir, url)
+    loader = make_loader(url, batch_size=2, num_workers=2, epoch_batches=4, rank=0,
+                         world_size=1, multiprocessing_context="fork")
+    batches = list(loader)
+    assert len(batches) == 4 and batches[0]["frames"].shape[0] == 2
+
+
+def test_a_missing_shard_object_is_counted_not_fatal(s3, local_lake):
+    from pipeline.data.readstats import ReadStats
+    from pipeline.data.tarsamples import read_tar
+
+    stats = ReadStats()
+    with pytest.warns(UserWarning):
+        assert list(read_tar(f"s3://{BUCKET}/no/such/00000.tar", stats)) == []
+    assert stats.as_dict()["truncated_shards"] == 1
+
+
+# -- writing through launch/preprocess.py ---------------------------------------------------------
+
+def test_preprocess_cli_to_s3_then_read_back(s3, local_lake, tmp_path):
+    src = local_lake / "src"
+    out = f"s3://{BUCKET}/cli"
+    staging = tmp_path / "staging"
+    cmd = [sys.executable, str(REPO / "launch" / "preprocess.py"), "davis2016", "--src", str(src),
+           "--out", out, "--staging", str(staging), "--shard-max-count", "4", "--split", "train",
+           "--split", "val", "--no-progress",
+           "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert r.returncode == 0, r.stderr + r.stdout
+    summaries = [json.loads(line) for line in r.stdout.splitlines()]
+    assert {s["split"] for s in summaries} == {"train", "val"}
+    for s in summaries:
+        assert s["dir"] == f"{out}/davis2016/{s['split']}"
+        assert s["upload"]["shards_uploaded"] == s["shards_total"]
+        assert s["catalog"] == f"{out}/davis2016/{s['split']}/catalog.parquet"
+    # no secret in what the job prints
+    assert FAKE_ENV["AWS_SECRET_ACCESS_KEY"] not in r.stdout.replace('"testing"', "")
+    keys = _keys(OS.s3_client(), "cli/davis2016/train/")
+    assert "cli/davis2016/train/manifest.json" in keys
+    _same_samples(list(iter_samples(_set_dir(local_lake))),
+                  list(iter_samples(f"{out}/davis2016/train")))
+    # a re-run with the same staging folder: nothing rebuilt, nothing re-uploaded
+    r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert r2.returncode == 0, r2.stderr
+    for s in map(json.loads, r2.stdout.splitlines()):
+        assert s["shards_written"] == 0
+        assert s["upload"]["shards_uploaded"] == 0
+        assert s["upload"]["shards_skipped"] == s["shards_total"]
+
+
+def test_run_preprocess_with_a_temporary_staging_folder(s3, local_lake):
+    out = f"s3://{BUCKET}/api"
+    [train, val] = sorted(run_preprocess(PreprocessConfig(
+        dataset="davis2016", src=local_lake / "src", out=Path(out), shard_max_count=4,
+        splits=["train", "val"], progress=False)), key=lambda s: s["split"])
+    assert train["staging_dir"] is None and train["dir"] == f"{out}/davis2016/train"
+    assert len(OS.list_finished(train["dir"])) == train["shards_total"]
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+def test_missing_bucket_is_named_with_the_fix(s3, local_lake):
+    with pytest.raises(OS.ObjectStoreError, match=r"s3://no-such-bucket/x.*does not exist.*mb"):
+        OS.list_finished("s3://no-such-bucket/x")
+    with pytest.raises(OS.ObjectStoreError, match="no-such-bucket"):
+        OS.upload_set(_set_dir(local_lake), "s3://no-such-bucket/x")
+    with pytest.raises(OS.ObjectStoreError, match="no-such-bucket"):
+        run_preprocess(PreprocessConfig(dataset="davis2016", src=local_lake / "src",
+                                        out="s3://no-such-bucket/x", progress=False))
+
+
+def test_missing_credentials_are_named_with_the_fix(s3, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    fix = r"s3://lake/x.*AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.*AWS_ENDPOINT_URL"
+    with pytest.raises(OS.ObjectStoreError, match=fix):
+        OS.list_finished(f"s3://{BUCKET}/x")
+    with pytest.raises(OS.ObjectStoreError, match="AWS_ACCESS_KEY_ID"):
+        make_loader(f"s3://{BUCKET}/x", batch_size=1, num_workers=0)
+
+
+def test_cli_error_for_a_missing_bucket(s3, local_lake):
+    r = subprocess.run([sys.executable, str(REPO / "launch" / "preprocess.py"), "davis2016",
+                        "--src", str(local_lake / "src"), "--out", "s3://no-such-bucket/p"],
+                       capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert r.returncode == 2
+    assert "no-such-bucket" in r.stderr and "does not exist" in r.stderr
+    assert "testing" not in r.stderr  # the (fake) secret is never printed
+
+
+def test_stcnn_endpoint_variable(s3, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv(OS.ENDPOINT_ENV, s3)
+    assert OS.endpoint_url() == s3
+    assert OS.s3_client().list_objects_v2(Bucket=BUCKET, MaxKeys=1)["ResponseMetadata"][
+        "HTTPStatusCode"] == 200
+
+
+# -- MLflow artifacts on the same store -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mlflow_s3(s3, tmp_path_factory):
+    """``mlflow server`` whose artifact destination is s3://mlflow-artifacts/ on the moto store."""
+    OS.s3_client().create_bucket(Bucket="mlflow-artifacts")
+    root = tmp_path_factory.mktemp("mlflow_s3")
+    port = free_port()
+    env = dict(os.environ, MLFLOW_S3_ENDPOINT_URL=s3)
+    log_path = root / "server.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+             f"sqlite:///{root / 'db.sqlite'}", "--artifacts-destination",
+             "s3://mlflow-artifacts/", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            stdout=log_file, stderr=subprocess.STDOUT, cwd=root, env=env)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while not answers(f"{uri}/health"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"mlflow server did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.25)
+    yield uri
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow  # an mlflow server start + stop: ~30 s
+def test_mlflow_artifacts_and_models_land_on_s3(mlflow_s3, tmp_path):
+    from pipeline.tracking import Tracker, TrackingConfig, resolve_init
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "state.txt").write_text("step 4\n")
+    state = {"w": torch.arange(6, dtype=torch.float32)}
+    torch.save(state, tmp_path / "final.pt")
+    cfg = TrackingConfig(tracking_uri=mlflow_s3, system_metrics=False)
+    with Tracker(cfg, phase="pretrain_tcb", run_dir=tmp_path / "run") as tr:
+        tr.start({"seed": 0})
+        tr.log_artifact(tmp_path / "ckpt", "extra")
+        model_uri = tr.log_model(tmp_path / "final.pt")
+        run_id = tr.run_id
+    assert model_uri and model_uri.startswith("models:/")
+    keys = _keys(OS.s3_client(), "", bucket="mlflow-artifacts")
+    assert any(k.endswith(f"{run_id}/artifacts/extra/state.txt") for k in keys), keys
+    assert any(k.endswith("weights.pt") for k in keys), keys
+    got = resolve_init(f"runs:/{run_id}/extra/state.txt", tmp_path / "dl",
+                       tracking_uri=mlflow_s3)
+    assert got.read_text() == "step 4\n"
+    weights = resolve_init(model_uri, tmp_path / "dl2", tracking_uri=mlflow_s3)
+    assert torch.equal(torch.load(weights, weights_only=True)["w"], state["w"])
+    # the params of the run hold no credential
+    params = json.dumps(__import__("mlflow").MlflowClient(mlflow_s3).get_run(run_id).data.params)
+    assert "testing" not in params
+
+
+def test_training_data_config_takes_an_s3_lake(s3, local_lake):
+    from pipeline.train.config import DataConfig
+    from pipeline.train.data import set_dirs
+
+    OS.upload_set(_set_dir(local_lake), f"s3://{BUCKET}/cfg/davis2016/train")
+    cfg = DataConfig(lake=f"s3://{BUCKET}/cfg", sets=["davis2016/train"])
+    assert set_dirs(cfg) == [f"s3://{BUCKET}/cfg/davis2016/train"]
+    assert len(shard_sets(set_dirs(cfg))[0].shards) == len(list(_set_dir(local_lake).glob("*.tar")))
