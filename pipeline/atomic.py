@@ -1,12 +1,15 @@
 """Atomic file writes: write to a temporary name in the same folder, fsync, rename.
 
 A reader never sees a half-written file; a killed writer leaves only a ``.<name>.*.tmp`` file,
-which the next run removes (:func:`remove_stale_temps`).
+which the next run removes (:func:`remove_stale_temps`). A write that fails for lack of space
+(``ENOSPC``/``EDQUOT``) removes its temporary file and raises :class:`DiskFullError`, an
+``OSError`` naming the file and the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -33,13 +36,34 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+class DiskFullError(OSError):
+    """No space (or quota) left while writing a file atomically; the message names the file and
+    the fix. Nothing half-written is left behind: the temporary file is removed."""
+
+
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _disk_full(exc: OSError, path: Path) -> DiskFullError:
+    return DiskFullError(
+        exc.errno, f"{exc.strerror or os.strerror(exc.errno)} while writing {path} (its "
+        f"temporary file was removed; nothing half-written is visible). Fix: free space on the "
+        f"filesystem of {path.parent} or write to another folder, then run the same command "
+        f"again: files already finished are kept", str(path))
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     """``with atomic_open(p) as f: f.write(...)``: ``p`` appears whole, or not at all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
-    f = open(tmp, "wb")
+    try:
+        f = open(tmp, "wb")
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise _disk_full(exc, path) from exc
+        raise
     try:
         yield f
         f.flush()
@@ -47,10 +71,14 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
         f.close()
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
-        f.close()
+    except BaseException as exc:
+        with contextlib.suppress(OSError):   # flushing the buffer can fail again (disk full)
+            f.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL and \
+                not isinstance(exc, DiskFullError):
+            raise _disk_full(exc, path) from exc
         raise
 
 

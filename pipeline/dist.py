@@ -95,6 +95,21 @@ def check_gpu_options(cfg: DistConfig, device: torch.device) -> None:
         raise ConfigError("dist.backend=nccl needs CUDA devices; use gloo (or auto) on the CPU")
 
 
+def _elastic_attempt_store(world: int, timeout: _dt.timedelta) -> "dist.Store | None":
+    """Under torchrun's elastic agent, the store for this attempt's process group: the agent's
+    rendezvous TCPStore (``TORCHELASTIC_USE_AGENT_STORE=True``) prefixed with
+    ``TORCHELASTIC_RESTART_COUNT``. The agent keeps one store for all attempts and torch no longer
+    prefixes worker keys per attempt, so workers restarted by ``--max-restarts`` read the gloo/nccl
+    addresses the killed attempt left there (connection refused, or a hang); with the prefix each
+    attempt starts from empty keys. None (the launcher's ``env://`` default) otherwise."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or attempt is None:
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"/worker/attempt_{attempt}", store)
+
+
 def init_distributed(cfg: DistConfig) -> DistContext:
     """Join the process group the launcher described (or run alone without one)."""
     world = _env_int("WORLD_SIZE", 1)
@@ -113,10 +128,13 @@ def init_distributed(cfg: DistConfig) -> DistContext:
         return DistContext(0, 1, local_rank, device, None)
     backend = cfg.backend if cfg.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
     if not dist.is_initialized():
-        kwargs: dict[str, Any] = dict(backend=backend,
-                                      timeout=_dt.timedelta(seconds=cfg.first_step_timeout_s))
+        timeout = _dt.timedelta(seconds=cfg.first_step_timeout_s)
+        kwargs: dict[str, Any] = dict(backend=backend, timeout=timeout)
         if device.type == "cuda":
             kwargs["device_id"] = device
+        store = _elastic_attempt_store(world, timeout)
+        if store is not None:
+            kwargs.update(store=store, rank=_env_int("RANK", 0), world_size=world)
         dist.init_process_group(**kwargs)
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
 

@@ -27,8 +27,9 @@ from pipeline.dist import autocast, destroy, init_distributed, seed_everything, 
 from pipeline.tracking import Tracker, environment_info, git_info, resolve_init
 from pipeline.train.config import TrainConfig, load_model_config, load_train_config, plan_batch
 from pipeline.train.data import DataStream, build_loader
-from pipeline.train.hooks import (CheckpointHook, EvalHook, ExportHook, ProgressHook, ReduceHook,
-                                  ReplicaCheckHook, StopHook, TimeoutHook, TimerHook, TrackingHook)
+from pipeline.train.hooks import (CheckpointHook, EvalHook, ExportHook, FaultHook, ProgressHook,
+                                  ReduceHook, ReplicaCheckHook, StopHook, TimeoutHook, TimerHook,
+                                  TrackingHook)
 from pipeline.train.loop import TrainLoop
 from pipeline.train.weights import gather_init, save_weights
 
@@ -179,6 +180,9 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
         hooks.append(EvalHook(evaluate, cfg.eval.every))
     hooks += [ProgressHook(ctx, phase_name), StopHook(ctx, cfg.checkpoint.stop_after), ckpt,
               export, tracking]
+    fault = FaultHook.from_env(ctx.rank)      # $STCNN_FAULT: fault injection for tests/faults
+    if fault is not None:
+        hooks.append(fault)
 
     loop = TrainLoop(phase, stream, cfg.steps, accum=plan.accum, start_step=start_step,
                      hooks=hooks, autocast=lambda: autocast(cfg.dist, ctx.device))
