@@ -35,6 +35,12 @@ def split_member(name: str) -> tuple[str | None, str | None]:
     return (f"{head}/{stem}" if head else stem), ext.lower()
 
 
+def unsafe_member(name: str) -> bool:
+    """An absolute path or a ``..`` component: a member that would escape the shard if it were
+    ever extracted. The loader never extracts, but such a shard is not one we wrote."""
+    return name.startswith("/") or ".." in name.split("/")
+
+
 def _wanted(ext: str) -> bool:
     return ext in ("json", "jpg", "mask.png") or FRAME_RE.match(ext) is not None
 
@@ -58,6 +64,12 @@ def read_tar(url: str, stats: ReadStats | None = None) -> Iterator[dict[str, Any
         with (objectstore.fetch(url) if objectstore.is_s3(url) else open(url, "rb", buffering=0)
               ) as fh:
             for member, data in iter_members(fh, _wanted_member):
+                if unsafe_member(member):
+                    stats.record("corrupt_samples", url, None,
+                                 f"member {member!r} escapes the shard (absolute path or '..'); "
+                                 "skipped: this shard was not written by launch/preprocess.py, "
+                                 "rebuild it")
+                    continue
                 key, ext = split_member(member)
                 if key is None or ext is None or key.startswith("__"):
                     stats.ignored_members += 1

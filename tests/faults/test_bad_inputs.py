@@ -14,7 +14,7 @@ unknown dataset name                  preprocessing API and CLI           error 
 malformed config (YAML, typo'd key)   training config                     error naming file/key
 truncated shard tar                   loader / catalog validation         counted skip / error
 corrupt member (bad json) in a shard  loader                              counted skip
-member named ``../...`` in a shard    catalog validation (loader: xfail)  error
+member named ``../...`` in a shard    catalog validation / loader    error / counted skip
 pickle members in a shard             loader                              ignored, counted
 checkpoint holding pickled code       CheckpointManager.load              error naming the file
 weights file holding pickled code     init_from (load_weights)            error naming the file
@@ -262,10 +262,6 @@ def test_member_named_dot_dot_is_refused_by_validation(lake_set, tmp_path):
     assert not (tmp_path / "escape").exists() and not (lake_set.parents[1] / "escape").exists()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="gap: the loader reads '../' members as an ordinary sample key "
-                   "(nothing is extracted, so no traversal), neither refused nor counted; only "
-                   "catalog validation refuses the shard")
 def test_member_named_dot_dot_is_a_counted_skip_in_the_loader(lake_set):
     key = _escape(lake_set / "00000.tar")
     stats = ReadStats()
