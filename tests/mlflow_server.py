@@ -39,17 +39,19 @@ class Server:
         return mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
 
-def start_server(root: Path) -> "Iterator[Server]":
-    """A real MLflow tracking server (sqlite backend, proxied artifacts) on a free port."""
+def start_server(root: Path, artifacts: str | None = None,
+                 env: dict | None = None) -> "Iterator[Server]":
+    """A real MLflow tracking server (sqlite backend, proxied artifacts in ``artifacts``, default
+    ``root/artifacts``; ``env`` for the server process) on a free port."""
     port = free_port()
     exe = Path(sys.executable).parent / "mlflow"
     log_path = root / "server.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
             [str(exe), "server", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
-             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"],
-            stdout=log_file, stderr=subprocess.STDOUT, cwd=root)
+             "--artifacts-destination", artifacts or str(root / "artifacts"), "--host",
+             "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=log_file, stderr=subprocess.STDOUT, cwd=root, env=env)
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while not answers(f"{uri}/health"):

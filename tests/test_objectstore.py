@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import torch
 pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
 
-from mlflow_server import answers, free_port  # noqa: E402
+from mlflow_server import free_port, start_server  # noqa: E402
 
 from pipeline.data import objectstore as OS  # noqa: E402
 from pipeline.data.loader import iter_samples, make_loader  # noqa: E402
@@ -275,30 +274,9 @@ def mlflow_s3(s3, tmp_path_factory):
     """``mlflow server`` whose artifact destination is s3://mlflow-artifacts/ on the moto store."""
     OS.s3_client().create_bucket(Bucket="mlflow-artifacts")
     root = tmp_path_factory.mktemp("mlflow_s3")
-    port = free_port()
     env = dict(os.environ, MLFLOW_S3_ENDPOINT_URL=s3)
-    log_path = root / "server.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-             f"sqlite:///{root / 'db.sqlite'}", "--artifacts-destination",
-             "s3://mlflow-artifacts/", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1"],
-            stdout=log_file, stderr=subprocess.STDOUT, cwd=root, env=env)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while not answers(f"{uri}/health"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.25)
-    yield uri
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    for server in start_server(root, "s3://mlflow-artifacts/", env):
+        yield server.uri
 
 
 @pytest.mark.slow  # an mlflow server start + stop: ~30 s
