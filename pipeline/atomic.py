@@ -1,7 +1,9 @@
 """Atomic file writes: write to a temporary name in the same folder, fsync, rename.
 
-A reader never sees a half-written file; a killed writer leaves only a ``.<name>.*.tmp`` file,
-which the next run removes (:func:`remove_stale_temps`). A write that fails for lack of space
+A reader never sees a half-written file; a killed writer leaves only a
+``.<name>.<host>-<pid>.tmp`` file, which the next run removes: :func:`remove_stale_temps` for
+files one writer owns (a shard), :func:`remove_dead_temps` for files several processes may be
+writing at once (an array job's ``manifest.json``): only temps whose writer is gone. A write that fails for lack of space
 (``ENOSPC``/``EDQUOT``) removes its temporary file and raises :class:`DiskFullError`, an
 ``OSError`` naming the file and the fix.
 """
@@ -11,16 +13,26 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import socket
+import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 TMP_SUFFIX = ".tmp"
 
 
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"
+
+
+_HOST = _host_tag()
+
+
 def temp_path(path: Path) -> Path:
-    """Where a writer of ``path`` in this process writes before renaming (``.<name>.<pid>.tmp``,
-    in the same folder)."""
-    return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    """Where a writer of ``path`` in this process writes before renaming
+    (``.<name>.<host>-<pid>.tmp``, in the same folder)."""
+    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}{TMP_SUFFIX}")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -103,4 +115,45 @@ def remove_stale_temps(folder: Path, name: str | None = None) -> int:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
             n += 1
+    return n
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True                      # runs, as another user
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    return pid > 0
+
+
+def writer_gone(temp: Path, name: str, *, max_age_s: float = 600.0,
+                now: float | None = None) -> bool:
+    """Whether the writer of ``temp`` (a :func:`temp_path` of ``name``) has certainly stopped.
+
+    Written on this host: its process no longer runs. Written on another host (a shared
+    filesystem: array tasks on other nodes), or named by an older version without a host: the
+    file has not changed for ``max_age_s`` (a manifest or catalog takes seconds to write).
+    """
+    tag = temp.name[len(name) + 2: -len(TMP_SUFFIX)]
+    host, _, pid = tag.rpartition("-")
+    if host == _HOST and pid.isdigit():
+        return not _pid_running(int(pid))
+    try:
+        age = (time.time() if now is None else now) - temp.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age > max_age_s
+
+
+def remove_dead_temps(folder: Path, name: str, *, max_age_s: float = 600.0) -> int:
+    """Remove the temporary files of ``name`` whose writers are gone (:func:`writer_gone`),
+    leaving those of writers still at work (another array task writing the same file)."""
+    n = 0
+    for p in stale_temps(folder, name):
+        if writer_gone(p, name, max_age_s=max_age_s):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
     return n

@@ -111,6 +111,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         seg = run_segment(SegmentConfig(
             checkpoint=f"models:/stcnn@{cfg.alias}", out=str(out / "results"),
             davis_root=str(out / "sources" / "davis2016"), year=2016, split="val",
+            print_table=False,
             online=OnlineConfig(iterations=cfg.segment.iterations, dreams=cfg.segment.dreams,
                                 size=cfg.segment.size,
                                 optim=OptimConfig(name=cfg.segment.optimizer, lr=cfg.segment.lr,

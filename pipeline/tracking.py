@@ -122,6 +122,9 @@ class TrackingConfig:
     request_timeout_s: float = 5.0       # per HTTP request (connect and read)
     request_max_retries: int = 0         # HTTP retries per request (the spool is the real retry)
     retry_interval_s: float = 30.0       # during an outage: seconds between reconnection probes
+    # the store still down when the run ends: keep trying this long (probes 1 s apart) before
+    # leaving the spool to `launch/tracking_sync.py`
+    final_retry_s: float = 10.0
 
     def __post_init__(self) -> None:
         validate_alias(self.alias)
@@ -130,9 +133,9 @@ class TrackingConfig:
         for key in ("request_timeout_s", "system_metrics_interval_s"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"tracking.{key}: must be > 0, got {getattr(self, key)}")
-        if self.request_max_retries < 0 or self.retry_interval_s < 0:
-            raise ConfigError("tracking.request_max_retries and tracking.retry_interval_s must "
-                              "be >= 0")
+        if self.request_max_retries < 0 or self.retry_interval_s < 0 or self.final_retry_s < 0:
+            raise ConfigError("tracking.request_max_retries, tracking.retry_interval_s and "
+                              "tracking.final_retry_s must be >= 0")
 
 
 def validate_alias(alias: str) -> str:
@@ -899,7 +902,8 @@ class Tracker:
 
     def end(self, status: str = "FINISHED") -> None:
         """Stop the sampler, flush, and close the run as FINISHED, FAILED or KILLED. When the
-        store is still down, one last reconnection is tried; what stays spooled is reported."""
+        store is still down, reconnection is tried for ``final_retry_s``; what stays spooled is
+        reported (with the command that sends it later)."""
         if not self.active or not self._started or self._ended:
             return
         self._ended = True
@@ -911,9 +915,16 @@ class Tracker:
                 pass
         self.flush()
         self._call("end", {"status": status})
-        with self._lock:
-            if self._offline:
-                self._try_recover(force=True)
+        deadline = time.monotonic() + self.cfg.final_retry_s
+        while True:
+            with self._lock:
+                if self._offline:
+                    self._try_recover(force=True)
+                offline = self._offline
+            left = deadline - time.monotonic()
+            if not offline or left <= 0:
+                break
+            time.sleep(min(1.0, left))
         if self.spool_path.is_file():
             n = len(read_spool(self.run_dir))
             log.warning("MLflow: %d tracking entries are still spooled in %s; send them with "
@@ -1087,7 +1098,7 @@ class Tracker:
             log.warning(
                 "MLflow tracking store %s is unreachable (%s: %s). Training goes on; metrics and "
                 "other tracking calls are spooled to %s and sent when the store answers again "
-                "(checked every %.0f s), or later with `python launch/tracking_sync.py %s`.",
+                "(checked every %g s), or later with `python launch/tracking_sync.py %s`.",
                 redact("uri", str(self.tracking_uri)), type(exc).__name__,
                 redact("error", _short(exc)), self.spool_path,
                 self.cfg.retry_interval_s, self.run_dir)

@@ -49,8 +49,16 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
     exit 0
 fi
 echo "setup: installing the project and its Python dependencies into .venv (extras: $EXTRAS)"
-"$PY" -m pip install -q --upgrade pip
-"$PY" -m pip install -q -e ".[$EXTRAS]"
+# torch's CUDA wheels and their libraries take about 7 GB in .venv; say so before pip runs out.
+FREE_MB=$(df -Pm . | awk 'NR==2 {print $4}')
+if [ -n "$FREE_MB" ] && [ "$FREE_MB" -lt 9000 ]; then
+    echo "setup: WARNING: only ${FREE_MB} MB free on the disk of $(pwd); the install needs about" \
+         "7 GB (plus ~2 GB for the tests). Free some space (old run folders, other clones' .venv," \
+         "/tmp/pytest-of-$(id -un)) if pip fails with 'No space left on device'." >&2
+fi
+# --no-cache-dir: pip's cache would hold a second copy of the wheels it builds.
+"$PY" -m pip install -q --no-cache-dir --upgrade pip
+"$PY" -m pip install -q --no-cache-dir -e ".[$EXTRAS]"
 echo "$WANT" > "$STAMP"
 "$PY" - <<'PYEOF'
 import torch, torchvision, webdataset, pyarrow, mlflow

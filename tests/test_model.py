@@ -227,10 +227,28 @@ def test_discriminator_loads_torchvision_inception_v3(tmp_path):
     torch.manual_seed(0)
     inception = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     torch.save(inception.state_dict(), tmp_path / "inception.pth")
-    d = build_discriminator(config("tiny", f"discriminator.weights={tmp_path / 'inception.pth'}"))
+    weights = f"discriminator.weights={tmp_path / 'inception.pth'}"
+    d = build_discriminator(config("tiny", weights, "discriminator.width_div=1"))
     torch.testing.assert_close(d.inception.Mixed_7c.branch_pool.conv.weight,
                                inception.Mixed_7c.branch_pool.conv.weight)
     assert d.inception.AuxLogits is None and d.inception.fc.out_features == 2
+    with pytest.raises(PretrainedWeightsError, match="inception.pth: .*full-width D only"):
+        build_discriminator(config("tiny", weights))            # the tiny D is 1/16 wide
+
+
+def test_narrow_discriminator_is_inception_v3_with_divided_channels():
+    full = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+    tiny = build_discriminator(config("tiny")).inception      # width_div 16
+    full_state, tiny_state = full.state_dict(), tiny.state_dict()
+    assert full_state.keys() == tiny_state.keys()              # same blocks under the same names
+    for key in ("Conv2d_1a_3x3.conv.weight", "Mixed_5b.branch_pool.conv.weight",
+                "Mixed_6e.branch7x7dbl_5.conv.weight", "Mixed_7c.branch3x3_2b.conv.weight"):
+        f, t = full_state[key].shape, tiny_state[key].shape
+        assert t[0] * 16 == f[0] and (t[1] == f[1] == 3 or t[1] * 16 == f[1]), key
+    assert tiny.fc.in_features == 128 and sum(p.numel() for p in tiny.parameters()) < 0.2e6
+    assert tiny(torch.randn(2, 3, 75, 75)).shape == (2, 2)
+    with pytest.raises(ValueError, match="width_div must be one of"):
+        build_discriminator(config("tiny", "discriminator.width_div=3"))
 
 
 # ---- launcher and the real-size model ----------------------------------------------------------------

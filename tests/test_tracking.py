@@ -353,11 +353,46 @@ def test_outage_mid_run_recovers_by_itself(server, tmp_path, caplog):
 
 
 @pytest.mark.slow
+def test_store_back_while_the_run_ends_gets_everything(server, tmp_path, caplog):
+    """The store is down when training ends and answers again a few seconds later: the run's
+    end waits for it (tracking.final_retry_s) and delivers the spool itself."""
+    caplog.set_level(logging.INFO, logger=TRACKER_LOGGER)
+    proxy = Proxy(int(server.uri.rsplit(":", 1)[1]))
+    proxy.start()
+    cfg = TrackingConfig(tracking_uri=proxy.uri, system_metrics=False, request_timeout_s=2,
+                         retry_interval_s=60, final_retry_s=30)
+    run_dir = tmp_path / "run"
+    restart = threading.Timer(2.0, proxy.start)
+    try:
+        with Tracker(cfg, phase="pretrain_ssb", run_dir=run_dir) as tr:
+            tr.start({"seed": 0})
+            run_id = tr.run_id
+            tr.log_metrics({"loss": 0.0}, 0)
+            proxy.stop()                                     # down for the rest of the run
+            for step in range(1, 5):
+                tr.log_metrics({"loss": float(step)}, step)
+            assert tr.offline
+            restart.start()                                  # back 2 s after the run ends
+            t0 = time.monotonic()
+        waited = time.monotonic() - t0
+    finally:
+        restart.cancel()
+        restart.join()
+        proxy.stop()
+    assert 1.5 < waited < 20, waited
+    assert not (run_dir / SPOOL_FILENAME).exists()
+    assert any("reachable again" in r.getMessage() for r in caplog.records)
+    c = server.client()
+    assert c.get_run(run_id).info.status == "FINISHED"
+    assert sorted(m.step for m in c.get_metric_history(run_id, "loss")) == list(range(5))
+
+
+@pytest.mark.slow
 def test_tracking_sync_cli(server, tmp_path):
     dead = f"http://127.0.0.1:{_free_port()}"
     run_dir = tmp_path / "run"
-    with Tracker(TrackingConfig(tracking_uri=dead, system_metrics=False), phase="p",
-                 run_dir=run_dir) as tr:
+    with Tracker(TrackingConfig(tracking_uri=dead, system_metrics=False, final_retry_s=0),
+                 phase="p", run_dir=run_dir) as tr:
         tr.start({"a": 1})
         for step in range(4):
             tr.log_metrics({"loss": float(step)}, step)

@@ -114,7 +114,7 @@ def test_training_completes_with_the_server_stopped(server, train_lake, tmp_path
     dead = f"http://127.0.0.1:{free_port()}"               # no server there any more
     run_dir = tmp_path / "offline_tcb"
     proc = launch("gan", train_lake, run_dir, {"MLFLOW_TRACKING_URI": dead},
-                  "tracking.request_timeout_s=2")
+                  "tracking.request_timeout_s=2", "tracking.final_retry_s=0")
     assert "unreachable" in proc.stderr and "tracking_spool.jsonl" in proc.stderr
     s = json.loads((run_dir / "summary.json").read_text())
     assert s["completed"] and (run_dir / "weights.pt").is_file()

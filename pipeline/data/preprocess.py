@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, remove_dead_temps
 from . import objectstore
-from .catalog import MANIFEST, finished, write_catalog
+from .catalog import CATALOG, MANIFEST, finished, write_catalog
 from .clips import payload_bytes, plan_clips, plan_images, source_bytes, split_into_shards
 from .shards import plan_digest, shard_name, write_shard
 from .sources import SOURCES, get_source
@@ -114,6 +114,8 @@ def preprocess_split(cfg: PreprocessConfig, source: Source, split: str,
         "shards": [{"name": shard_name(i), "samples_planned": len(s), "plan_digest": d}
                    for i, (s, d) in enumerate(zip(shards, digests))],
     }
+    for name in (MANIFEST, CATALOG):   # temps of killed writers (other tasks' live ones stay)
+        remove_dead_temps(set_dir, name)
     atomic_write_text(set_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
     mine = [i for i in range(len(shards)) if i % num_tasks == task_index]

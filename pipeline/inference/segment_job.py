@@ -46,6 +46,7 @@ class SegmentConfig:
     split: str = "val"
     sequences: list[str] | None = None
     evaluate: bool = True
+    print_table: bool = True             # print the J/F table (the main job prints it at its end)
     overlays: int = 2                    # sequences whose overlay GIF is logged
     # a user's video
     video: str | None = None
@@ -152,7 +153,8 @@ def evaluate_results(cfg: SegmentConfig, out: Path, tracker) -> dict:
     report = evaluate_davis(cfg.davis_root, out, cfg.year, cfg.split, sequences=cfg.sequences)
     files = write_outputs(report, out / "eval")
     table = format_tables(report)
-    print(table, flush=True)
+    if cfg.print_table:
+        print(table, flush=True)
     g = report.global_row()
     metrics = {"JF-Mean": g[0], "J-Mean": g[1], "J-Recall": g[2], "J-Decay": g[3],
                "F-Mean": g[4], "F-Recall": g[5], "F-Decay": g[6]}

@@ -15,6 +15,7 @@ ImageNet weights read from local torchvision-format state_dict files.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import inception_v3
+from torchvision.models import inception as tv_inception
 from torchvision.models.inception import Inception3
 from torchvision.models.resnet import Bottleneck
 
@@ -167,16 +169,49 @@ def tile_rgb_conv(weight: torch.Tensor, in_channels: int, mode: str = "tile_mean
     raise ValueError(f"first_conv_init must be 'tile' or 'tile_mean', got {mode!r}")
 
 
+INCEPTION_WIDTH_DIVS = (1, 2, 4, 8, 16)   # every Inception-v3 channel count divides by these
+
+
+def _narrow_conv(width_div: int) -> Callable[..., nn.Module]:
+    """torchvision's ``BasicConv2d`` with every channel count divided by ``width_div``; the RGB
+    input of the stem keeps its 3 channels."""
+    def conv(in_channels: int, out_channels: int, **kwargs) -> nn.Module:
+        return tv_inception.BasicConv2d(in_channels if in_channels == 3 else in_channels // width_div,
+                                        out_channels // width_div, **kwargs)
+    return conv
+
+
 def build_inception_v3(outputs: int, *, transform_input: bool,
-                       weights: str | Path | None = None) -> Inception3:
+                       weights: str | Path | None = None, width_div: int = 1) -> Inception3:
     """torchvision's Inception-v3 [43], auxiliary head off, its FC replaced by ``outputs`` units.
 
     The new FC gets He initialisation [13] (Sec. 3.3); every other layer comes from ``weights``
     (a torchvision ``inception_v3`` state_dict; its ``AuxLogits.*`` and ``fc.*`` are dropped) or,
     without a file, from torchvision's truncated-normal initialisation.
+
+    ``width_div`` > 1 builds the same network (torchvision's blocks, module names and topology,
+    through ``Inception3``'s ``inception_blocks`` argument) with every channel count divided by
+    it: the tiny CPU configs' D (1/16 width: 0.09M parameters instead of 21.8M). ImageNet weights
+    exist only for full width.
     """
-    net = inception_v3(weights=None, aux_logits=False, init_weights=weights is None,
-                       transform_input=transform_input, num_classes=outputs)
+    if width_div not in INCEPTION_WIDTH_DIVS:
+        raise ValueError(f"discriminator.width_div must be one of {INCEPTION_WIDTH_DIVS} "
+                         f"(Inception-v3's channel counts divide by these), got {width_div}")
+    if width_div == 1:
+        net = inception_v3(weights=None, aux_logits=False, init_weights=weights is None,
+                           transform_input=transform_input, num_classes=outputs)
+    else:
+        if weights:
+            raise PretrainedWeightsError(
+                f"{weights}: ImageNet Inception-v3 weights fit a full-width D only; set "
+                f"discriminator.width_div=1 to load them, or discriminator.weights=null")
+        conv = _narrow_conv(width_div)
+        blocks = [conv] + [functools.partial(block, conv_block=conv) for block in (
+            tv_inception.InceptionA, tv_inception.InceptionB, tv_inception.InceptionC,
+            tv_inception.InceptionD, tv_inception.InceptionE, tv_inception.InceptionAux)]
+        net = Inception3(num_classes=outputs, aux_logits=False, transform_input=transform_input,
+                         inception_blocks=blocks, init_weights=True)
+        net.fc = nn.Linear(net.fc.in_features // width_div, outputs)
     if weights:
         load_pretrained(net, read_state_dict(weights), weights, ignore=("fc.", "AuxLogits."),
                         what="Inception-v3 discriminator",

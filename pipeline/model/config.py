@@ -49,6 +49,7 @@ class DiscriminatorConfig:
     input_size: list[int] | None = field(default_factory=lambda: [299, 299])  # [H, W]; None: as is
     transform_input: bool = False         # torchvision's ImageNet-normalised -> [-1, 1] mapping
     weights: str | None = None            # local torchvision-format Inception-v3 state_dict
+    width_div: int = 1                    # >1: every channel count divided (tiny CPU configs)
 
 
 @dataclass

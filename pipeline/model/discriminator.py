@@ -37,5 +37,6 @@ def build_frame_discriminator(cfg: DiscriminatorConfig) -> FrameDiscriminator:
     if cfg.input_size is not None and len(cfg.input_size) != 2:
         raise ValueError(
             f"discriminator.input_size must be [height, width] or null, got {cfg.input_size}")
-    net = build_inception_v3(cfg.outputs, transform_input=cfg.transform_input, weights=cfg.weights)
+    net = build_inception_v3(cfg.outputs, transform_input=cfg.transform_input, weights=cfg.weights,
+                             width_div=cfg.width_div)
     return FrameDiscriminator(net, tuple(cfg.input_size) if cfg.input_size else None)
