@@ -92,6 +92,10 @@ def run_scenarios(names: list[str], kills: int, tmp: Path) -> dict:
             rows[name] = row(name, SCENARIOS[name], 0,
                              f"NO: its test failed (pytest exit {proc.returncode}; output above)",
                              False, None)
+    order = list(SCENARIOS)
+    rows = dict(sorted(rows.items(), key=lambda kv: (
+        next((i for i, n in enumerate(order) if kv[0] == n or kv[0].startswith(f"{n}-")),
+             len(order)), kv[0])))
     return {"source": "tests/faults via benchmarks/fault_figures.py", "scenarios": rows}
 
 
