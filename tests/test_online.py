@@ -129,6 +129,46 @@ def test_davis2017_results_layout_and_evaluation(checkpoint, davis17, tmp_path):
     assert (out / "lucid_dream_examples.png").is_file()
 
 
+def test_youtube_objects_results_named_like_the_labels_and_evaluated(checkpoint, tmp_path):
+    from pipeline.data.synthetic import SyntheticSpec, write_dataset
+    spec = SyntheticSpec(size=(64, 48), n_sequences=3, n_frames=7, label_every=3, seed=2)
+    root = write_dataset("youtube_objects", tmp_path / "YTO", spec)
+    late = sorted((root / "youtube_masks").rglob("labels"))[0]
+    (late / "00001.jpg").unlink()               # this shot's first label is on frame 4
+    out = tmp_path / "results"
+    proc = run_segment_cli(["--checkpoint", str(checkpoint), "--youtube-objects-root", str(root),
+                            "--out", str(out), "online.iterations=5", "online.dreams=3", *ADAM])
+    shots = sorted(p.relative_to(root / "youtube_masks").parent.as_posix().replace("/data/", "/")
+                   .replace("/shots/", "/") for p in (root / "youtube_masks").rglob("labels"))
+    assert shots
+    for shot in shots:
+        cls, video, number = shot.split("/")
+        labels = sorted((root / "youtube_masks" / cls / "data" / video / "shots" / number /
+                         "labels").glob("*.jpg"))
+        frames = sorted((root / "v1" / cls / "data" / video / "shots" / number).glob("*.jpg"))
+        pngs = sorted(p.stem for p in (out / shot).glob("*.png"))
+        # from the first labelled frame to the end, named like the labels
+        start = int(labels[0].stem)
+        assert start == (4 if labels[0].parent == late else 1)
+        assert pngs == [f"{i:05d}" for i in range(start, len(frames) + 1)]
+        assert {p.stem for p in labels} <= set(pngs)
+        first = np.asarray(Image.open(out / shot / f"{labels[0].stem}.png")) > 0
+        assert np.array_equal(first, np.asarray(Image.open(labels[0]).convert("L")) > 15)
+    ev = out / "eval"
+    rows = (ev / "youtube_objects-per-category.csv").read_text().splitlines()
+    assert rows[0] == "Category,mIoU,Frames,Shots" and rows[-1].startswith("Mean,")
+    assert "Mean" in proc.stdout
+    assert set(json.loads((out / "timing.json").read_text())["sequences"]) == set(shots)
+    # one category only: only its shots are segmented and scored
+    cls = shots[0].split("/")[0]
+    out1 = tmp_path / "one"
+    run_segment_cli(["--checkpoint", str(checkpoint), "--youtube-objects-root", str(root),
+                     "--categories", cls, "--out", str(out1), "online.iterations=2",
+                     "online.dreams=2", *ADAM])
+    rows = (out1 / "eval" / "youtube_objects-per-category.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [cls, "Mean"]
+
+
 @pytest.mark.slow
 def test_two_ranks_write_the_same_results_as_one(checkpoint, davis17, tmp_path):
     common = ["--checkpoint", str(checkpoint), "--davis-root", str(davis17), "--year", "2017",

@@ -86,8 +86,10 @@ def _score_shot(job: tuple[str, tuple[Path, ...], Path]) -> ShotResult:
 
 
 def evaluate_youtube_objects(root: str | Path, results: str | Path, *, workers: int = 1,
-                             categories: Iterable[str] | None = None) -> YtoReport:
-    """Score ``results`` on every labelled frame of the YouTube-Objects release at ``root``."""
+                             categories: Iterable[str] | None = None,
+                             shots: Iterable[str] | None = None) -> YtoReport:
+    """Score ``results`` on every labelled frame of the YouTube-Objects release at ``root``
+    (of the given ``categories`` and ``shots`` ``<class>/<video>/<shot>`` only, when given)."""
     from ..data.sources import get_source
     from ..data.sources.base import SourceError
 
@@ -100,9 +102,12 @@ def evaluate_youtube_objects(root: str | Path, results: str | Path, *, workers: 
     except SourceError as e:
         raise EvaluationError(e.path, e.problem, e.fix) from e
     want = set(categories) if categories is not None else None
+    only = set(shots) if shots is not None else None
     jobs = []
     for s in seqs:
         if want is not None and s.name.split("/", 1)[0] not in want:
+            continue
+        if only is not None and s.name not in only:
             continue
         labels = tuple(f.mask for f in s.annotated)
         if labels:

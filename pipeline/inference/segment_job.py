@@ -6,6 +6,10 @@ sequences (official results layout) or of a user's video, spread over ranks, the
   ``<out>/<sequence>/<frame>.png``; a sequence's result never depends on the rank count.
   Rank 0 then writes ``timing.json`` (tuning and inference seconds per frame, per sequence) and,
   with ``evaluate``, scores ``<out>`` with the official protocol into ``<out>/eval/``.
+* YouTube-Objects: ``youtube_objects_root`` (``categories``/``sequences`` to pick some): every
+  labelled shot is segmented from its first labelled frame, whose label is the given mask, to
+  its last frame; ``<out>/<class>/<video>/<shot>/<NNNNN>.png`` named like the labels; with
+  ``evaluate``, mean IoU per category over the labelled frames into ``<out>/eval/``.
 * A video: ``video`` (mp4, ...) or ``frames`` (a folder of images) plus ``first_mask`` (object
   ids of the first frame): masks in ``<out>/masks/`` and an overlay video ``<out>/overlay.gif``
   (or ``overlay_format: mp4``), like the paper's Fig. 3.
@@ -18,8 +22,10 @@ and the lucid-dream examples of the first one.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -45,6 +51,9 @@ class SegmentConfig:
     year: int = 2016                     # 2016 or 2017
     split: str = "val"
     sequences: list[str] | None = None
+    # YouTube-Objects (evaluation only: one split, sparse labels)
+    youtube_objects_root: str | None = None
+    categories: list[str] | None = None  # e.g. [cat, dog]; None: all
     evaluate: bool = True
     print_table: bool = True             # print the J/F table (the main job prints it at its end)
     overlays: int = 2                    # sequences whose overlay GIF is logged
@@ -107,18 +116,79 @@ def _gather(obj, ctx: DistContext) -> list:
     return out
 
 
-def run_davis(cfg: SegmentConfig, segmenter: OnlineSegmenter, ctx: DistContext, tracker) -> dict:
+@dataclass
+class SequenceJob:
+    """One sequence to segment: its frames, the stems of its result PNGs, its first mask."""
+
+    frames: list[Path]
+    ids: list[str]
+    first_mask: Callable[[], np.ndarray]
+
+
+def davis_jobs(cfg: SegmentConfig) -> dict[str, SequenceJob]:
+    return {name: SequenceJob([f.image for f in seq.frames], [f.frame_id for f in seq.frames],
+                              lambda seq=seq: _first_mask(seq, cfg.year))
+            for name, seq in _davis_sequences(cfg).items()}
+
+
+def _frame_number(frame_id: str) -> int:
+    digits = re.findall(r"\d+", frame_id)
+    if not digits:
+        raise ValueError(f"frame {frame_id!r} has no number")
+    return int(digits[-1])
+
+
+def youtube_objects_jobs(cfg: SegmentConfig) -> dict[str, SequenceJob]:
+    """Labelled shots of YouTube-Objects, each from its first labelled frame (the given mask)
+    to its end; result PNGs named like the labels (``00001.png`` for ``frame0001.jpg``)."""
+    from pipeline.data.sources import get_source
+    from pipeline.evaluation.youtube_objects import read_label
+
+    seqs = {s.name: s for s in get_source("youtube_objects", cfg.youtube_objects_root)
+            .sequences("test")}
+    if cfg.categories:
+        missing = sorted(set(cfg.categories) - {n.split("/", 1)[0] for n in seqs})
+        if missing:
+            raise ConfigError(f"categories {missing} are not in {cfg.youtube_objects_root} "
+                              f"(it has {sorted({n.split('/', 1)[0] for n in seqs})})")
+        seqs = {n: s for n, s in seqs.items() if n.split("/", 1)[0] in cfg.categories}
+    if cfg.sequences:
+        missing = sorted(set(cfg.sequences) - set(seqs))
+        if missing:
+            raise ConfigError(f"shots {missing} are not in {cfg.youtube_objects_root} "
+                              "(names are <class>/<video>/<shot>)")
+        seqs = {n: seqs[n] for n in cfg.sequences}
+    jobs = {}
+    for name, seq in seqs.items():
+        # the first labelled frame that shows the object gives the mask to propagate
+        first = next((f for f in seq.annotated if read_label(f.mask).any()), None)
+        if first is None:
+            print(f"[segment] {name}: no label shows the object; shot left out", file=sys.stderr)
+            continue
+        width = len(first.mask.stem)
+        frames = seq.frames[first.index:]
+        jobs[name] = SequenceJob(
+            [f.image for f in frames], [f"{_frame_number(f.frame_id):0{width}d}" for f in frames],
+            lambda path=first.mask: read_label(path).astype(np.uint8))
+    if not jobs:
+        raise ConfigError(f"{cfg.youtube_objects_root}: no labelled shot to segment")
+    return jobs
+
+
+def run_sequences(cfg: SegmentConfig, jobs: dict[str, SequenceJob], segmenter: OnlineSegmenter,
+                  ctx: DistContext, tracker, evaluate: Callable[[], dict] | None) -> dict:
+    """Segment ``jobs`` spread over the ranks (balanced by frame count), each rank writing its
+    own ``<out>/<name>/<id>.png``; then, on rank 0: timings, ``evaluate()``, overlays."""
     from pipeline.inference.video import write_sequence_masks
 
     out = Path(cfg.out)
-    seqs = _davis_sequences(cfg)
-    mine = assign_sequences({n: len(s.frames) for n, s in seqs.items()}, ctx.world_size)[ctx.rank]
+    mine = assign_sequences({n: len(j.frames) for n, j in jobs.items()}, ctx.world_size)[ctx.rank]
     timings = {}
     for name in mine:
-        seq = seqs[name]
-        frames = [_read_rgb(f.image) for f in seq.frames]
-        result = segmenter.segment(name, frames, _first_mask(seq, cfg.year))
-        write_sequence_masks(out / name, [f.frame_id for f in seq.frames], result.masks)
+        job = jobs[name]
+        frames = [_read_rgb(p) for p in job.frames]
+        result = segmenter.segment(name, frames, job.first_mask())
+        write_sequence_masks(out / name, job.ids, result.masks)
         timings[name] = result.timing() | {"loss_first": float(np.mean([c[0] for c in result.losses.values()])),
                                            "loss_last": float(np.mean([c[-1] for c in result.losses.values()])),
                                            "rank": ctx.rank}
@@ -128,7 +198,7 @@ def run_davis(cfg: SegmentConfig, segmenter: OnlineSegmenter, ctx: DistContext, 
     all_timings: dict = {}
     for part in _gather(timings, ctx):
         all_timings.update(part)
-    summary: dict = {"sequences": len(seqs), "world_size": ctx.world_size, "out": str(out)}
+    summary: dict = {"sequences": len(jobs), "world_size": ctx.world_size, "out": str(out)}
     if not ctx.is_main:
         return summary
     n = sum(t["frames"] - 1 for t in all_timings.values()) or 1
@@ -140,11 +210,26 @@ def run_davis(cfg: SegmentConfig, segmenter: OnlineSegmenter, ctx: DistContext, 
         {"overall": summary["timing"], "sequences": all_timings}, indent=2, sort_keys=True))
     tracker.log_metrics({f"time/{k}": v for k, v in summary["timing"].items()}, step=0)
     tracker.log_artifact(out / "timing.json")
-    if cfg.evaluate:
-        summary["evaluation"] = evaluate_results(cfg, out, tracker)
-    for name in sorted(seqs)[: cfg.overlays]:
-        _log_overlay(seqs[name], out / name, out / "overlays" / f"{name}.gif", tracker)
+    if evaluate is not None:
+        summary["evaluation"] = evaluate()
+    for name in sorted(jobs)[: cfg.overlays]:
+        _log_overlay(jobs[name], out / name,
+                     out / "overlays" / f"{name.replace('/', '_')}.gif", tracker)
+    _log_dream_examples(cfg, jobs[sorted(jobs)[0]], tracker)
     return summary
+
+
+def run_davis(cfg: SegmentConfig, segmenter: OnlineSegmenter, ctx: DistContext, tracker) -> dict:
+    return run_sequences(cfg, davis_jobs(cfg), segmenter, ctx, tracker,
+                         (lambda: evaluate_results(cfg, Path(cfg.out), tracker))
+                         if cfg.evaluate else None)
+
+
+def run_youtube_objects(cfg: SegmentConfig, segmenter: OnlineSegmenter, ctx: DistContext,
+                        tracker) -> dict:
+    return run_sequences(cfg, youtube_objects_jobs(cfg), segmenter, ctx, tracker,
+                         (lambda: evaluate_youtube_objects_results(cfg, Path(cfg.out), tracker))
+                         if cfg.evaluate else None)
 
 
 def evaluate_results(cfg: SegmentConfig, out: Path, tracker) -> dict:
@@ -166,12 +251,29 @@ def evaluate_results(cfg: SegmentConfig, out: Path, tracker) -> dict:
     return {"metrics": metrics, "table": table, "files": {k: str(v) for k, v in files.items()}}
 
 
-def _log_overlay(seq, result_dir: Path, path: Path, tracker) -> None:
+def evaluate_youtube_objects_results(cfg: SegmentConfig, out: Path, tracker) -> dict:
+    from pipeline.evaluation.youtube_objects import (evaluate_youtube_objects, format_table,
+                                                     write_outputs)
+
+    report = evaluate_youtube_objects(cfg.youtube_objects_root, out, categories=cfg.categories,
+                                      shots=cfg.sequences)
+    files = write_outputs(report, out / "eval")
+    table = format_table(report)
+    if cfg.print_table:
+        print(table, flush=True)
+    metrics = {"mIoU": report.mean()} | {f"mIoU/{c}": m for c, m, _, _ in report.per_category()}
+    tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items() if v == v}, step=0)
+    for p in files.values():
+        tracker.log_artifact(p, "eval")
+    return {"metrics": metrics, "table": table, "files": {k: str(v) for k, v in files.items()}}
+
+
+def _log_overlay(job: SequenceJob, result_dir: Path, path: Path, tracker) -> None:
     from pipeline.inference.masks import read_mask_png
     from pipeline.inference.video import write_overlay_video
 
-    frames = [_read_rgb(f.image) for f in seq.frames]
-    masks = [read_mask_png(result_dir / f"{f.frame_id}.png") for f in seq.frames]
+    frames = [_read_rgb(p) for p in job.frames]
+    masks = [read_mask_png(result_dir / f"{i}.png") for i in job.ids]
     write_overlay_video(path, frames, masks, fps=8)
     tracker.log_artifact(path, "overlays")
 
@@ -208,9 +310,11 @@ def run_video(cfg: SegmentConfig, segmenter: OnlineSegmenter, tracker) -> dict:
 
 
 def run_segment(cfg: SegmentConfig) -> dict:
-    modes = [bool(cfg.davis_root), bool(cfg.video), bool(cfg.frames)]
+    modes = [bool(cfg.davis_root), bool(cfg.youtube_objects_root), bool(cfg.video),
+             bool(cfg.frames)]
     if sum(modes) != 1:
-        raise ConfigError("give exactly one of --davis-root, --video or --frames")
+        raise ConfigError("give exactly one of --davis-root, --youtube-objects-root, --video "
+                          "or --frames")
     if not cfg.checkpoint:
         raise ConfigError("--checkpoint is required: the weights.pt of launch/train_offline.py, "
                           "or its runs:/ or models:/stcnn@ALIAS URI")
@@ -230,8 +334,8 @@ def run_segment(cfg: SegmentConfig) -> dict:
         try:
             if cfg.davis_root:
                 summary = run_davis(cfg, segmenter, ctx, tracker)
-                if ctx.is_main:
-                    _log_dream_examples(cfg, tracker)
+            elif cfg.youtube_objects_root:
+                summary = run_youtube_objects(cfg, segmenter, ctx, tracker)
             else:
                 summary = run_video(cfg, segmenter, tracker) if ctx.is_main else {}
         except BaseException:
@@ -249,14 +353,12 @@ def run_segment(cfg: SegmentConfig) -> dict:
         destroy()
 
 
-def _log_dream_examples(cfg: SegmentConfig, tracker) -> None:
+def _log_dream_examples(cfg: SegmentConfig, job: SequenceJob, tracker) -> None:
     """The lucid-dream examples of the first sequence, as a PNG grid in the run."""
     from pipeline.data.lucid_dream import LucidDreamConfig, save_example_grid
 
-    seqs = _davis_sequences(cfg)
-    seq = seqs[sorted(seqs)[0]]
     path = Path(cfg.out) / "lucid_dream_examples.png"
-    save_example_grid(path, _read_rgb(seq.frames[0].image), _first_mask(seq, cfg.year), n=8,
+    save_example_grid(path, _read_rgb(job.frames[0]), job.first_mask(), n=8,
                       seed=cfg.online.seed, cfg=LucidDreamConfig(**cfg.online.lucid))
     tracker.log_artifact(path, "lucid_dream")
 
@@ -272,7 +374,10 @@ def main_cli(argv: list[str] | None = None) -> int:
     p.add_argument("--davis-root")
     p.add_argument("--year", type=int, choices=[2016, 2017])
     p.add_argument("--split")
-    p.add_argument("--sequences", nargs="+")
+    p.add_argument("--youtube-objects-root")
+    p.add_argument("--categories", nargs="+", help="YouTube-Objects classes (default: all)")
+    p.add_argument("--sequences", nargs="+", help="DAVIS sequences or YouTube-Objects shots "
+                                                  "(<class>/<video>/<shot>)")
     p.add_argument("--video")
     p.add_argument("--frames")
     p.add_argument("--first-mask")
@@ -282,12 +387,15 @@ def main_cli(argv: list[str] | None = None) -> int:
     a = p.parse_intermixed_args(argv)
     over = list(a.overrides)
     for key, value in (("checkpoint", a.checkpoint), ("davis_root", a.davis_root),
+                       ("youtube_objects_root", a.youtube_objects_root),
                        ("year", a.year), ("split", a.split), ("video", a.video),
                        ("frames", a.frames), ("first_mask", a.first_mask), ("out", a.out)):
         if value is not None:
             over.append(f"{key}={value}")
     if a.sequences:
         over.append("sequences=[" + ",".join(a.sequences) + "]")
+    if a.categories:
+        over.append("categories=[" + ",".join(a.categories) + "]")
     try:
         cfg = load_config(SegmentConfig, a.config, over)
         run_segment(cfg)
