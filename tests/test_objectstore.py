@@ -219,6 +219,36 @@ def test_preprocess_cli_to_s3_then_read_back(s3, local_lake, tmp_path):
         assert s["upload"]["shards_skipped"] == s["shards_total"]
 
 
+def test_catalog_cli_summarises_and_validates_an_s3_lake(s3, local_lake):
+    url = f"s3://{BUCKET}/catalog-cli"
+    OS.upload_set(_set_dir(local_lake), f"{url}/davis2016/train")
+    cli = [sys.executable, str(REPO / "launch" / "catalog.py")]
+    local = subprocess.run([*cli, str(_set_dir(local_lake)), "--json"], capture_output=True,
+                           text=True, timeout=120)
+    remote = subprocess.run([*cli, url, "--json"], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ))
+    assert remote.returncode == 0, remote.stderr
+    assert json.loads(remote.stdout) == json.loads(local.stdout)      # same summary rows
+    ok = subprocess.run([*cli, url, "--validate"], capture_output=True, text=True, timeout=120,
+                        env=dict(os.environ))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"OK {url}/davis2016/train:" in ok.stdout
+    # a shard object replaced by garbage: the validation fails, naming the object's URL
+    client = OS.s3_client()
+    client.put_object(Bucket=BUCKET, Key="catalog-cli/davis2016/train/00000.tar", Body=b"junk")
+    bad = subprocess.run([*cli, url, "--validate"], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ))
+    assert bad.returncode == 1 and f"FAILED {url}/davis2016/train" in bad.stdout
+    assert f"{url}/davis2016/train/00000.tar" in bad.stdout, bad.stdout
+    assert "stcnn-catalog-" not in bad.stdout                          # no temporary paths
+    empty = subprocess.run([*cli, f"s3://{BUCKET}/nothing-here"], capture_output=True, text=True,
+                           timeout=120, env=dict(os.environ))
+    assert empty.returncode == 2 and "no objects there" in empty.stderr
+    rebuild = subprocess.run([*cli, url, "--rebuild"], capture_output=True, text=True,
+                             timeout=120, env=dict(os.environ))
+    assert rebuild.returncode == 2 and "works on a local lake" in rebuild.stderr
+
+
 def test_run_preprocess_with_a_temporary_staging_folder(s3, local_lake):
     out = f"s3://{BUCKET}/api"
     [train, val] = sorted(run_preprocess(PreprocessConfig(

@@ -207,6 +207,37 @@ def list_finished(s3_url: "str | os.PathLike") -> list[str]:
             if SHARD_RE.match(n) and n[: -len(".tar")] + "_stats.json" in names]
 
 
+def download_prefix(url: "str | os.PathLike", dest: "str | os.PathLike", *,
+                    tars: bool = True) -> int:
+    """Copy every object under ``url`` (a lake or a set, sub-prefixes included) to the same
+    relative paths under ``dest``; ``tars=False`` leaves the shard tars out (the catalog files
+    alone). Returns the number of objects copied; a prefix with none is an error."""
+    url = normalize(url).rstrip("/")
+    bucket, prefix = split_url(url)
+    prefix = f"{prefix}/" if prefix else ""
+    dest = Path(dest)
+    client, n = s3_client(), 0
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                rel = obj["Key"][len(prefix):]
+                parts = Path(rel).parts
+                if not rel or rel.endswith("/") or ".." in parts or Path(rel).is_absolute():
+                    continue
+                if not tars and rel.endswith(".tar"):
+                    continue
+                target = dest / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket, obj["Key"], str(target))
+                n += 1
+    except _boto_errors() as e:
+        raise _error(e, url, "downloading") from e
+    if not n:
+        raise FileNotFoundError(f"{url}: no objects there; check the URL (a lake root or a set "
+                                "s3://bucket/prefix/<dataset>/<split>)")
+    return n
+
+
 def _md5(path: Path) -> str:
     h = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
