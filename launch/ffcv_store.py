@@ -3,6 +3,8 @@
 
     python launch/ffcv_store.py --lake shards --sets msra10k/train voc2012/train --out shards/ssb.beton
     python launch/pretrain_ssb.py data.backend=ffcv data.ffcv_store=shards/ssb.beton
+    python launch/ffcv_store.py --lake s3://bucket/shards --sets msra10k/train --out /scratch/ssb.beton \
+        [--staging /scratch/sets]    # a lake on object storage: the sets are copied locally first
 
 Needs the ``ffcv`` extra (``pip install -e .[ffcv]`` after
 ``apt-get install -y pkg-config libopencv-dev libturbojpeg0-dev``; scripts/setup.sh does both).
@@ -13,10 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
+from pipeline.data import objectstore
 from pipeline.data.ffcv_store import write_beton
 
 
@@ -30,17 +34,37 @@ def main(argv: list[str] | None = None) -> int:
                    help="shrink samples whose longer side exceeds this")
     p.add_argument("--image-mode", choices=["raw", "jpg"], default="raw")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--staging", default=None,
+                   help="with an s3:// lake: where the sets are copied (default: a temporary "
+                        "folder, removed afterwards)")
     args = p.parse_args(argv)
-    dirs = [Path(args.lake) / s for s in args.sets]
     try:
-        summary = write_beton(dirs, args.out, num_workers=args.workers,
-                              max_resolution=args.max_resolution, image_mode=args.image_mode,
-                              overwrite=args.overwrite, progress=sys.stderr.isatty())
+        if not objectstore.is_s3(args.lake):
+            summary = _write(args, Path(args.lake))
+        elif args.staging:
+            summary = _write(args, _download(args, Path(args.staging)))
+        else:
+            with tempfile.TemporaryDirectory(prefix="stcnn-ffcv-sets-") as tmp:
+                summary = _write(args, _download(args, Path(tmp)))
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(summary, default=str))
     return 0
+
+
+def _download(args: argparse.Namespace, dest: Path) -> Path:
+    """Copy the finished shards of the sets of an s3:// lake to ``dest/<dataset>/<split>``."""
+    lake = objectstore.normalize(args.lake).rstrip("/")
+    for s in args.sets:
+        objectstore.download_prefix(objectstore.join(lake, s), dest / s)
+    return dest
+
+
+def _write(args: argparse.Namespace, lake: Path) -> dict:
+    return write_beton([lake / s for s in args.sets], args.out, num_workers=args.workers,
+                       max_resolution=args.max_resolution, image_mode=args.image_mode,
+                       overwrite=args.overwrite, progress=sys.stderr.isatty())
 
 
 if __name__ == "__main__":

@@ -249,6 +249,35 @@ def test_catalog_cli_summarises_and_validates_an_s3_lake(s3, local_lake):
     assert rebuild.returncode == 2 and "works on a local lake" in rebuild.stderr
 
 
+@pytest.mark.ffcv
+def test_ffcv_store_from_an_s3_lake_equals_one_from_the_local_lake(s3, tmp_path):
+    pytest.importorskip("ffcv")
+    from pipeline.data.ffcv_format import load_sidecar
+
+    src = write_dataset("msra10k", tmp_path / "src", SyntheticSpec(size=(64, 48), n_images=6,
+                                                                  seed=3))
+    lake = tmp_path / "lake"
+    run_preprocess(PreprocessConfig(dataset="msra10k", src=src, out=lake, shard_max_count=4,
+                                    progress=False))
+    url = f"s3://{BUCKET}/ffcv-lake"
+    OS.upload_set(lake / "msra10k" / "train", f"{url}/msra10k/train")
+    cli = [sys.executable, str(REPO / "launch" / "ffcv_store.py"), "--sets", "msra10k/train"]
+    local = subprocess.run([*cli, "--lake", str(lake), "--out", str(tmp_path / "local.beton")],
+                           capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert local.returncode == 0, local.stderr[-3000:]
+    remote = subprocess.run([*cli, "--lake", url, "--out", str(tmp_path / "s3.beton"),
+                             "--staging", str(tmp_path / "staging")],
+                            capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    assert json.loads(remote.stdout)["samples"] == json.loads(local.stdout)["samples"] == 6
+    assert (tmp_path / "s3.beton").read_bytes() == (tmp_path / "local.beton").read_bytes()
+    assert load_sidecar(tmp_path / "s3.beton")["summary"]["samples"] == 6
+    missing = subprocess.run([*cli, "--lake", f"s3://{BUCKET}/nope", "--out",
+                              str(tmp_path / "x.beton")], capture_output=True, text=True,
+                             timeout=300, env=dict(os.environ))
+    assert missing.returncode == 2 and "no objects there" in missing.stderr
+
+
 def test_run_preprocess_with_a_temporary_staging_folder(s3, local_lake):
     out = f"s3://{BUCKET}/api"
     [train, val] = sorted(run_preprocess(PreprocessConfig(
