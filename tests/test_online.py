@@ -9,6 +9,7 @@ tests tune with Adam (lr 1e-3): the paper's SGD at 1e-4 presumes an offline-trai
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -86,6 +87,30 @@ def test_tuning_reduces_the_loss_on_the_first_frame(checkpoint, davis17):
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
     for k, v in seg.ssb.state_dict().items():                  # the offline SSB is untouched
         assert torch.equal(v, before[k]), k
+
+
+def test_bf16_and_channels_last_apply_to_tuning_and_inference(checkpoint, davis17):
+    """dist.precision=bf16 and dist.channels_last reach the online phase (on the CPU here):
+    other probabilities than fp32, close to them, and valid masks."""
+    from pipeline.dist import DistConfig
+
+    seq = sorted((davis17 / "JPEGImages" / "480p").iterdir())[0]
+    frames = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(seq.glob("*.jpg"))[:3]]
+    mask = np.asarray(Image.open(davis17 / "Annotations" / "480p" / seq.name / "00000.png"))
+    cfg = online_cfg(iterations=3, dreams=2)
+    plain = OnlineSegmenter(tiny_model(), _weights(checkpoint), cfg)
+    fast = OnlineSegmenter(tiny_model(), _weights(checkpoint), cfg,
+                           dist=DistConfig(precision="bf16", channels_last=True))
+    conv = next(m for m in fast.ssb.modules()
+                if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    a = plain._probabilities([plain.ssb.eval()], frames, 2, None)[0]
+    b = fast._probabilities([fast.ssb.eval()], frames, 2, None)[0]
+    assert a.dtype == b.dtype == torch.float32 and not torch.equal(a, b)
+    assert (a - b).abs().max() < 0.1
+    result = fast.segment(seq.name, frames, mask)
+    assert len(result.masks) == 3 and all(math.isfinite(v) for v in result.losses[1])
+    assert set(np.unique(np.concatenate([m.ravel() for m in result.masks]))) <= set(np.unique(mask)) | {0}
 
 
 def run_segment_cli(args: list[str], env_extra: dict | None = None, nproc: int = 0):

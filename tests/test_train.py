@@ -145,6 +145,32 @@ def test_tiny_phase_runs_and_exports(phase, train_lake, tmp_path):
         ["step_00000002", "step_00000003"]          # every 2 steps + the end, keep_last 2
 
 
+GPU_OPTIONS = ("dist.precision=bf16", "dist.channels_last=true")
+
+
+@pytest.mark.parametrize("phase", ["gan", "segmentation", "alternating"])
+def test_bf16_and_channels_last_run_and_resume_on_the_cpu(phase, train_lake, tmp_path):
+    """The GPU options (bf16 autocast, NHWC) through the same code on the CPU: the run computes
+    other losses than fp32 (autocast is on), exports fp32 weights under the same names, and
+    resumes bit-identically. (torch.compile works on the CPU too, but compiling the tiny GAN
+    takes ~4.5 min here: checked by hand, not in CI.)"""
+    fp32 = run_phase(phase, tiny(phase), overrides(train_lake, tmp_path / "fp32", "steps=3"))
+    full = run_phase(phase, tiny(phase), overrides(train_lake, tmp_path / "full", "steps=3",
+                                                   *GPU_OPTIONS))
+    assert full["completed"] and all(math.isfinite(v) for v in full["last_metrics"].values())
+    assert full["last_metrics"] != fp32["last_metrics"]
+    a, b = load_state(tmp_path / "fp32")["models"], load_state(tmp_path / "full")["models"]
+    assert {k: list(v) for k, v in a.items()} == {k: list(v) for k, v in b.items()}
+    assert all(t.dtype == a[m][k].dtype for m in b for k, t in b[m].items())
+    parts = tmp_path / "parts"
+    run_phase(phase, tiny(phase), overrides(train_lake, parts, "steps=3", *GPU_OPTIONS,
+                                            "checkpoint.stop_after=2"))
+    s = run_phase(phase, tiny(phase), overrides(train_lake, parts, "steps=3", *GPU_OPTIONS))
+    assert s["start_step"] == 2 and s["completed"]
+    assert_same_tensors(load_state(tmp_path / "full")["models"], load_state(parts)["models"],
+                        "weights")
+
+
 @pytest.mark.parametrize("phase", ["gan", "alternating"])
 def test_resume_is_bit_identical(phase, train_lake, tmp_path):
     """Stopped after 2 steps and resumed == uninterrupted, for weights and optimizer state

@@ -322,7 +322,11 @@ def run_segment(cfg: SegmentConfig) -> dict:
     try:
         weights, stored = load_checkpoint_weights(cfg.checkpoint)
         model_cfg = from_dict(ModelConfig, stored, cfg.model_overrides, where=cfg.checkpoint)
-        segmenter = OnlineSegmenter(model_cfg, weights, cfg.online, ctx.device)
+        if cfg.dist.compile and ctx.is_main:
+            print("[segment] note: dist.compile is not applied to online tuning (each sequence "
+                  "and object tunes a fresh SSB copy, which would be recompiled every time); "
+                  "dist.precision and dist.channels_last are", file=sys.stderr, flush=True)
+        segmenter = OnlineSegmenter(model_cfg, weights, cfg.online, ctx.device, dist=cfg.dist)
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
         tracker = Tracker(cfg.tracking, phase="segment", run_dir=out, rank=ctx.rank,

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.dist import DDPEngine, DistConfig, DistContext
+from pipeline.dist import DDPEngine, DistConfig, DistContext, autocast
 from pipeline.model.config import ModelConfig
 from pipeline.model.spatial import foreground_probability
 from pipeline.model.stcnn import build_generator, build_ssb
@@ -112,14 +112,15 @@ class OnlinePhase(PhaseDefaults):
     name = "online"
 
     def __init__(self, g: torch.nn.Module, ssb: torch.nn.Module, cfg: OnlineConfig, delta: int,
-                 device: torch.device):
+                 device: torch.device, channels_last: bool = False):
         self.g, self.cfg, self.delta, self.device = g, cfg, delta, device
+        self.channels_last = channels_last
         optimizer = build_optimizer(ssb, cfg.optim)
         local = DistContext(0, 1, 0, device, None)
         self.engines = {"SSB": DDPEngine("SSB", ssb, optimizer, None, local, DistConfig())}
 
     def prepare(self, batch: dict) -> dict:
-        image = frames_to_input(batch["image"], self.device)
+        image = frames_to_input(batch["image"], self.device, self.channels_last)
         with torch.no_grad():
             features = self.g(image.unsqueeze(1).expand(-1, self.delta, -1, -1, -1)).features
         return {"image": image, "features": features, "mask": batch["mask"].to(self.device).long()}
@@ -185,8 +186,12 @@ class OnlineSegmenter:
     segments one sequence (the offline weights are never modified)."""
 
     def __init__(self, model_cfg: ModelConfig, weights: dict[str, dict], cfg: OnlineConfig,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", dist: DistConfig | None = None):
+        """``dist``: its ``precision`` (bf16 autocast for tuning and inference) and
+        ``channels_last`` apply; ``compile`` does not (every sequence and object tunes a fresh
+        SSB copy, which would be recompiled each time)."""
         self.cfg, self.model_cfg = cfg, model_cfg
+        self.dist = dist or DistConfig()
         self.device = torch.device(device)
         self.delta = model_cfg.temporal.delta
         self.g = build_generator(model_cfg)
@@ -203,6 +208,12 @@ class OnlineSegmenter:
         for p in self.g.parameters():
             p.requires_grad_(False)
         self.ssb.to(self.device)
+        if self.dist.channels_last:
+            self.g.to(memory_format=torch.channels_last)
+            self.ssb.to(memory_format=torch.channels_last)
+
+    def _autocast(self):
+        return autocast(self.dist, self.device)
 
     # -- tuning -------------------------------------------------------------------------------
     def dreams(self, image: np.ndarray, mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -222,10 +233,11 @@ class OnlineSegmenter:
         binary = np.where(masks == 255, 255, (masks == obj).astype(np.uint8)).astype(np.uint8)
         ssb = copy.deepcopy(self.ssb).train()
         torch.manual_seed(seed)
-        phase = OnlinePhase(self.g, ssb, self.cfg, self.delta, self.device)
+        phase = OnlinePhase(self.g, ssb, self.cfg, self.delta, self.device,
+                            self.dist.channels_last)
         recorder = _LossRecorder()
         loop = TrainLoop(phase, _DreamStream(images, binary, self.cfg.batch, seed),
-                         self.cfg.iterations, hooks=[recorder])
+                         self.cfg.iterations, hooks=[recorder], autocast=self._autocast)
         loop.run()
         return ssb.eval(), recorder.losses
 
@@ -236,12 +248,15 @@ class OnlineSegmenter:
         past = [frames[i] for i in past_indices(t, self.delta)]
         x = lambda arr: torch.from_numpy(np.array(_resize_rgb(arr, size))).permute(2, 0, 1)
         previous = frames_to_input(torch.stack([x(f) for f in past])[None], self.device)
-        image = frames_to_input(x(frames[t])[None], self.device)
-        features = self.g(previous).features
+        image = frames_to_input(x(frames[t])[None], self.device, self.dist.channels_last)
+        with self._autocast():
+            features = self.g(previous).features
         h, w = frames[t].shape[:2]
         out = []
         for ssb in ssbs:
-            prob = foreground_probability(ssb(image, features)[-1])
+            with self._autocast():
+                logits = ssb(image, features)[-1]
+            prob = foreground_probability(logits.float())
             if prob.shape[-2:] != (h, w):
                 prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
             out.append(prob[0, 0].cpu())
