@@ -1192,7 +1192,7 @@ def _models_uri_location(client: mlflow.MlflowClient, uri: str) -> str:
 
 
 def resolve_init(uri: str, dst: str | Path | None = None, *,
-                 tracking_uri: str | None = None) -> Path:
+                 tracking_uri: str | None = None, what: str = "init_from") -> Path:
     """Where the weights named by ``init_from`` are, locally.
 
     * a local file or folder: returned as it is (error when missing);
@@ -1202,12 +1202,13 @@ def resolve_init(uri: str, dst: str | Path | None = None, *,
       downloaded; the ``weights.pt`` inside it is returned.
 
     Downloads go to ``dst`` (default: a new temporary folder, left for the caller). The store is
-    ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else MLflow's default."""
+    ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else MLflow's default. Errors name the
+    setting as ``what`` (``init_from``, ``--checkpoint``)."""
     if not uri.startswith(("runs:/", "models:/")):
         path = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
         if not path.exists():
             raise FileNotFoundError(
-                f"init_from={uri!r}: no such file or folder (expected a weights file, a "
+                f"{what}={uri!r}: no such file or folder (expected a weights file, a "
                 "checkpoint folder, a runs:/<run_id>/<path> or a models:/<name>@<alias> URI)")
         return path
     store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
@@ -1221,7 +1222,7 @@ def resolve_init(uri: str, dst: str | Path | None = None, *,
                                                          tracking_uri=store))
     except Exception as e:  # noqa: BLE001 - re-raised with the fix
         raise FileNotFoundError(
-            f"init_from={uri!r}: could not download it from tracking store {store} ({e}). Check "
+            f"{what}={uri!r}: could not download it from tracking store {store} ({e}). Check "
             "the run id / model name and alias, and that MLFLOW_TRACKING_URI (or "
             "tracking.tracking_uri) names the store that holds it.") from e
     if local.is_file():
@@ -1230,7 +1231,7 @@ def resolve_init(uri: str, dst: str | Path | None = None, *,
     if weights is not None:
         return weights
     if uri.startswith("models:/"):
-        raise FileNotFoundError(f"init_from={uri!r}: the model has no {WEIGHTS_FILENAME} "
+        raise FileNotFoundError(f"{what}={uri!r}: the model has no {WEIGHTS_FILENAME} "
                                 f"(downloaded to {local}); was it logged with Tracker.log_model?")
     return local
 

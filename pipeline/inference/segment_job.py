@@ -71,7 +71,7 @@ def load_checkpoint_weights(uri: str) -> tuple[dict, dict]:
     """(state dicts by branch, stored model config) of a weights.pt or its URI."""
     from pipeline.train.weights import load_weights
 
-    payload = load_weights(resolve_init(uri))
+    payload = load_weights(resolve_init(uri, what="--checkpoint"))
     return payload["models"], payload.get("model_config") or {}
 
 
