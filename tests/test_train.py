@@ -270,3 +270,21 @@ def test_resume_falls_back_past_a_truncated_checkpoint(train_lake, tmp_path, cap
     err = capsys.readouterr().err
     assert "step_00000004 cannot be resumed from" in err and "trying the previous one" in err
     assert s["start_step"] == 2 and s["completed"] and s["resumed_from"].endswith("step_00000002")
+
+
+def test_random_full_depth_backbones_are_warned_about(caplog):
+    from pipeline.config import load_config
+    from pipeline.model.config import ModelConfig
+    from pipeline.train.weights import warn_random_backbones
+
+    paper = load_config(ModelConfig, CONFIGS / "model" / "stcnn.yaml")
+    tiny_model = load_config(ModelConfig, CONFIGS / "model" / "tiny.yaml")
+    with caplog.at_level("WARNING", logger="pipeline.train.weights"):
+        assert warn_random_backbones(paper, ["temporal", "spatial"]) == [
+            "model.temporal.backbone.weights", "model.spatial.backbone.weights"]
+    assert "random ResNet-101" in caplog.text and "resnet101 state_dict" in caplog.text
+    assert warn_random_backbones(tiny_model, ["temporal", "spatial"]) == []   # 1 block per stage
+    assert warn_random_backbones(paper, ["spatial"], init={"SSB": {}}) == []  # init_from gives it
+    with_weights = load_config(ModelConfig, CONFIGS / "model" / "stcnn.yaml",
+                               ["spatial.backbone.weights=/data/resnet101.pth"])
+    assert warn_random_backbones(with_weights, ["spatial"]) == []

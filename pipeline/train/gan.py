@@ -100,9 +100,10 @@ class GanPhase(PhaseBase):
         self.gcfg = cfg.gan
         self.delta = model_cfg.temporal.delta
         g, d = build_generator(model_cfg), build_discriminator(model_cfg)
-        from pipeline.train.weights import apply_init
+        from pipeline.train.weights import apply_init, warn_random_backbones
         apply_init({"G": g, "D": d}, init or {}, required=[], missing_policy="random",
                    uris=list(cfg.init_from))
+        warn_random_backbones(model_cfg, ["temporal"], init, ctx.rank)
         self.make_engine("G", g, self.gcfg.optim_g, cfg.steps, sync_bn=True)
         self.make_engine("D", d, self.gcfg.optim_d, cfg.steps, sync_bn=True)
         self.gate = MarginGate(self.gcfg.margin)

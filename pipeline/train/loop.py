@@ -145,8 +145,9 @@ class TrainLoop:
                     if not torch.isfinite(loss.detach()).all():
                         raise NonFiniteLossError(
                             f"{prefix} loss is {loss.item()} at step {self.step + 1} "
-                            f"(phase {self.phase.name}); lower the learning rate or check "
-                            "the inputs; the last checkpoint is intact")
+                            f"(phase {self.phase.name}); lower the learning rate, or check "
+                            "the inputs and the initial weights (random full-depth ResNets "
+                            "overflow); the last checkpoint is intact")
                     engine.backward(loss)                               # backward
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())

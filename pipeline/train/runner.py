@@ -30,7 +30,7 @@ from pipeline.train.data import DataStream, build_loader
 from pipeline.train.hooks import (CheckpointHook, EvalHook, ExportHook, FaultHook, ProgressHook,
                                   ReduceHook, ReplicaCheckHook, StopHook, TimeoutHook, TimerHook,
                                   TrackingHook)
-from pipeline.train.loop import TrainLoop
+from pipeline.train.loop import NonFiniteLossError, TrainLoop
 from pipeline.train.weights import gather_init, save_weights
 
 log = logging.getLogger(__name__)
@@ -234,6 +234,9 @@ def main(phase_name: str, default_config: str, description: str,
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as exc:             # the training diverged: no traceback either
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: summary[k] for k in ("phase", "steps", "completed", "weights",
                                                   "mlflow_run_id", "samples_per_s")}, default=str))

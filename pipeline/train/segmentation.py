@@ -56,9 +56,10 @@ class SegmentationPhase(PhaseBase):
         super().__init__(cfg, model_cfg, ctx, plan)
         self.scfg = cfg.segmentation
         ssb = build_ssb(model_cfg)
-        from pipeline.train.weights import apply_init
+        from pipeline.train.weights import apply_init, warn_random_backbones
         apply_init({"SSB": ssb}, init or {}, required=[], missing_policy="random",
                    uris=list(cfg.init_from))
+        warn_random_backbones(model_cfg, ["spatial"], init, ctx.rank)
         self.make_engine("SSB", ssb, self.scfg.optim, cfg.steps)
 
     def prepare(self, batch: dict) -> dict:

@@ -95,3 +95,24 @@ def apply_init(modules: dict[str, nn.Module], states: dict[str, dict], *, requir
                                "(and model_overrides) as the phase that wrote them") from exc
         loaded.append(branch)
     return loaded
+
+
+def warn_random_backbones(model_cfg, branches: Iterable[str], init: dict | None = None,
+                          rank: int = 0) -> list[str]:
+    """Warn (rank 0) about full-depth ResNet encoders that start from random weights: the paper
+    starts both from ImageNet, and random ResNet-101s (the SSB's with frozen BatchNorm above
+    all) give losses of 1e4 or more, or non-finite ones. Returns the config keys warned about."""
+    warned = []
+    for branch in branches:
+        name = {"temporal": "G", "spatial": "SSB"}[branch]
+        backbone = getattr(model_cfg, branch).backbone
+        if backbone.weights or (init and name in init) or sum(backbone.blocks) < 16:
+            continue
+        key = f"model.{branch}.backbone.weights"
+        warned.append(key)
+        if rank == 0:
+            log.warning("%s starts from a random ResNet-%d (%s is null): the paper starts from "
+                        "ImageNet weights; expect very large or non-finite losses. Set %s to a "
+                        "local torchvision resnet101 state_dict (.pth).", name,
+                        3 * sum(backbone.blocks) + 2, key, key)
+    return warned
