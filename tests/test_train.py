@@ -261,6 +261,29 @@ def test_ssb_pretraining_reads_an_ffcv_store(train_lake, tmp_path):
     assert set(load_state(tmp_path / "ffcv")["models"]) == {"SSB"}
 
 
+@pytest.mark.ffcv
+def test_ffcv_backend_resume_is_bit_identical(train_lake, tmp_path):
+    """SSB pretraining on an FFCV store, stopped after 2 steps and resumed == uninterrupted (the
+    run crosses FFCV epochs: data.epoch_batches=2, so the resumed epoch is not epoch 0)."""
+    pytest.importorskip("ffcv")
+    import subprocess
+    import sys
+    beton = tmp_path / "ssb.beton"
+    proc = subprocess.run([sys.executable, str(REPO / "launch" / "ffcv_store.py"), "--lake",
+                           str(train_lake), "--sets", "msra10k/train", "voc2012/train", "--out",
+                           str(beton)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ffcv = ("data.backend=ffcv", f"data.ffcv_store={beton}", "data.num_workers=1",
+            "data.epoch_batches=2", "steps=5")
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    run_phase("segmentation", tiny("segmentation"), overrides(train_lake, full, *ffcv))
+    run_phase("segmentation", tiny("segmentation"),
+              overrides(train_lake, parts, *ffcv, "checkpoint.stop_after=3"))
+    s = run_phase("segmentation", tiny("segmentation"), overrides(train_lake, parts, *ffcv))
+    assert s["start_step"] == 3 and s["completed"]
+    assert_same_tensors(load_state(full)["models"], load_state(parts)["models"], "weights")
+
+
 def test_resume_falls_back_past_a_truncated_checkpoint(train_lake, tmp_path, capsys):
     run_dir = tmp_path / "seg"
     run_phase("segmentation", tiny("segmentation"), overrides(train_lake, run_dir, "steps=4"))

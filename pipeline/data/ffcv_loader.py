@@ -289,6 +289,9 @@ class FFCVImageLoader:
 
             gen = torch.Generator().manual_seed(_seed_int("ffcv", self.seed, self.epoch,
                                                           self.rank))
+        # FFCV draws its order from its own epoch counter: keep it on ours, so that a resumed
+        # run (a fresh loader set to epoch e) reads epoch e's order, not epoch 0's
+        self.loader.next_epoch = self.epoch
         self.epoch += 1
         it = iter(self.loader)
         try:
