@@ -261,6 +261,18 @@ def test_ssb_pretraining_reads_an_ffcv_store(train_lake, tmp_path):
     assert set(load_state(tmp_path / "ffcv")["models"]) == {"SSB"}
 
 
+def test_resume_with_loader_workers_is_bit_identical(train_lake, tmp_path):
+    """Two DataLoader worker processes (each reading its own shards with its own seed): the
+    resumed run still sees exactly the batches of the uninterrupted one."""
+    workers = ("data.num_workers=2", "steps=5")
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    run_phase("gan", tiny("gan"), overrides(train_lake, full, *workers))
+    run_phase("gan", tiny("gan"), overrides(train_lake, parts, *workers, "checkpoint.stop_after=2"))
+    s = run_phase("gan", tiny("gan"), overrides(train_lake, parts, *workers))
+    assert s["start_step"] == 2 and s["completed"]
+    assert_same_tensors(load_state(full)["models"], load_state(parts)["models"], "weights")
+
+
 @pytest.mark.ffcv
 def test_ffcv_backend_resume_is_bit_identical(train_lake, tmp_path):
     """SSB pretraining on an FFCV store, stopped after 2 steps and resumed == uninterrupted (the
