@@ -244,16 +244,23 @@ def test_loop_stops_on_a_non_finite_loss(train_lake, tmp_path):
                             "steps=3"))
 
 
-@pytest.mark.ffcv
-def test_ssb_pretraining_reads_an_ffcv_store(train_lake, tmp_path):
+@pytest.fixture(scope="module")
+def ffcv_beton(train_lake, tmp_path_factory) -> Path:
+    """The image sets of the training lake as an FFCV store, written by launch/ffcv_store.py."""
     pytest.importorskip("ffcv")
     import subprocess
     import sys
-    beton = tmp_path / "ssb.beton"
+    beton = tmp_path_factory.mktemp("ffcv") / "ssb.beton"
     proc = subprocess.run([sys.executable, str(REPO / "launch" / "ffcv_store.py"), "--lake",
                            str(train_lake), "--sets", "msra10k/train", "voc2012/train", "--out",
                            str(beton)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return beton
+
+
+@pytest.mark.ffcv
+def test_ssb_pretraining_reads_an_ffcv_store(train_lake, ffcv_beton, tmp_path):
+    beton = ffcv_beton
     s = run_phase("segmentation", tiny("segmentation"),
                   overrides(train_lake, tmp_path / "ffcv", "steps=3", "data.backend=ffcv",
                             f"data.ffcv_store={beton}", "data.num_workers=1"))
@@ -274,18 +281,10 @@ def test_resume_with_loader_workers_is_bit_identical(train_lake, tmp_path):
 
 
 @pytest.mark.ffcv
-def test_ffcv_backend_resume_is_bit_identical(train_lake, tmp_path):
-    """SSB pretraining on an FFCV store, stopped after 2 steps and resumed == uninterrupted (the
+def test_ffcv_backend_resume_is_bit_identical(train_lake, ffcv_beton, tmp_path):
+    """SSB pretraining on an FFCV store, stopped after 3 steps and resumed == uninterrupted (the
     run crosses FFCV epochs: data.epoch_batches=2, so the resumed epoch is not epoch 0)."""
-    pytest.importorskip("ffcv")
-    import subprocess
-    import sys
-    beton = tmp_path / "ssb.beton"
-    proc = subprocess.run([sys.executable, str(REPO / "launch" / "ffcv_store.py"), "--lake",
-                           str(train_lake), "--sets", "msra10k/train", "voc2012/train", "--out",
-                           str(beton)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ffcv = ("data.backend=ffcv", f"data.ffcv_store={beton}", "data.num_workers=1",
+    ffcv = ("data.backend=ffcv", f"data.ffcv_store={ffcv_beton}", "data.num_workers=1",
             "data.epoch_batches=2", "steps=5")
     full, parts = tmp_path / "full", tmp_path / "parts"
     run_phase("segmentation", tiny("segmentation"), overrides(train_lake, full, *ffcv))
