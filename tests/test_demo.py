@@ -19,6 +19,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     out = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items()
            if k not in ("MLFLOW_TRACKING_URI", "STCNN_PARENT_RUN_ID", "RANK", "WORLD_SIZE")}
+    scratch = tmp_path / "tmp"                   # the job's own temporary files go here
+    scratch.mkdir()
+    env["TMPDIR"] = str(scratch)
     cmd = [sys.executable, str(REPO / "launch" / "demo.py"), f"out={out}", "steps.gan=3",
            "steps.segmentation=4", "steps.alternating=4", "segment.iterations=6",
            "segment.dreams=3", "sample_data.sequences=2", "sample_data.frames=8",
@@ -26,6 +29,8 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     assert "J&F-Mean" in proc.stdout and "mlflow ui --backend-store-uri sqlite:" in proc.stdout
+    # weights fetched from models:/ URIs (3 phases + segmentation) are not left behind
+    assert not list(scratch.glob("stcnn-init-*")), sorted(p.name for p in scratch.iterdir())
 
     s = json.loads((out / "summary.json").read_text())
     assert set(s["phases"]) == {"pretrain_tcb", "pretrain_ssb", "train_offline"}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,7 +72,8 @@ def load_checkpoint_weights(uri: str) -> tuple[dict, dict]:
     """(state dicts by branch, stored model config) of a weights.pt or its URI."""
     from pipeline.train.weights import load_weights
 
-    payload = load_weights(resolve_init(uri, what="--checkpoint"))
+    with tempfile.TemporaryDirectory(prefix="stcnn-init-") as tmp:   # a download is removed
+        payload = load_weights(resolve_init(uri, tmp, what="--checkpoint"))
     return payload["models"], payload.get("model_config") or {}
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,10 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
     seed_everything(cfg.seed, ctx.rank)
     plan = plan_batch(cfg.batch, ctx.world_size)
     model_cfg = load_model_config(cfg)
-    init_states, init_sources = gather_init(cfg.init_from, lambda uri: resolve_init(uri))
+    # runs:/ and models:/ weights are downloaded into a folder removed once they are in memory
+    with tempfile.TemporaryDirectory(prefix="stcnn-init-") as tmp:
+        init_states, init_sources = gather_init(
+            cfg.init_from, lambda uri: resolve_init(uri, tempfile.mkdtemp(dir=tmp)))
     with seed_model_init(cfg.seed):
         phase = phase_cls(cfg, model_cfg, ctx, plan, init=init_states)
     loader = build_loader(cfg.data, plan.micro_size, kind=phase.kind, masks=phase.masks,
