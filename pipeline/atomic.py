@@ -3,9 +3,9 @@
 A reader never sees a half-written file; a killed writer leaves only a
 ``.<name>.<host>-<pid>.tmp`` file, which the next run removes: :func:`remove_stale_temps` for
 files one writer owns (a shard), :func:`remove_dead_temps` for files several processes may be
-writing at once (an array job's ``manifest.json``): only temps whose writer is gone. A write that fails for lack of space
-(``ENOSPC``/``EDQUOT``) removes its temporary file and raises :class:`DiskFullError`, an
-``OSError`` naming the file and the fix.
+writing at once (an array job's ``manifest.json``): only temps whose writer is gone. A write
+that fails for lack of space (``ENOSPC``/``EDQUOT``) removes its temporary file and raises
+:class:`DiskFullError`, an ``OSError`` naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -128,8 +128,7 @@ def _pid_running(pid: int) -> bool:
     return pid > 0
 
 
-def writer_gone(temp: Path, name: str, *, max_age_s: float = 600.0,
-                now: float | None = None) -> bool:
+def writer_gone(temp: Path, name: str, *, max_age_s: float = 600.0) -> bool:
     """Whether the writer of ``temp`` (a :func:`temp_path` of ``name``) has certainly stopped.
 
     Written on this host: its process no longer runs. Written on another host (a shared
@@ -141,7 +140,7 @@ def writer_gone(temp: Path, name: str, *, max_age_s: float = 600.0,
     if host == _HOST and pid.isdigit():
         return not _pid_running(int(pid))
     try:
-        age = (time.time() if now is None else now) - temp.stat().st_mtime
+        age = time.time() - temp.stat().st_mtime
     except FileNotFoundError:
         return False
     return age > max_age_s

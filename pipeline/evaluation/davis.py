@@ -50,6 +50,8 @@ from typing import Iterable, Literal
 
 import numpy as np
 
+from pipeline.errors import FileProblem
+
 from . import metrics
 
 log = logging.getLogger(__name__)
@@ -59,15 +61,8 @@ SEQUENCE_COLUMNS = ["Sequence", "J-Mean", "F-Mean"]
 VOID = 255
 
 
-class EvaluationError(ValueError):
+class EvaluationError(FileProblem):
     """Bad input to the evaluation; the message names the file and the fix."""
-
-    def __init__(self, path: Path | str, problem: str, fix: str):
-        self.path, self.problem, self.fix = str(path), problem, fix
-        super().__init__(f"{path}: {problem}. Fix: {fix}")
-
-    def __reduce__(self):
-        return (type(self), (self.path, self.problem, self.fix))
 
 
 # --------------------------------------------------------------------------------------------

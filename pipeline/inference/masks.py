@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.palette import PALETTE, PALETTE_RGB, davis_palette  # noqa: F401 (re-exported)
+from pipeline.errors import FileProblem
 
 from ..atomic import atomic_write_bytes
 
@@ -25,15 +26,8 @@ VOID = 255
 _SAVE_FIX = "save it as an indexed (P) or grayscale PNG of object ids (0 = background)"
 
 
-class MaskIOError(ValueError):
+class MaskIOError(FileProblem):
     """A mask or video file that cannot be used; the message names the file and the fix."""
-
-    def __init__(self, path: Path | str, problem: str, fix: str):
-        self.path, self.problem, self.fix = str(path), problem, fix
-        super().__init__(f"{path}: {problem}. Fix: {fix}")
-
-    def __reduce__(self):
-        return (type(self), (self.path, self.problem, self.fix))
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from pipeline.atomic import atomic_write_text
 from pipeline.config import ConfigError, from_dict, to_dict
 from pipeline.dist import DistConfig, DistContext, barrier, init_distributed
 from pipeline.model.config import ModelConfig
-from pipeline.tracking import Tracker, TrackingConfig, environment_info, git_info, resolve_init
+from pipeline.tracking import Tracker, TrackingConfig, environment_info, git_info
 from pipeline.train.online import OnlineConfig, OnlineSegmenter, assign_sequences
 
 
@@ -70,10 +69,9 @@ class SegmentConfig:
 
 def load_checkpoint_weights(uri: str) -> tuple[dict, dict]:
     """(state dicts by branch, stored model config) of a weights.pt or its URI."""
-    from pipeline.train.weights import load_weights
+    from pipeline.train.weights import fetch_weights
 
-    with tempfile.TemporaryDirectory(prefix="stcnn-init-") as tmp:   # a download is removed
-        payload = load_weights(resolve_init(uri, tmp, what="--checkpoint"))
+    payload = fetch_weights(uri, what="--checkpoint")
     return payload["models"], payload.get("model_config") or {}
 
 
@@ -238,15 +236,18 @@ def evaluate_results(cfg: SegmentConfig, out: Path, tracker) -> dict:
     from pipeline.evaluation.davis import evaluate_davis, format_tables, write_outputs
 
     report = evaluate_davis(cfg.davis_root, out, cfg.year, cfg.split, sequences=cfg.sequences)
-    files = write_outputs(report, out / "eval")
-    table = format_tables(report)
-    if cfg.print_table:
-        print(table, flush=True)
     g = report.global_row()
     metrics = {"JF-Mean": g[0], "J-Mean": g[1], "J-Recall": g[2], "J-Decay": g[3],
                "F-Mean": g[4], "F-Recall": g[5], "F-Decay": g[6]}
     if report.has_t:
         metrics["T-Mean"] = report.global_t()[0]
+    return _report(cfg, tracker, metrics, format_tables(report), write_outputs(report, out / "eval"))
+
+
+def _report(cfg: SegmentConfig, tracker, metrics: dict, table: str, files: dict) -> dict:
+    """An evaluation's table printed (``print_table``), its metrics and files in the run."""
+    if cfg.print_table:
+        print(table, flush=True)
     tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items() if v == v}, step=0)
     for p in files.values():
         tracker.log_artifact(p, "eval")
@@ -259,15 +260,8 @@ def evaluate_youtube_objects_results(cfg: SegmentConfig, out: Path, tracker) -> 
 
     report = evaluate_youtube_objects(cfg.youtube_objects_root, out, categories=cfg.categories,
                                       shots=cfg.sequences)
-    files = write_outputs(report, out / "eval")
-    table = format_table(report)
-    if cfg.print_table:
-        print(table, flush=True)
     metrics = {"mIoU": report.mean()} | {f"mIoU/{c}": m for c, m, _, _ in report.per_category()}
-    tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items() if v == v}, step=0)
-    for p in files.values():
-        tracker.log_artifact(p, "eval")
-    return {"metrics": metrics, "table": table, "files": {k: str(v) for k, v in files.items()}}
+    return _report(cfg, tracker, metrics, format_table(report), write_outputs(report, out / "eval"))
 
 
 def _log_overlay(job: SequenceJob, result_dir: Path, path: Path, tracker) -> None:
@@ -327,7 +321,7 @@ def run_segment(cfg: SegmentConfig) -> dict:
         if cfg.dist.compile and ctx.is_main:
             print("[segment] note: dist.compile is not applied to online tuning (each sequence "
                   "and object tunes a fresh SSB copy, which would be recompiled every time); "
-                  "dist.precision and dist.channels_last are", file=sys.stderr, flush=True)
+                  "dist.precision and dist.channels_last do apply", file=sys.stderr, flush=True)
         segmenter = OnlineSegmenter(model_cfg, weights, cfg.online, ctx.device, dist=cfg.dist)
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from pipeline.atomic import atomic_write_text
 from pipeline.checkpoint import CheckpointManager, restore_rng_state
 from pipeline.config import ConfigError, dump_yaml, to_dict
 from pipeline.dist import autocast, destroy, init_distributed, seed_everything, seed_model_init
-from pipeline.tracking import Tracker, environment_info, git_info, resolve_init
+from pipeline.tracking import Tracker, environment_info, git_info
 from pipeline.train.config import TrainConfig, load_model_config, load_train_config, plan_batch
 from pipeline.train.data import DataStream, build_loader
 from pipeline.train.hooks import (CheckpointHook, EvalHook, ExportHook, FaultHook, ProgressHook,
@@ -129,10 +128,7 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
     seed_everything(cfg.seed, ctx.rank)
     plan = plan_batch(cfg.batch, ctx.world_size)
     model_cfg = load_model_config(cfg)
-    # runs:/ and models:/ weights are downloaded into a folder removed once they are in memory
-    with tempfile.TemporaryDirectory(prefix="stcnn-init-") as tmp:
-        init_states, init_sources = gather_init(
-            cfg.init_from, lambda uri: resolve_init(uri, tempfile.mkdtemp(dir=tmp)))
+    init_states, init_sources = gather_init(cfg.init_from)
     with seed_model_init(cfg.seed):
         phase = phase_cls(cfg, model_cfg, ctx, plan, init=init_states)
     loader = build_loader(cfg.data, plan.micro_size, kind=phase.kind, masks=phase.masks,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
+import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -54,15 +55,24 @@ def load_weights(path: str | Path) -> dict:
     return payload
 
 
-def gather_init(uris: Iterable[str], resolve) -> tuple[dict[str, dict], list[str]]:
+def fetch_weights(uri: str, what: str = "init_from") -> dict:
+    """The payload of the ``weights.pt`` named by a local path, a ``runs:/`` or a ``models:/``
+    URI (:func:`pipeline.tracking.resolve_init`); a download goes to a temporary folder that
+    is removed once the weights are in memory. Errors name the setting as ``what``."""
+    from pipeline.tracking import resolve_init
+
+    with tempfile.TemporaryDirectory(prefix="stcnn-init-") as tmp:
+        return load_weights(resolve_init(uri, tmp, what=what))
+
+
+def gather_init(uris: Iterable[str], fetch=fetch_weights) -> tuple[dict[str, dict], list[str]]:
     """Branch state dicts from every ``init_from`` entry (later entries win) and their sources."""
     merged: dict[str, dict] = {}
     sources: list[str] = []
     for uri in uris:
         if not uri:
             continue
-        path = resolve(uri)
-        payload = load_weights(path)
+        payload = fetch(uri)
         for branch, sd in payload["models"].items():
             merged[branch] = sd
         sources.append(f"{uri} -> {sorted(payload['models'])} (phase {payload.get('phase')}, "

@@ -19,6 +19,8 @@ import logging
 from pathlib import Path
 from typing import Iterable, Literal
 
+from pipeline.errors import FileProblem
+
 log = logging.getLogger(__name__)
 
 # How a mask's pixel values are to be read.
@@ -43,15 +45,12 @@ SIZE_MISMATCH = "size_mismatch"
 SKIP_HINT = "or leave it out and count it with --on-error skip (on_error='skip' in Python)"
 
 
-class SourceError(ValueError):
+class SourceError(FileProblem):
     """Bad input in a source dataset. The message names the file and says how to fix it."""
 
     def __init__(self, path: Path | str, problem: str, fix: str, reason: str = "bad_input"):
-        self.path = str(path)
-        self.problem = problem
-        self.fix = fix
+        super().__init__(path, problem, fix)
         self.reason = reason  # the SkipLog key used when this error is skipped
-        super().__init__(f"{path}: {problem}. Fix: {fix}")
 
     def __reduce__(self):  # picklable across worker processes
         return (type(self), (self.path, self.problem, self.fix, self.reason))
