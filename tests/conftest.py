@@ -30,6 +30,18 @@ def real_davis() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def real_layouts() -> Path:
+    """Root of the real release samples (ILSVRC2015 VID val snippet, DAVIS-2017 tennis);
+    skips when it is not there."""
+    env = os.environ.get("STCNN_SHARED_REAL_LAYOUTS")
+    for c in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data" / "real_layouts"]:
+        if (c / "ILSVRC2015").is_dir() and (c / "DAVIS2017").is_dir():
+            return c
+    pytest.skip("real release samples not found (../shared/data/real_layouts or "
+                "$STCNN_SHARED_REAL_LAYOUTS)")
+
+
 TRAIN_DATASETS = ("ilsvrc_vid", "msra10k", "voc2012", "davis2016")
 
 

@@ -172,9 +172,25 @@ def val_sequences(root: Path) -> list[str]:
 
 
 def copy_gt(root: Path, dest: Path) -> Path:
+    """The ground truth written as a result: the same ids, void (255, which results never
+    hold) as background, as the evaluation reads the ground truth."""
     for seq in val_sequences(root):
-        shutil.copytree(root / "Annotations" / "480p" / seq, dest / seq)
+        for f in sorted((root / "Annotations" / "480p" / seq).glob("*.png")):
+            im = Image.open(f)
+            arr = np.array(im)
+            arr[arr == 255] = 0
+            out = Image.fromarray(arr, im.mode)
+            if im.mode == "P":
+                out.putpalette(im.getpalette())
+            (dest / seq).mkdir(parents=True, exist_ok=True)
+            out.save(dest / seq / f.name)
     return dest
+
+
+def max_id(path: Path) -> int:
+    """The largest object id of a mask (255, void, is not an object)."""
+    arr = np.array(Image.open(path))
+    return int(arr[arr != 255].max(initial=0))
 
 
 def test_2017_ground_truth_as_prediction_scores_one(davis2017, tmp_path):
@@ -186,8 +202,7 @@ def test_2017_ground_truth_as_prediction_scores_one(davis2017, tmp_path):
     head, rows = read_csv(out / "global_results-val.csv")
     assert rows == [["1.000", "1.000", "1.000", "0.000", "1.000", "1.000", "0.000"]]
     head, seq_rows = read_csv(out / "per-sequence_results-val.csv")
-    n_objects = {seq: int(np.array(Image.open(sorted((davis2017 / "Annotations" / "480p" / seq)
-                                                     .glob("*.png"))[0])).max())
+    n_objects = {seq: max_id(sorted((davis2017 / "Annotations" / "480p" / seq).glob("*.png"))[0])
                  for seq in val_sequences(davis2017)}
     assert [r[0] for r in seq_rows] == [f"{s}_{k}" for s in val_sequences(davis2017)
                                         for k in range(1, n_objects[s] + 1)]
@@ -200,8 +215,8 @@ def test_2017_missing_object_scores_zero_and_void_is_background(davis2017, tmp_p
     seqs = val_sequences(davis2017)
     firsts = {s: np.array(Image.open(sorted((davis2017 / "Annotations" / "480p" / s).glob("*.png"))[0]))
               for s in seqs}
-    seq = next(s for s in seqs if firsts[s].max() >= 2)
-    k = int(firsts[seq].max())  # this object disappears from the results
+    seq = next(s for s in seqs if firsts[s][firsts[s] != 255].max() >= 2)
+    k = int(firsts[seq][firsts[seq] != 255].max())  # this object disappears from the results
     res = copy_gt(davis2017, tmp_path / "res")
     for f in sorted((res / seq).glob("*.png")):
         im = Image.open(f)

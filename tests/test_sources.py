@@ -99,7 +99,9 @@ def voc(root: Path) -> Path:
     return root
 
 
-def vid(root: Path, lists=True) -> Path:
+def vid(root: Path, lists=True, prefixed=False) -> Path:
+    """The official lists (no split prefix; ``prefixed``: the ``train/``, ``val/`` form of later
+    projects); snippet ``a`` is in two class files, as a snippet showing two classes is."""
     base = root / "ILSVRC2015"
     train = {"ILSVRC2015_VID_train_0000/ILSVRC2015_train_00000000": 3,
              "ILSVRC2015_VID_train_0001/ILSVRC2015_train_00010000": 2}
@@ -110,10 +112,11 @@ def vid(root: Path, lists=True) -> Path:
         jpg(base / f"Data/VID/val/ILSVRC2015_val_00000000/{t:06d}.JPEG", seed=t)
     if lists:
         a, b = list(train)
-        write_list(base / "ImageSets/VID/train_1.txt", [f"train/{a} 1", f"train/{b} -1"])
-        write_list(base / "ImageSets/VID/train_2.txt", [f"train/{a} -1"])
+        tp, vp = ("train/", "val/") if prefixed else ("", "")
+        write_list(base / "ImageSets/VID/train_1.txt", [f"{tp}{a} 1", f"{tp}{b} 1"])
+        write_list(base / "ImageSets/VID/train_2.txt", [f"{tp}{a} 1"])
         write_list(base / "ImageSets/VID/val.txt",
-                   [f"val/ILSVRC2015_val_00000000/{t:06d} {t + 1}" for t in range(2)])
+                   [f"{vp}ILSVRC2015_val_00000000/{t:06d} {t + 1}" for t in range(2)])
     return root
 
 
@@ -214,8 +217,9 @@ def test_voc2012_roots(tmp_path, sub):
     assert m.objects == (1, 2, 3) and m.data == items[0].mask.read_bytes()
 
 
-def test_ilsvrc_vid(tmp_path):
-    src = get_source("ilsvrc_vid", vid(tmp_path))  # ROOT = parent of ILSVRC2015/
+@pytest.mark.parametrize("prefixed", [False, True], ids=["official", "prefixed"])
+def test_ilsvrc_vid(tmp_path, prefixed):
+    src = get_source("ilsvrc_vid", vid(tmp_path, prefixed=prefixed))  # ROOT = parent of ILSVRC2015/
     assert src.splits() == ["train", "val"]
     train = src.sequences("train")
     assert [s.name for s in train] == ["ILSVRC2015_VID_train_0000/ILSVRC2015_train_00000000",
@@ -226,6 +230,52 @@ def test_ilsvrc_vid(tmp_path):
     (val,) = src.sequences("val")
     assert val.name == "ILSVRC2015_val_00000000" and len(val.frames) == 2
     assert src.validate_sequence(val)
+
+
+def test_ilsvrc_vid_missing_snippet_frames_are_named(tmp_path):
+    base = vid(tmp_path) / "ILSVRC2015"
+    lists = base / "ImageSets/VID"
+    missing = "ILSVRC2015_VID_train_0002/ILSVRC2015_train_00020000"
+    (lists / "train_3.txt").write_text(f"{missing} 1\n")
+    with pytest.raises(SourceError, match=rf"{missing}.*listed in train_3\.txt, line 1.*no frames "
+                                          r"folder.*Fix: restore Data/VID/train/") as e:
+        get_source("ilsvrc_vid", tmp_path).sequences("train")
+    assert e.value.reason == "missing_sequence"
+    src = get_source("ilsvrc_vid", tmp_path, on_error="skip")
+    assert len(src.sequences("train")) == 2 and src.skips.counts == {"missing_sequence": 1}
+
+    (base / f"Data/VID/train/{missing}").mkdir(parents=True)  # folder without frames
+    jpg(base / f"Data/VID/train/{missing}/000000.jpg")  # wrong extension: not a VID frame
+    with pytest.raises(SourceError, match=r"has no frames \(%06d\.JPEG\); it holds 000000\.jpg"):
+        get_source("ilsvrc_vid", tmp_path).sequences("train")
+
+    # val.txt names frames: a listed frame missing from its snippet folder is named
+    (base / "Data/VID/val/ILSVRC2015_val_00000000/000001.JPEG").unlink()
+    with pytest.raises(SourceError, match=r"000001\.JPEG: frame 000001 of snippet "
+                                          r"'ILSVRC2015_val_00000000' \(listed in val\.txt"):
+        get_source("ilsvrc_vid", tmp_path).sequences("val")
+    src = get_source("ilsvrc_vid", tmp_path, on_error="skip")
+    assert src.sequences("val") == [] and src.skips.counts == {"missing_image": 1}
+
+
+def test_ilsvrc_vid_bad_list_lines(tmp_path):
+    base = vid(tmp_path) / "ILSVRC2015"
+    cases = {"train_1.txt": ("val/ILSVRC2015_val_00000000 1", "does not name a snippet"),
+             "train_2.txt": ("ILSVRC2015_train_00000000 1", "is not '<ILSVRC2015_VID_train_000K>"),
+             "train_3.txt": ("ILSVRC2015_VID_train_0000/ILSVRC2015_train_00000000 one",
+                             "has a non-numeric field")}
+    for name, (line, words) in cases.items():
+        vid(tmp_path)
+        (base / "ImageSets/VID" / name).write_text(line + "\n")
+        with pytest.raises(SourceError, match=rf"{name}: line 1 {words}.*Fix: restore the list "
+                                              r"file.*ILSVRC2015_VID_train_0000/"):
+            get_source("ilsvrc_vid", tmp_path).sequences("train")
+        (base / "ImageSets/VID" / name).unlink()
+    (base / "ImageSets/VID/val.txt").write_text("ILSVRC2015_val_00000000/000000.JPEG 1\n")
+    with pytest.raises(SourceError, match=r"val\.txt: line 1 is not '<snippet>/<frame> <i>'"):
+        get_source("ilsvrc_vid", tmp_path).sequences("val")
+    src = get_source("ilsvrc_vid", tmp_path, on_error="skip")
+    assert src.sequences("val") == [] and src.skips.counts == {"bad_list": 1}
 
 
 def test_ilsvrc_vid_scans_folders_without_imagesets(tmp_path, caplog):

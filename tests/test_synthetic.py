@@ -34,7 +34,10 @@ def _img(path: Path) -> Image.Image:
 
 
 def _arr(path: Path) -> np.ndarray:
-    return np.array(_img(path))
+    """Pixel values; a grey + alpha (LA) mask as its grey channel."""
+    im = _img(path)
+    a = np.array(im)
+    return a[..., 0] if im.mode == "LA" else a
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -122,6 +125,7 @@ def test_davis2016_layout(tiny):
     by_name = {s["name"]: s for s in info["sequences"]}
     assert set(by_name) == seqs["train"] | seqs["val"]
     n_frames = set()
+    la_masks = []
     for name, s in by_name.items():
         assert set(s) == {"attributes", "name", "num_frames", "set", "eval_t"}
         assert s["set"] == ("training" if name in seqs["train"] else "test")
@@ -134,10 +138,17 @@ def test_davis2016_layout(tiny):
         for f, mk in zip(frames, masks):
             _check_jpeg(f)
             im = _img(mk)
-            assert im.format == "PNG" and im.mode == "L" and im.size == (W, H)
-            assert set(np.unique(np.array(im))) <= {0, 255}
+            assert im.format == "PNG" and im.mode in ("L", "LA") and im.size == (W, H)
+            values = np.array(im)
+            if im.mode == "LA":  # the release's quirk: grey + an all-255 alpha channel
+                la_masks.append(mk)
+                assert (values[..., 1] == 255).all()
+                values = values[..., 0]
+            assert set(np.unique(values)) <= {0, 255}
         assert np.array(_img(masks[0])).max() == 255  # the object is there on frame 0
     assert len(n_frames) > 1  # frame counts vary per sequence
+    # exactly one annotation is LA, in the train split (as Annotations/480p/bear/00077.png)
+    assert len(la_masks) == 1 and la_masks[0].parent.name in seqs["train"]
 
 
 def test_davis2016_matches_real_formatting(tiny, real_davis):
@@ -180,8 +191,11 @@ def test_davis2017_layout(tiny):
             assert im.getpalette()[:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]  # DAVIS / VOC palette
             ids |= set(np.unique(np.array(im)).tolist())
         ids.discard(0)
-        first = set(np.unique(_arr(masks[0])).tolist()) - {0}
+        void = 255 in ids
+        ids.discard(255)
+        first = set(np.unique(_arr(masks[0])).tolist()) - {0, 255}
         assert ids == first == set(range(1, len(ids) + 1)), seq  # ids 1..N, all on frame 0
+        assert void == (len(ids) > 1), seq  # void (255) along an object in multi-object ones
         max_ids[seq] = len(ids)
     for seq in lists["2016/train"] + lists["2016/val"]:
         assert max_ids[seq] == 1  # the 2016 subset is single-object
@@ -207,7 +221,10 @@ def test_davis2017_occlusion_and_pixel_consistency(tiny):
             for t in range(n):
                 r = scene.render(t, amodal=True)
                 written = _arr(root / "Annotations" / "480p" / seq / f"{t:05d}.png")
-                np.testing.assert_array_equal(written, r.labels)  # masks = what was painted
+                void = written == 255  # only on background pixels touching an object
+                assert not (r.labels[void]).any()
+                assert all(_touches_object(r.labels, y, x) for y, x in zip(*np.nonzero(void)))
+                np.testing.assert_array_equal(np.where(void, 0, written), r.labels)  # as painted
                 for k, full in enumerate(r.amodal):
                     visible = r.owner == k + 1
                     assert not (visible & ~full).any()
@@ -285,33 +302,71 @@ def test_voc2012_layout(tiny):
     assert void_seen
 
 
+def _touches_object(labels: np.ndarray, y: int, x: int) -> bool:
+    return bool(labels[max(0, y - 1):y + 2, max(0, x - 1):x + 2].any())
+
+
 def test_ilsvrc_vid_layout(tiny):
     root = tiny["ilsvrc_vid"]
     sets = root / "ImageSets" / "VID"
     train_lists = sorted(sets.glob("train_*.txt"))
-    assert len(train_lists) == 30
-    positives: dict[str, int] = {}
+    assert train_lists and all(re.fullmatch(r"train_([1-9]|[12]\d|30)\.txt", p.name)
+                               for p in train_lists)
+    classes: dict[str, set[int]] = {}
     for p in train_lists:
-        for line in p.read_text().splitlines():
-            m = re.fullmatch(r"train/(ILSVRC2015_VID_train_000[0-3]/ILSVRC2015_train_\d{8}) (-?1)",
-                             line)
+        k = int(p.stem.split("_")[1])
+        lines = p.read_text().splitlines()
+        assert lines  # the release's class files are never empty
+        for line in lines:
+            # the official form: the snippet under its folder, no "train/" prefix, field 1
+            m = re.fullmatch(r"(ILSVRC2015_VID_train_000[0-3]/ILSVRC2015_train_\d{8}) 1", line)
             assert m, line
             snippet = root / "Data" / "VID" / "train" / m.group(1)
             assert snippet.is_dir()
-            positives[m.group(1)] = positives.get(m.group(1), 0) + (m.group(2) == "1")
-    assert len(positives) == SPEC.n_sequences and set(positives.values()) == {1}
-    for snippet in positives:
+            classes.setdefault(m.group(1), set()).add(k)
+    assert len(classes) == SPEC.n_sequences
+    assert any(len(c) > 1 for c in classes.values())  # a snippet in two class files (dedupe)
+    for snippet, ks in classes.items():
         frames = sorted((root / "Data" / "VID" / "train" / snippet).iterdir())
         assert [f.name for f in frames] == [f"{i:06d}.JPEG" for i in range(len(frames))]
         for f in frames:
             _check_jpeg(f)
+        # every class file naming the snippet has an object of that class in its XMLs
+        xml = "".join(p.read_text() for p in
+                      sorted((root / "Annotations" / "VID" / "train" / snippet).glob("*.xml")))
+        assert {synthetic.VID_WNIDS[k - 1] for k in ks} == set(re.findall(r"<name>(\w+)</name>",
+                                                                          xml))
     val = (sets / "val.txt").read_text().splitlines()
     for i, line in enumerate(val, start=1):
-        m = re.fullmatch(r"val/(ILSVRC2015_val_\d{8})/(\d{6}) (\d+)", line)
+        # the official form: one frame per line, no "val/" prefix, a running 1-based index
+        m = re.fullmatch(r"(ILSVRC2015_val_\d{8})/(\d{6}) (\d+)", line)
         assert m and int(m.group(3)) == i, line
         _check_jpeg(root / "Data" / "VID" / "val" / m.group(1) / f"{m.group(2)}.JPEG")
-    assert len({line.split("/")[1] for line in val}) == SPEC.n_sequences
+    assert len({line.split("/")[0] for line in val}) == SPEC.n_sequences
     assert len(list((root / "Data" / "VID" / "val").glob("*/*.JPEG"))) == len(val)
+
+
+def test_ilsvrc_vid_matches_the_real_files(tiny, real_layouts):
+    """List lines, XML shape (child order, no header, folder per split) as the real release."""
+    real = real_layouts / "ILSVRC2015"
+    norm = re.compile(r"\d+")
+    ours_val = (tiny["ilsvrc_vid"] / "ImageSets/VID/val.txt").read_text().splitlines()[0]
+    real_val = (real / "ImageSets/VID/val.txt").read_text().splitlines()[0]
+    assert norm.sub("0", ours_val) == norm.sub("0", real_val)
+    real_xml = next((real / "Annotations/VID/val").glob("*/000000.xml")).read_text()
+    ours_xml = next((tiny["ilsvrc_vid"] / "Annotations/VID/val").glob("*/000000.xml")).read_text()
+
+    def shape(text: str) -> tuple[list[str], list[str]]:
+        """The tags before the first <object>, and those of the first object, in order."""
+        head, _, rest = text.partition("<object>")
+        return re.findall(r"<(/?\w+)>", head), re.findall(r"<(/?\w+)>", rest.split("</object>")[0])
+    assert shape(ours_xml) == shape(real_xml)
+    assert shape(real_xml)[1][4:9] == ["bndbox", "xmax", "/xmax", "xmin", "/xmin"]
+    assert not real_xml.startswith("<?xml") and not ours_xml.startswith("<?xml")
+    assert real_xml.endswith("</annotation>\n") and ours_xml.endswith("</annotation>\n")
+    # val <folder> is the snippet alone
+    assert re.search(r"<folder>ILSVRC2015_val_\d{8}</folder>", ours_xml)
+    assert next((real / "Data/VID/val").glob("*/*")).suffix == ".JPEG"
 
 
 def test_youtube_objects_layout_and_threshold(tiny):

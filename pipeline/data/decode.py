@@ -4,8 +4,9 @@ Only three member kinds are decoded, by this module's own code (nothing is unpic
 
 * ``*.jpg``: :func:`decode_jpeg`, torchvision's libjpeg-turbo decoder in RGB mode, PIL when it
   refuses a file; no EXIF rotation.
-* ``mask.png``: :func:`decode_mask`, PIL; P and L images are read as stored indices (``np.array``
-  of the P image: palette ids are kept, never turned into colours), mode 1 as 0/1. Then the
+* ``mask.png``: :func:`decode_mask`, through the one mask reader (``mask_png.py``): P images as
+  stored indices (palette ids are kept, never turned into colours), L as grey values, LA as its
+  grey channel (the official DAVIS-2016 has such a file), mode 1 as 0/1. Then the
   ``mask_format`` rule (:func:`apply_mask_format`): ``binary`` (0/255 sources) -> {0, 1};
   ``palette`` / ``voc`` / null -> ids as stored (0 background, 1..N objects, 255 void).
   ``merge_objects`` turns every id 1..254 into 1 and keeps 255 (:func:`merge_object_ids`; SSB
@@ -33,6 +34,7 @@ try:  # deprecated in torchvision 0.29 (in favour of torchcodec) but still the f
 except ImportError:  # pragma: no cover - a torchvision without image decoding: PIL only
     _turbo_decode_jpeg = None
 
+from .mask_png import read_mask_values
 from .tarsamples import FRAME_RE
 
 Kind = Literal["clip", "image"]
@@ -100,17 +102,12 @@ def apply_mask_format(values: np.ndarray, mask_format: str | None,
 
 
 def decode_mask(data: bytes, mask_format: str | None, merge_objects: bool = False) -> np.ndarray:
-    """``mask.png`` bytes -> uint8 [H, W] labels (:func:`apply_mask_format`). P and L images are
-    read as stored indices, mode 1 as 0/1; any other mode, or a non-PNG, raises ``ValueError``."""
-    with Image.open(io.BytesIO(data)) as im:
-        if im.format != "PNG":
-            raise ValueError(f"mask is {im.format}, not PNG")
-        if im.mode in ("P", "L"):
-            values = np.array(im)  # palette indices / grey values as stored
-        elif im.mode == "1":
-            values = np.array(im).astype(np.uint8)
-        else:
-            raise ValueError(f"mask PNG mode {im.mode} is not an index mask (P, L or 1)")
+    """``mask.png`` bytes -> uint8 [H, W] labels (:func:`apply_mask_format`), read by the one
+    mask reader (:func:`pipeline.data.mask_png.read_mask_values`: L, LA's grey channel, 1, P
+    indices, 16-bit grey); anything it refuses raises ``ValueError`` saying why."""
+    values = read_mask_values(data)
+    if not values.flags.writeable:
+        values = values.copy()
     return apply_mask_format(values, mask_format, merge_objects)
 
 

@@ -7,6 +7,10 @@ aspect, rotate, and occlude one another in depth order. Every mask is computed f
 per-pixel coverage the image was painted with, so masks are pixel-consistent with the frames and
 show only the *visible* part of each object.
 
+The files carry the releases' quirks (docs/layouts.md): ILSVRC VID's unprefixed list files and
+upper-case ``.JPEG`` frames, DAVIS-2016's one grey + alpha (LA) annotation, DAVIS-2017's void
+(255) along object borders, VOC's void boundary band, YouTube-Objects' lossy JPEG labels.
+
 Writing is deterministic: the same :class:`SyntheticSpec` gives byte-identical files (fixed JPEG
 quality, no timestamps, sorted iteration); a different seed gives different content.
 
@@ -496,6 +500,8 @@ def _make_scene(rng: np.random.Generator, size: tuple[int, int], n_frames: int, 
 # File writing helpers
 # ------------------------------------------------------------------------------------------------
 _PALETTE = davis_palette()
+VOID = 255
+LA_FRAME = 77  # the frame of the first train sequence stored as LA (bear/00077.png in the release)
 
 
 def _save_jpeg(path: Path, arr: np.ndarray, quality: int) -> None:
@@ -507,10 +513,16 @@ def _save_jpeg(path: Path, arr: np.ndarray, quality: int) -> None:
     path.write_bytes(buf.getvalue())
 
 
-def _save_png(path: Path, arr: np.ndarray, palette: bool) -> None:
+def _save_png(path: Path, arr: np.ndarray, palette: bool, alpha: bool = False) -> None:
+    """An 8-bit palette (P) or grey (L) PNG; ``alpha``: grey + an all-255 alpha channel (LA),
+    as one official DAVIS-2016 annotation is stored (Annotations/480p/bear/00077.png)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.ascontiguousarray(arr, dtype=np.uint8)
-    im = Image.frombytes("P" if palette else "L", (arr.shape[1], arr.shape[0]), arr.tobytes())
+    if alpha:
+        im = Image.fromarray(np.stack([arr, np.full_like(arr, 255)], axis=-1), mode="LA")
+    else:
+        im = Image.frombytes("P" if palette else "L", (arr.shape[1], arr.shape[0]),
+                             arr.tobytes())
     if palette:
         im.putpalette(_PALETTE)
     buf = io.BytesIO()
@@ -684,8 +696,11 @@ def _write_davis2016(root: Path, spec: SyntheticSpec) -> dict:
                 stem = f"{t:05d}"
                 _save_jpeg(root / "JPEGImages" / "480p" / seq / f"{stem}.jpg", r.image,
                            spec.jpeg_quality)
+                # the release's quirk: one annotation of the train split is grey + alpha (LA)
+                la = split == "train" and sp is seqs[0] and t == min(nf - 1, LA_FRAME)
                 _save_png(root / "Annotations" / "480p" / seq / f"{stem}.png",
-                          np.where(r.labels > 0, 255, 0).astype(np.uint8), palette=False)
+                          np.where(r.labels > 0, 255, 0).astype(np.uint8), palette=False,
+                          alpha=la)
                 prim = scene.labels.index(1)
                 occluded |= bool((r.amodal[prim] & (r.owner != prim + 1)).any())
                 lines[split].append(f"/JPEGImages/480p/{seq}/{stem}.jpg "
@@ -730,7 +745,10 @@ def _write_davis2017(root: Path, spec: SyntheticSpec) -> dict:
                 _save_jpeg(root / "JPEGImages" / "480p" / seq / f"{stem}.jpg", r.image,
                            spec.jpeg_quality)
                 if split != "test-dev" or t == 0:
-                    _save_png(root / "Annotations" / "480p" / seq / f"{stem}.png", r.labels,
+                    labels = r.labels
+                    if not kw["single"]:  # void (255) along one object's border, as on
+                        labels = _davis2017_void(labels, max(kw["labels"]))  # tennis' racket
+                    _save_png(root / "Annotations" / "480p" / seq / f"{stem}.png", labels,
                               palette=True)
                     n_masks += 1
             n_frames += nf
@@ -745,6 +763,18 @@ def _write_davis2017(root: Path, spec: SyntheticSpec) -> dict:
                      sorted(lists.get(f"2016/{split}", [])))
     n_seq = sum(len(v) for k, v in lists.items() if not k.startswith("2016/"))
     return {"sequences": n_seq, "frames": n_frames, "masks": n_masks}
+
+
+def _davis2017_void(labels: np.ndarray, obj: int) -> np.ndarray:
+    """``labels`` with the background pixels touching object ``obj`` set to void (255): DAVIS-2017
+    marks uncertain pixels along thin objects so (tennis: 225 void pixels along the racket). The
+    object's own pixels are kept."""
+    ring = _void_band(labels == obj, 1) & (labels == 0)
+    if not ring.any() or not (labels == obj).any():
+        return labels
+    out = labels.copy()
+    out[ring] = VOID
+    return out
 
 
 def _image_ids(name: str, n: int) -> dict[str, list[str]]:
@@ -820,40 +850,54 @@ def _vid_xml(folder: str, stem: str, size: tuple[int, int], boxes: list[tuple]) 
     return "\n".join(out + ["</annotation>", ""])
 
 
+def _vid_box(vis: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(vis)
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
 def _write_ilsvrc_vid(root: Path, spec: SyntheticSpec) -> dict:
+    """Frames ``%06d.JPEG``, one XML per frame (boxes ``xmax, xmin, ymax, ymin``), and the
+    official lists: ``train_<k>.txt`` one line ``<folder>/<snippet> 1`` per snippet showing class
+    k (a snippet with a second class's object is in both files), ``val.txt`` one line
+    ``<snippet>/<frame> <running index>`` per frame; no ``train/`` / ``val/`` prefix."""
     plan = _video_plan("ilsvrc_vid", spec)
     n_frames = 0
     val_lines: list[str] = []
-    train_cls: list[tuple[str, int]] = []
+    by_class: dict[int, list[str]] = {}
     for split, seqs in plan.items():
         for sp in seqs:
             seq, nf, kw = sp.name, sp.n_frames, sp.opts
             scene = _video_scene("ilsvrc_vid", spec, split, sp)
             prim = scene.labels.index(1)
+            # the first distractor, when there is one, is an object of a second class
+            classes = [(prim, kw["cls"])]
+            if len(scene.objects) > 1:
+                classes.append((1 if prim == 0 else 0, (kw["cls"] + 7) % 30))
+            shown: set[int] = set()
             for t in range(nf):
                 r = scene.render(t, amodal=True)
                 stem = f"{t:06d}"
                 _save_jpeg(root / "Data" / "VID" / split / seq / f"{stem}.JPEG", r.image,
                            spec.jpeg_quality)
-                vis = r.owner == prim + 1
                 boxes = []
-                if vis.any():
-                    ys, xs = np.nonzero(vis)
-                    occ = int(bool((r.amodal[prim] & ~vis).any()))
-                    box = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
-                    boxes.append((0, VID_WNIDS[kw["cls"]], box, occ))
+                for trackid, (obj, cls) in enumerate(classes):
+                    vis = r.owner == obj + 1
+                    if vis.any():
+                        occ = int(bool((r.amodal[obj] & ~vis).any()))
+                        boxes.append((trackid, VID_WNIDS[cls], _vid_box(vis), occ))
+                        shown.add(cls)
                 xml = root / "Annotations" / "VID" / split / seq / f"{stem}.xml"
                 xml.parent.mkdir(parents=True, exist_ok=True)
                 xml.write_text(_vid_xml(seq, stem, spec.size, boxes), encoding="ascii")
                 if split == "val":
-                    val_lines.append(f"val/{seq}/{stem} {len(val_lines) + 1}")
+                    val_lines.append(f"{seq}/{stem} {len(val_lines) + 1}")
             n_frames += nf
             if split == "train":
-                train_cls.append((seq, kw["cls"]))
+                for cls in sorted(shown | {kw["cls"]}):
+                    by_class.setdefault(cls, []).append(seq)
     sets = root / "ImageSets" / "VID"
-    for k in range(1, 31):
-        _write_lines(sets / f"train_{k}.txt",
-                     [f"train/{seq} {1 if c == k - 1 else -1}" for seq, c in sorted(train_cls)])
+    for cls, snippets in sorted(by_class.items()):  # the release's 30 files are never empty
+        _write_lines(sets / f"train_{cls + 1}.txt", [f"{seq} 1" for seq in sorted(snippets)])
     _write_lines(sets / "val.txt", val_lines)
     return {"sequences": sum(len(v) for v in plan.values()), "frames": n_frames, "masks": 0}
 

@@ -50,6 +50,7 @@ from typing import Iterable, Literal
 
 import numpy as np
 
+from pipeline.data.mask_png import MaskFormatError, read_mask_values
 from pipeline.errors import FileProblem
 
 from . import metrics
@@ -69,26 +70,19 @@ class EvaluationError(FileProblem):
 # reading masks
 # --------------------------------------------------------------------------------------------
 def _open_png(path: Path, what: str) -> np.ndarray:
-    from PIL import Image
-
+    """The stored values of a mask PNG (the one mask reader, :mod:`pipeline.data.mask_png`):
+    uint8 [H, W], or [H, W, C] for a colour PNG (callers decide what colour means)."""
     if not path.is_file():
         raise EvaluationError(path, f"{what} does not exist",
                               "write one PNG per evaluated ground-truth frame, named like the "
                               "ground-truth frame (<results>/<sequence>/<frame>.png)")
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGB", "RGBA", "LA"):
-                arr = np.asarray(im)
-                return arr  # callers decide what a colour image means
-            if im.mode not in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
-                arr = np.asarray(im.convert("L"))
-            else:
-                arr = np.asarray(im)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise EvaluationError(path, f"cannot read {what} ({e})",
-                              "write it again as a PNG") from e
-    return arr
+        return read_mask_values(path, allow_colour=True)
+    except OSError as e:
+        raise EvaluationError(path, f"cannot read {what} ({e.strerror or e})",
+                              "check that it is a readable file (permissions, disk)") from e
+    except MaskFormatError as e:
+        raise EvaluationError(path, f"cannot read {what}: {e.problem}", e.fix) from e
 
 
 def read_gt(path: Path, year: int) -> np.ndarray:

@@ -20,6 +20,8 @@ from typing import Iterable
 
 import numpy as np
 
+from pipeline.data.mask_png import MaskFormatError, jpeg_label_foreground
+
 from . import metrics
 from .davis import EvaluationError, _open_png, _pool, csv_text
 
@@ -58,14 +60,15 @@ class YtoReport:
 
 
 def read_label(path: Path) -> np.ndarray:
-    from PIL import Image
-
+    """A label JPEG of the release -> bool foreground (value > THRESHOLD), read by the one mask
+    reader (:func:`pipeline.data.mask_png.jpeg_label_foreground`)."""
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L")) > THRESHOLD
-    except (OSError, SyntaxError, ValueError) as e:
-        raise EvaluationError(path, f"cannot read label ({e})",
+        return jpeg_label_foreground(path, THRESHOLD)
+    except OSError as e:
+        raise EvaluationError(path, f"cannot read label ({e.strerror or e})",
                               "restore it from the youtube_masks release") from e
+    except MaskFormatError as e:
+        raise EvaluationError(path, f"cannot read label: {e.problem}", e.fix) from e
 
 
 def _score_shot(job: tuple[str, tuple[Path, ...], Path]) -> ShotResult:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.mask_png import MaskFormatError, read_mask
 from pipeline.data.palette import PALETTE, PALETTE_RGB, davis_palette  # noqa: F401 (re-exported)
 from pipeline.errors import FileProblem
 
@@ -125,60 +126,27 @@ def save_mask_png(path, ids) -> Path:
 
 
 def read_mask_png(path) -> np.ndarray:
-    """Object ids (``uint8 [H, W]``) of a mask PNG.
+    """Object ids (``uint8 [H, W]``) of a mask PNG, read by the one mask reader
+    (:mod:`pipeline.data.mask_png`).
 
     * "P" (indexed): the palette indices, whatever the palette's colours.
-    * "L" (grayscale): values only 0 and 255 -> 0/1 (binary DAVIS-2016 style); other values
-      are kept as ids. "1" (bilevel) -> 0/1.
-    * 16/32-bit grayscale: kept when all values fit 0..255.
-    * Colour (RGB/RGBA/LA), JPEG, missing, corrupt or truncated files: :class:`MaskIOError`
+    * "L" / "LA" (grayscale, alpha ignored) and 16-bit grayscale: values only 0 and 255 -> 0/1
+      (binary DAVIS-2016 style); other values are kept as ids. "1" (bilevel) -> 0/1.
+    * Colour (RGB/RGBA), JPEG, missing, corrupt or truncated files: :class:`MaskIOError`
       naming the file and the fix.
     """
-    from PIL import Image
-
     path = Path(path)
     if not path.is_file():
         raise MaskIOError(path, "mask file does not exist",
                           "check the path (DAVIS: Annotations/480p/<sequence>/00000.png)")
     try:
-        with Image.open(path) as im:
-            im.load()
-            fmt, mode = im.format, im.mode
-            if mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-                arr = np.array(im)
-            else:
-                arr = np.array(im) if mode in ("RGB", "RGBA", "LA", "PA") else None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise MaskIOError(path, f"cannot read the mask: corrupt or truncated image ({e})",
-                          f"write or download it again; {_SAVE_FIX}") from e
-    if fmt == "JPEG":
-        raise MaskIOError(path, "mask is a JPEG: lossy compression changes the object ids at "
-                                "the edges", _SAVE_FIX)
-    if arr is None or mode in ("RGB", "RGBA", "LA", "PA"):
-        hint = ""
-        if arr is not None and mode in ("RGB", "RGBA") and arr.size and \
-                np.array_equal(arr[..., 0], arr[..., 1]) and \
-                np.array_equal(arr[..., 0], arr[..., 2]):
-            hint = " (its colour channels are equal: a grayscale mask stored as colour)"
-        raise MaskIOError(path, f"mask is a {mode} colour image, not object ids{hint}",
-                          _SAVE_FIX)
-    if mode == "1":
-        return arr.astype(np.uint8)
-    if mode in ("P", "L"):
-        arr = arr.astype(np.uint8, copy=False)
-        if mode == "L":
-            u = np.unique(arr)
-            if VOID in u and np.all((u == 0) | (u == VOID)):
-                arr = (arr == VOID).astype(np.uint8)
-        return arr
-    # 16/32-bit or float grayscale
-    if arr.size and (arr.min() < 0 or arr.max() > 255 or np.any(arr != np.round(arr))):
-        raise MaskIOError(path, f"mask is a {mode} image with values {arr.min()}..{arr.max()}, "
-                                "outside the object ids 0..255", _SAVE_FIX)
-    arr = arr.astype(np.uint8)
-    u = np.unique(arr)
-    if VOID in u and np.all((u == 0) | (u == VOID)):
-        arr = (arr == VOID).astype(np.uint8)
+        arr, mode = read_mask(path)
+    except MaskFormatError as e:
+        raise MaskIOError(path, e.problem, e.fix) from e
+    if mode not in ("P", "PA", "1"):
+        u = np.unique(arr)
+        if VOID in u and np.all((u == 0) | (u == VOID)):
+            arr = (arr == VOID).astype(np.uint8)
     return arr
 
 

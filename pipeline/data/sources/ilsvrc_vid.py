@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .base import BAD_LIST, Sequence, Source, SourceError
+from .base import (BAD_LIST, MISSING_IMAGE, MISSING_SEQUENCE, SKIP_HINT, Sequence, Source,
+                   SourceError)
 
 log = logging.getLogger(__name__)
 
@@ -41,44 +42,99 @@ class IlsvrcVid(Source):
                               "restore the VID frames from the official release", BAD_LIST)
         return found
 
-    def _snippets(self, split: str) -> list[str]:
-        """Snippet paths below Data/VID/<split>/, deduplicated and sorted."""
+    def _parse_line(self, split: str, path: Path, lineno: int, line: str) -> tuple[str, str | None] | None:
+        """``(snippet, frame or None)`` of one list line, or None when it was skipped.
+
+        Official form (the default): ``<snippet> <n>`` in ``train_N.txt``
+        (``ILSVRC2015_VID_train_0000/ILSVRC2015_train_00030000 1``) and ``<snippet>/<frame> <i>``
+        in ``val.txt`` (``ILSVRC2015_val_00000000/000000 1``, i a running index). The ``train/`` /
+        ``val/``-prefixed lines of later projects (e.g. FGFA's ``VID_train_15frames.txt``:
+        ``train/<snippet> 1 <frame> <frames>``) are accepted too."""
+        fields = line.split()
+        parts = fields[0].strip("/").split("/")
+        if parts[0] == split:
+            parts = parts[1:]
+        problem = None
+        if not parts or any(not p for p in parts) or parts[0] in SPLITS:
+            problem = "does not name a snippet of this split"
+        elif any(not f.lstrip("-").isdigit() for f in fields[1:]):
+            problem = "has a non-numeric field after the path"
+        elif split == "train" and len(parts) != 2:
+            problem = ("is not '<ILSVRC2015_VID_train_000K>/<snippet> <n>' (the official "
+                       "train_N.txt form)")
+        elif split == "val" and not (len(parts) == 2 and parts[1].isdigit()
+                                     or len(parts) == 1):
+            problem = "is not '<snippet>/<frame> <i>' (the official val.txt form)"
+        if problem:
+            example = ("ILSVRC2015_VID_train_0000/ILSVRC2015_train_00030000 1" if split == "train"
+                       else "ILSVRC2015_val_00000000/000000 1")
+            self.fail(SourceError(path, f"line {lineno} {problem}: {line!r}",
+                                  f"restore the list file from the official release (lines like "
+                                  f"{example!r}), {SKIP_HINT}", BAD_LIST))
+            return None
+        if split == "val" and len(parts) == 2:
+            return parts[0], parts[1]
+        return "/".join(parts), None
+
+    def _snippets(self, split: str) -> dict[str, tuple[Path, int, set[str]]]:
+        """Snippet path below Data/VID/<split>/ -> (list file, line, frames it lists), in name
+        order; deduplicated over the files (a train snippet is in the file of every class it
+        shows)."""
         files = self._list_files(split)
         if not files:
             if not self.lists.is_dir() and (self.data / split).is_dir():
                 log.info("%s: no ImageSets/VID, scanning %s for snippets", self.base,
                          self.data / split)
                 depth = "*/*" if split == "train" else "*"
-                return sorted(str(p.relative_to(self.data / split)).replace("\\", "/")
-                              for p in (self.data / split).glob(depth) if p.is_dir())
+                return {str(p.relative_to(self.data / split)).replace("\\", "/"): (p, 0, set())
+                        for p in sorted((self.data / split).glob(depth)) if p.is_dir()}
             expected = self.lists / ("train_1.txt" if split == "train" else "val.txt")
             self.read_split_list(split, expected)  # raises: missing list, present splits named
-        names: set[str] = set()
+        found: dict[str, tuple[Path, int, set[str]]] = {}
         for f in files:
             for lineno, line in enumerate(self.read_split_list(split, f), 1):
-                path = line.split()[0].strip("/")
-                head, _, rest = path.partition("/")
-                if head != split or not rest:
-                    self.fail(SourceError(f, f"line {lineno} does not start with "
-                                             f"'{split}/': {line!r}",
-                                          "restore the list file from the official release",
-                                          BAD_LIST))
+                parsed = self._parse_line(split, f, lineno, line)
+                if parsed is None:
                     continue
-                # train lines name snippets; val lines name frames (<snippet>/<frame>)
-                names.add(rest if split == "train" else rest.rpartition("/")[0] or rest)
-        return sorted(names)
+                name, frame = parsed
+                entry = found.setdefault(name, (f, lineno, set()))
+                if frame is not None:
+                    entry[2].add(frame)
+        return dict(sorted(found.items()))
 
     def sequences(self, split: str) -> list[Sequence]:
         if split not in SPLITS:
             raise SourceError(self.lists, f"{self.name} has no split {split!r}",
                               f"use one of {', '.join(SPLITS)}")
         out = []
-        for name in self._snippets(split):
+        for name, (listed_in, lineno, listed_frames) in self._snippets(split).items():
             folder = self.data / split / name
+            where = f" (listed in {listed_in.name}, line {lineno})" if lineno else ""
             if not self.check_name(name, folder):
+                continue
+            if not folder.is_dir():
+                self.fail(SourceError(folder, f"snippet {name!r}{where} has no frames folder",
+                                      f"restore Data/VID/{split}/{name}/ from the official "
+                                      f"release, {SKIP_HINT}", MISSING_SEQUENCE))
                 continue
             files = self.list_frames(folder, ".JPEG")
             if files is None:
+                continue
+            if not files:
+                other = sorted(p.name for p in folder.iterdir() if p.is_file())[:3]
+                hint = f"; it holds {', '.join(other)}" if other else ""
+                self.fail(SourceError(folder, f"snippet {name!r}{where} has no frames "
+                                              f"(%06d.JPEG){hint}",
+                                      f"restore its frames from the official release, "
+                                      f"{SKIP_HINT}", MISSING_IMAGE))
+                continue
+            missing = sorted(listed_frames - {p.stem for _, p in files})
+            if missing:
+                self.fail(SourceError(folder / f"{missing[0]}.JPEG",
+                                      f"frame {missing[0]} of snippet {name!r}{where} does not "
+                                      f"exist ({len(missing)} listed frame(s) missing)",
+                                      f"restore the snippet's frames from the official release, "
+                                      f"{SKIP_HINT}", MISSING_IMAGE))
                 continue
             seq = self.build_sequence(split, name, folder,
                                       [(n, p.stem, p, None) for n, p in files], None)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..mask_png import MaskFormatError, jpeg_label_foreground, read_mask_values
 from .png_scan import scan_png
 from .base import (BAD_IMAGE, BAD_MASK, MASK_FORMATS, MISSING_IMAGE, MISSING_MASK, SIZE_MISMATCH,
                    SKIP_HINT, ImageData, MaskData, MaskFormat, SourceError)
@@ -26,18 +27,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 REEXTRACT = f"re-extract it from the official archive, {SKIP_HINT}"
 
-# PNG modes each mask format may come in: object ids are the pixel values (mode P: palette
-# indices, not colours).
-MASK_MODES = {
-    "binary": ("L", "1", "P"),
-    "palette": ("P", "L"),
-    "voc": ("P", "L"),
-}
-MASK_MODE_WORDS = {
-    "binary": "a single-channel mask (mode L, 1 or P; foreground = value > 0)",
-    "palette": "a palette (mode P) or 8-bit index (mode L) PNG of object ids",
-    "voc": "a palette (mode P) or 8-bit index (mode L) PNG of instance ids",
-}
+# PNG modes the binary fast path reads without decoding (any non-zero byte is foreground); every
+# other accepted mode (LA, 16-bit, interlaced files) goes through the one mask reader.
+FAST_BINARY_MODES = ("L", "1", "P")
 
 
 def _read(path: Path | str, what: str, missing: str, bad: str) -> bytes:
@@ -99,24 +91,20 @@ def load_mask(path: Path | str, mask_format: MaskFormat) -> MaskData:
     if mask_format == "binary":  # fast path: structure checked, foreground found, no pixel decode
         try:
             scan = scan_png(data)
-            if scan.mode in MASK_MODES["binary"] and not scan.interlaced:
+            if scan.mode in FAST_BINARY_MODES and not scan.interlaced:
                 return MaskData(data, scan.width, scan.height, (1,) if scan.any_nonzero() else ())
         except ValueError as e:
             raise _unreadable(path, "PNG mask", e, BAD_MASK) from e
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
             im.verify()  # chunk structure and CRCs
-        with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
-            im.load()
-            mode, (width, height) = im.mode, im.size
-            values = np.asarray(im) if mode in MASK_MODES[mask_format] else None
     except Exception as e:  # Pillow raises OSError, SyntaxError, zlib.error, ... on bad input
         raise _unreadable(path, "PNG mask", e, BAD_MASK) from e
-    if values is None:
-        raise SourceError(path, f"mask is a mode-{mode} PNG, but {mask_format} masks must be "
-                                f"{MASK_MODE_WORDS[mask_format]}",
-                          "convert it back to the official format (colour masks must be mapped "
-                          f"to ids first), {SKIP_HINT}", BAD_MASK)
+    try:
+        values = read_mask_values(data)
+    except MaskFormatError as e:
+        raise SourceError(path, e.problem, f"{e.fix}; {SKIP_HINT}", BAD_MASK) from e
+    height, width = values.shape
     return MaskData(data, width, height, _objects(values, mask_format))
 
 
@@ -126,11 +114,9 @@ def load_jpeg_label(path: Path | str, threshold: int = 15) -> MaskData:
     data = _read(path, "mask", MISSING_MASK, BAD_MASK)
     _check_jpeg_markers(path, data, "mask", BAD_MASK)
     try:
-        with Image.open(io.BytesIO(data), formats=["JPEG"]) as im:
-            gray = np.asarray(im.convert("L"))
-    except Exception as e:
-        raise _unreadable(path, "JPEG mask", e, BAD_MASK) from e
-    fg = gray > threshold
+        fg = jpeg_label_foreground(data, threshold)
+    except MaskFormatError as e:
+        raise SourceError(path, e.problem, f"{e.fix}, {SKIP_HINT}", BAD_MASK) from e
     out = io.BytesIO()
     Image.fromarray(np.where(fg, 255, 0).astype(np.uint8)).save(out, format="PNG",
                                                                   compress_level=6)
