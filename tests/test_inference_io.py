@@ -366,3 +366,23 @@ def test_real_davis_blackswan(real_davis, tmp_path):
         assert im.n_frames == 5 and im.size == (854, 480)
     out = write_sequence_masks(tmp_path / "results" / "blackswan", ids[:1], [gt])
     assert np.array_equal(read_mask_png(out[0]), gt)
+
+
+def test_resize_ids_is_the_training_rule_nearest_exact():
+    """Inference, online tuning and the FFCV store resize ids as the loader's augmentation does
+    (torch ``nearest-exact``), down and up, at the DAVIS sizes and odd ones."""
+    import torch
+    import torch.nn.functional as F
+
+    from pipeline.data.ffcv_store import resize_mask_nearest
+    from pipeline.train.online import _resize_ids
+
+    rng = np.random.default_rng(0)
+    for (h, w), (H, W) in [((480, 854), (240, 427)), ((240, 427), (480, 854)),
+                           ((37, 53), (20, 71)), ((72, 128), (75, 75))]:
+        ids = rng.integers(0, 4, (h, w), dtype=np.uint8)
+        want = F.interpolate(torch.from_numpy(ids)[None, None].float(), size=(H, W),
+                             mode="nearest-exact")[0, 0].to(torch.uint8).numpy()
+        for got in (resize_ids(ids, (H, W)), _resize_ids(ids, (H, W)),
+                    resize_mask_nearest(ids, (H, W))):
+            np.testing.assert_array_equal(got, want, err_msg=f"{(h, w)} -> {(H, W)}")

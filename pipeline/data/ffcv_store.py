@@ -66,6 +66,7 @@ from typing import Sequence
 import numpy as np
 
 from ..atomic import atomic_write_text, remove_stale_temps, temp_path
+from .ids_resize import nearest_indices, resize_ids_nearest
 from .decode import MASK_FORMATS, apply_mask_format, decode_jpeg, decode_mask, merge_object_ids
 from .ffcv_format import (FIELD_NAMES, INSTALL_HINT, MASK_HEADER_BYTES, MASK_PAD_VALUE,
                           SIDECAR_SUFFIX, STORE_FORMAT, STORE_VERSION, FFCVUnavailable, StoreError,
@@ -109,20 +110,10 @@ def decode_image(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(decode_jpeg(data).permute(1, 2, 0).numpy())
 
 
-def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
-    """Source index of each output index for a nearest-neighbour resize with half-pixel
-    centres: PyTorch's ``mode="nearest-exact"`` (torchvision ``NEAREST_EXACT``, what the
-    WebDataset path's augmentation uses for masks), computed in float32 as PyTorch does."""
-    scale = np.float32(in_size) / np.float32(out_size)
-    pos = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale
-    return np.minimum(np.floor(pos).astype(np.int64), in_size - 1)
-
-
 def resize_mask_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h, w) labels -> (H, W) by nearest neighbour (same result as the loader's JIT code)."""
-    H, W = size
-    return labels[nearest_indices(labels.shape[0], H)[:, None],
-                  nearest_indices(labels.shape[1], W)[None, :]]
+    """(h, w) labels -> (H, W) by the one id-resize rule (:mod:`pipeline.data.ids_resize`,
+    ``nearest-exact``; the loader's JIT code gives the same result)."""
+    return resize_ids_nearest(labels, size)
 
 
 def _fit_resolution(h: int, w: int, max_resolution: int | None) -> tuple[int, int]:

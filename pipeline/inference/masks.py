@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.ids_resize import resize_ids_nearest
 from pipeline.data.mask_png import MaskFormatError, read_mask
 from pipeline.data.palette import PALETTE, PALETTE_RGB, davis_palette  # noqa: F401 (re-exported)
 from pipeline.errors import FileProblem
@@ -79,14 +80,13 @@ def object_ids(mask) -> list[int]:
 
 
 def resize_ids(ids, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an id mask to ``size = (H, W)`` (ids are never blended)."""
-    import cv2
-
+    """Nearest-neighbour resize of an id mask to ``size = (H, W)`` (ids are never blended), by
+    the rule training uses too (:mod:`pipeline.data.ids_resize`: ``nearest-exact``)."""
     arr = as_ids(ids)
     h, w = int(size[0]), int(size[1])
     if arr.shape == (h, w):
         return arr.copy()
-    return cv2.resize(arr, (w, h), interpolation=cv2.INTER_NEAREST)
+    return resize_ids_nearest(arr, (h, w))
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

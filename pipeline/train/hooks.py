@@ -57,6 +57,29 @@ class TimerHook(HookBase):
         m["throughput/samples_per_s"] = self.loop.samples_in_step * self.world_size / max(dt, 1e-9)
 
 
+class LossHistoryHook(HookBase):
+    """This rank's losses (every metric whose name ends in ``loss``) after each step, kept every
+    ``stride``-th step (at most about ``max_points`` per metric): the run's loss curve, in its
+    ``summary.json`` (golden-curve tests, "did the loss fall?")."""
+
+    def __init__(self, total_steps: int, max_points: int = 2000):
+        self.stride = max(1, -(-int(total_steps) // max_points))
+        self.steps: list[int] = []
+        self.values: dict[str, list[float]] = {}
+
+    def after_step(self) -> None:
+        step = self.loop.step
+        if step % self.stride and step != self.loop.total_steps:
+            return
+        self.steps.append(step)
+        for k, v in self.loop.metrics.items():
+            if k.endswith("loss"):
+                self.values.setdefault(k, []).append(float(v))
+
+    def as_dict(self) -> dict:
+        return {"steps": self.steps, **self.values}
+
+
 class TimeoutHook(HookBase):
     def __init__(self, cfg: DistConfig, ctx: DistContext):
         self.cfg, self.ctx, self.done = cfg, ctx, False

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.data.ids_resize import resize_ids_nearest
 from pipeline.dist import DDPEngine, DistConfig, DistContext, autocast
 from pipeline.model.config import ModelConfig
 from pipeline.model.spatial import foreground_probability
@@ -55,6 +56,11 @@ class OnlineConfig:
     threshold: float = 0.5
     gate_dilation: int = 0           # authors' code: 80 (px), with gate_threshold 0.4
     gate_threshold: float = 0.4
+    temporal: bool = True            # False: the SSB alone, without the TCB's features (the
+                                     # paper's "SSB only" ablation; G is then not needed)
+    bn: Literal["train", "frozen"] = "frozen"  # trainable BatchNorm of the tuned SSB: the
+                                     # offline running statistics (frozen), or batch statistics
+                                     # ("train": needs batch > 1 for the PPM's 1x1 bins)
     seed: int = 0
 
 
@@ -121,8 +127,10 @@ class OnlinePhase(PhaseDefaults):
 
     def prepare(self, batch: dict) -> dict:
         image = frames_to_input(batch["image"], self.device, self.channels_last)
-        with torch.no_grad():
-            features = self.g(image.unsqueeze(1).expand(-1, self.delta, -1, -1, -1)).features
+        features = None
+        if self.g is not None:
+            with torch.no_grad():
+                features = self.g(image.unsqueeze(1).expand(-1, self.delta, -1, -1, -1)).features
         return {"image": image, "features": features, "mask": batch["mask"].to(self.device).long()}
 
     def ssb_terms(self, m: dict) -> dict[str, torch.Tensor]:
@@ -153,10 +161,10 @@ def _resize_rgb(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
 
 
 def _resize_ids(mask: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """Dream masks to the tuning size by the training rule (``nearest-exact``)."""
     if size is None or mask.shape[:2] == tuple(size):
         return mask
-    import cv2
-    return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    return resize_ids_nearest(mask, size)
 
 
 @dataclass
@@ -194,23 +202,27 @@ class OnlineSegmenter:
         self.dist = dist or DistConfig()
         self.device = torch.device(device)
         self.delta = model_cfg.temporal.delta
-        self.g = build_generator(model_cfg)
+        self.g = build_generator(model_cfg) if cfg.temporal else None
         self.ssb = build_ssb(model_cfg)
-        missing = [b for b in ("G", "SSB") if b not in weights]
+        missing = [b for b in (("G", "SSB") if cfg.temporal else ("SSB",)) if b not in weights]
         if missing:
             from pipeline.config import ConfigError
             raise ConfigError(f"the checkpoint has no weights for {missing}: online training "
                               "needs the offline-trained STCNN (weights.pt of "
-                              "launch/train_offline.py, or models:/stcnn@ALIAS)")
-        self.g.load_state_dict(weights["G"])
+                              "launch/train_offline.py, or models:/stcnn@ALIAS)"
+                              + ("" if cfg.temporal else "; with online.temporal=false the "
+                                 "SSB's weights (launch/pretrain_ssb.py) suffice"))
+        if self.g is not None:
+            self.g.load_state_dict(weights["G"])
+            self.g.to(self.device).eval()
+            for p in self.g.parameters():
+                p.requires_grad_(False)
         self.ssb.load_state_dict(weights["SSB"])
-        self.g.to(self.device).eval()
-        for p in self.g.parameters():
-            p.requires_grad_(False)
         self.ssb.to(self.device)
         if self.dist.channels_last:
-            self.g.to(memory_format=torch.channels_last)
-            self.ssb.to(memory_format=torch.channels_last)
+            for m in (self.g, self.ssb):
+                if m is not None:
+                    m.to(memory_format=torch.channels_last)
 
     def _autocast(self):
         return autocast(self.dist, self.device)
@@ -232,6 +244,10 @@ class OnlineSegmenter:
         """A copy of the SSB fitted to ``obj`` in the dreams (255 stays void)."""
         binary = np.where(masks == 255, 255, (masks == obj).astype(np.uint8)).astype(np.uint8)
         ssb = copy.deepcopy(self.ssb).train()
+        if self.cfg.bn == "frozen":  # keep the offline running statistics
+            for m in ssb.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         torch.manual_seed(seed)
         phase = OnlinePhase(self.g, ssb, self.cfg, self.delta, self.device,
                             self.dist.channels_last)
@@ -249,8 +265,10 @@ class OnlineSegmenter:
         x = lambda arr: torch.from_numpy(np.array(_resize_rgb(arr, size))).permute(2, 0, 1)
         previous = frames_to_input(torch.stack([x(f) for f in past])[None], self.device)
         image = frames_to_input(x(frames[t])[None], self.device, self.dist.channels_last)
-        with self._autocast():
-            features = self.g(previous).features
+        features = None
+        if self.g is not None:
+            with self._autocast():
+                features = self.g(previous).features
         h, w = frames[t].shape[:2]
         out = []
         for ssb in ssbs:

@@ -27,9 +27,9 @@ from pipeline.dist import autocast, destroy, init_distributed, seed_everything, 
 from pipeline.tracking import Tracker, environment_info, git_info
 from pipeline.train.config import TrainConfig, load_model_config, load_train_config, plan_batch
 from pipeline.train.data import DataStream, build_loader
-from pipeline.train.hooks import (CheckpointHook, EvalHook, ExportHook, FaultHook, ProgressHook,
-                                  ReduceHook, ReplicaCheckHook, StopHook, TimeoutHook, TimerHook,
-                                  TrackingHook)
+from pipeline.train.hooks import (CheckpointHook, EvalHook, ExportHook, FaultHook,
+                                  LossHistoryHook, ProgressHook, ReduceHook, ReplicaCheckHook,
+                                  StopHook, TimeoutHook, TimerHook, TrackingHook)
 from pipeline.train.loop import NonFiniteLossError, TrainLoop
 from pipeline.train.weights import gather_init, save_weights
 
@@ -168,12 +168,13 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
                             step=loop.step, model_config=to_dict(model_cfg))
 
     timer = TimerHook(ctx.world_size)
+    history = LossHistoryHook(cfg.steps)
     export = ExportHook(ctx, write_weights)
     ckpt = CheckpointHook(manager, cfg.checkpoint.every, stream=stream)
     tracking = TrackingHook(tracker, params=params, tags=tags, export=export, checkpoints=ckpt,
                             log_checkpoints=cfg.checkpoint.log_to_mlflow)
     ckpt.on_saved = tracking.checkpoint_saved if ctx.is_main else None
-    hooks = [timer, TimeoutHook(cfg.dist, ctx), ReduceHook(ctx, cfg.log.every),
+    hooks = [timer, history, TimeoutHook(cfg.dist, ctx), ReduceHook(ctx, cfg.log.every),
              ReplicaCheckHook(ctx, cfg.dist.check_replicas_every)]
     evaluate = build_eval_batches(cfg, phase, ctx)
     if evaluate is not None:
@@ -201,6 +202,7 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
         "mean_step_s": sum(times) / len(times) if times else None,
         "samples_per_s": (plan.global_size * len(times) / sum(times)) if times and sum(times) else None,
         "last_metrics": loop.reduced or loop.metrics,
+        "loss_history": history.as_dict(),
     }
     if ctx.is_main:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))

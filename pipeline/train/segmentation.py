@@ -4,7 +4,8 @@ cross-entropy of Eq. 3 (side outputs + fused prediction). No temporal features y
 attention modules run without them, as at the start of the authors' training.
 
 Data from the webdataset shards or, with ``data.backend: ffcv``, from an FFCV store of the same
-sets. Object ids are merged into one foreground (``data.merge_objects``); 255 is void.
+sets; ``segmentation.samples: clip_frames`` reads clip sets instead (each clip's frame t and its
+mask, as an image: DAVIS frames standing in for MSRA10K + VOC at CPU scale). Object ids are merged into one foreground (``data.merge_objects``); 255 is void.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def _sgd(lr: float) -> OptimConfig:
 class SegmentationConfig:
     optim: OptimConfig = field(default_factory=lambda: _sgd(1e-3))
     side_weight_schedule: Literal["constant", "linear_decay"] = "constant"  # Eq. 3: weight 1
+    # "images": image sets (MSRA10K, VOC); "clip_frames": clip sets (e.g. davis2016/train), each
+    # clip's annotated frame t with its mask taken as an image (the CPU-scale recipe's stand-in)
+    samples: Literal["images", "clip_frames"] = "images"
 
 
 @dataclass
@@ -55,6 +59,7 @@ class SegmentationPhase(PhaseBase):
     def __init__(self, cfg: SegmentationTrainConfig, model_cfg, ctx, plan, init: dict | None = None):
         super().__init__(cfg, model_cfg, ctx, plan)
         self.scfg = cfg.segmentation
+        self.kind = "clip" if self.scfg.samples == "clip_frames" else "image"
         ssb = build_ssb(model_cfg)
         from pipeline.train.weights import apply_init, warn_random_backbones
         apply_init({"SSB": ssb}, init or {}, required=[], missing_policy="random",

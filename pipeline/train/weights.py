@@ -42,6 +42,22 @@ def save_weights(path: str | Path, models: dict[str, nn.Module], *, phase: str, 
     return path
 
 
+def save_random_weights(path: str | Path, model_config: dict, *, seed: int = 0,
+                        branches: Iterable[str] = ("G", "SSB")) -> Path:
+    """A weights file of randomly initialised branches (``G``, ``SSB``, ``D``) of
+    ``model_config`` (a stored model config dict): the "no offline training" baseline that
+    online tuning starts from in the accuracy benchmark, the demo and the learning check."""
+    from pipeline.config import from_dict
+    from pipeline.model.config import ModelConfig
+    from pipeline.model.stcnn import build_discriminator, build_generator, build_ssb
+
+    cfg = from_dict(ModelConfig, model_config)
+    build = {"G": build_generator, "SSB": build_ssb, "D": build_discriminator}
+    torch.manual_seed(seed)
+    return save_weights(path, {b: build[b](cfg) for b in branches}, phase="random", step=0,
+                        model_config=model_config)
+
+
 def load_weights(path: str | Path) -> dict:
     path = Path(path)
     try:
