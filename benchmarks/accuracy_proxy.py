@@ -76,8 +76,8 @@ def _run(cmd: list[str], log: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - t
 
 
-def _steps(config: Path) -> dict:
-    """The phase's ``steps`` and (alternating) round lengths, through the config's defaults."""
+def _phase_config(config: Path):
+    """The phase config of a ``configs/proxy`` file, through its defaults (steps, rounds)."""
     from pipeline.config import load_config
 
     name = config.stem
@@ -101,7 +101,7 @@ def train(args, out: Path, env: dict[str, str]) -> dict:
                out / "logs" / "preprocess.log", env)
     minutes["preprocess"] = sec / 60
     factor = args.budget_min / BUDGET_REFERENCE_MIN
-    cfgs = {n: _steps(PROXY / f"{n}.yaml") for n in ("pretrain_tcb", "pretrain_ssb",
+    cfgs = {n: _phase_config(PROXY / f"{n}.yaml") for n in ("pretrain_tcb", "pretrain_ssb",
                                                        "train_offline")}
     steps = {n: max(1, round(c.steps * factor)) for n, c in cfgs.items()}
     alt = cfgs["train_offline"].alternating

@@ -105,10 +105,8 @@ def decode_mask(data: bytes, mask_format: str | None, merge_objects: bool = Fals
     """``mask.png`` bytes -> uint8 [H, W] labels (:func:`apply_mask_format`), read by the one
     mask reader (:func:`pipeline.data.mask_png.read_mask_values`: L, LA's grey channel, 1, P
     indices, 16-bit grey); anything it refuses raises ``ValueError`` saying why."""
-    values = read_mask_values(data)
-    if not values.flags.writeable:
-        values = values.copy()
-    return apply_mask_format(values, mask_format, merge_objects)
+    return apply_mask_format(read_mask_values(data), mask_format, merge_objects)
+
 
 
 def _parse_json(raw: Mapping[str, Any]) -> dict[str, Any]:
