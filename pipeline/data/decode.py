@@ -108,7 +108,6 @@ def decode_mask(data: bytes, mask_format: str | None, merge_objects: bool = Fals
     return apply_mask_format(read_mask_values(data), mask_format, merge_objects)
 
 
-
 def _parse_json(raw: Mapping[str, Any]) -> dict[str, Any]:
     if "json" not in raw:
         raise IncompleteSampleError("no json member")
