@@ -2,7 +2,8 @@
 
 generated data in the official layouts -> data lake -> GAN pretraining of the TCB -> SSB
 pretraining -> alternating offline training -> online tuning (lucid dreaming) + segmentation of
-DAVIS-2016 val -> evaluation (J, F, T), all with the tiny model on the CPU, tracked in a local
+DAVIS-2016 val -> evaluation (J, F, T) -> the same online tuning from a random model (does the
+offline training help?), all with the tiny model on the CPU, tracked in a local
 MLflow store under one pipeline run. Each phase is the code a user launches by hand
 (``launch/pretrain_tcb.py`` ... ``launch/segment.py``); each phase after the first starts from
 the previous phases' *registered models* (``models:/stcnn-tcb@demo`` ...), as a user picks
@@ -63,11 +64,51 @@ def _stage(title: str) -> float:
     return time.perf_counter()
 
 
-def run_demo(cfg: DemoConfig) -> dict:
-    from pipeline.inference.segment_job import SegmentConfig, run_segment
+def _segment_config(cfg: DemoConfig, checkpoint: str, results: Path, out: Path, run_name: str):
+    from pipeline.inference.segment_job import SegmentConfig
     from pipeline.train.online import OnlineConfig
     from pipeline.train.optim import OptimConfig
+
+    return SegmentConfig(
+        checkpoint=checkpoint, out=str(results), davis_root=str(out / "sources" / "davis2016"),
+        year=2016, split="val", print_table=False,
+        online=OnlineConfig(iterations=cfg.segment.iterations, dreams=cfg.segment.dreams,
+                            size=cfg.segment.size,
+                            optim=OptimConfig(name=cfg.segment.optimizer, lr=cfg.segment.lr,
+                                              momentum=0.9, weight_decay=5e-4)),
+        tracking=TrackingConfig(experiment=cfg.experiment, run_name=run_name))
+
+
+def compare_offline(trained: dict, online_only: dict, cfg: DemoConfig,
+                    margin: float = 0.02) -> dict:
+    """The demo's final verdict: does its offline training beat the same online tuning from a
+    random model on its own val data? ``trained`` and ``online_only`` are segment summaries."""
+    a = trained.get("evaluation", {}).get("metrics", {})
+    b = online_only.get("evaluation", {}).get("metrics", {})
+    rows = [(k, a.get(k, float("nan")), b.get(k, float("nan"))) for k in ("J-Mean", "F-Mean")]
+    d = rows[0][1] - rows[0][2]
+    helps = d >= margin
+    lines = ["offline training vs online tuning alone (same online tuning from a random model):",
+             f"  {'':<8}{'offline + online':>18}{'online only':>14}{'difference':>12}"]
+    lines += [f"  {k:<8}{x:>18.3f}{y:>14.3f}{x - y:>+12.3f}" for k, x, y in rows]
+    budget = (f"{cfg.steps.gan}/{cfg.steps.segmentation}/{cfg.steps.alternating} steps of the "
+              f"tiny model on generated {cfg.sample_data.size[0]}x{cfg.sample_data.size[1]} data")
+    if helps:
+        lines.append(f"  offline training helps here: J {d:+.3f} ({budget}).")
+    else:
+        lines.append(f"  offline training does NOT visibly help here (J {d:+.3f}, want >= "
+                     f"+{margin}): the demo's budget ({budget}) is too small for that. The "
+                     "real-video benchmark, benchmarks/accuracy_proxy.py (README \"Does it "
+                     "learn?\"), measures what each phase adds.")
+    return {"J_offline": rows[0][1], "J_online_only": rows[0][2], "F_offline": rows[1][1],
+            "F_online_only": rows[1][2], "J_difference": d, "helps": helps, "margin": margin,
+            "text": "\n".join(lines)}
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    from pipeline.inference.segment_job import run_segment
     from pipeline.train.runner import run_phase
+    from pipeline.train.weights import load_weights, save_random_weights
 
     out = Path(cfg.out).resolve()
     report: dict = {"config": to_dict(cfg), "seconds": {}}
@@ -108,19 +149,27 @@ def run_demo(cfg: DemoConfig) -> dict:
             report["seconds"][name] = round(time.perf_counter() - t, 1)
 
         t = _stage("online tuning (lucid dreams of the first frame) + segmentation + evaluation")
-        seg = run_segment(SegmentConfig(
-            checkpoint=f"models:/stcnn@{cfg.alias}", out=str(out / "results"),
-            davis_root=str(out / "sources" / "davis2016"), year=2016, split="val",
-            print_table=False,
-            online=OnlineConfig(iterations=cfg.segment.iterations, dreams=cfg.segment.dreams,
-                                size=cfg.segment.size,
-                                optim=OptimConfig(name=cfg.segment.optimizer, lr=cfg.segment.lr,
-                                                  momentum=0.9, weight_decay=5e-4)),
-            tracking=TrackingConfig(experiment=cfg.experiment, run_name="segment")))
+        seg = run_segment(_segment_config(cfg, f"models:/stcnn@{cfg.alias}", out / "results",
+                                          out, "segment"))
         report["segment"] = seg
         report["seconds"]["segment"] = round(time.perf_counter() - t, 1)
+
+        # does offline training help? the same online tuning from a random model of the same
+        # config (the online-only baseline of benchmarks/accuracy_proxy.py)
+        t = _stage("the same online tuning from a randomly initialised model (online only)")
+        trained = Path(report["phases"]["train_offline"]["weights"])
+        rand = save_random_weights(out / "random_weights.pt",
+                                   load_weights(trained)["model_config"])
+        base = run_segment(_segment_config(cfg, str(rand), out / "results_online_only", out,
+                                           "segment-online-only"))
+        report["online_only"] = base
+        report["seconds"]["online_only"] = round(time.perf_counter() - t, 1)
+        report["offline_vs_online_only"] = compare_offline(seg, base, cfg)
         ev = seg.get("evaluation", {}).get("metrics", {})
-        pipeline_run.log_metrics({f"eval/{k}": v for k, v in ev.items() if v == v}, step=0)
+        ev_base = base.get("evaluation", {}).get("metrics", {})
+        pipeline_run.log_metrics({f"eval/{k}": v for k, v in ev.items() if v == v}
+                                 | {f"eval_online_only/{k}": v for k, v in ev_base.items()
+                                    if v == v}, step=0)
         pipeline_run.end("FINISHED")
     except BaseException:
         pipeline_run.end("FAILED")
@@ -135,6 +184,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     atomic_write_text(out / "summary.json", json.dumps(report, indent=1, default=str) + "\n")
     print("\n== done")
     print(seg.get("evaluation", {}).get("table", ""))
+    print(report["offline_vs_online_only"]["text"])
     timing = seg.get("timing", {})
     if timing:
         print(f"online tuning {timing['tune_s_per_frame']:.2f} s/frame, inference "

@@ -12,6 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 
@@ -86,3 +89,55 @@ def test_online_speed_benchmark_json(tmp_path):
         assert _positive(r[key]), key
     assert math.isclose(r["ratio_to_paper"], r["total_s_per_frame"] / 3.90)
     assert not any(tmp_path.iterdir()), "the benchmark left files behind"
+
+
+@pytest.mark.slow
+def test_accuracy_proxy_trains_and_evaluates_on_a_davis_root(tmp_path):
+    """``accuracy_proxy.py`` end to end on a generated DAVIS-2016 root (train + val), at a budget
+    of one step per phase: every phase runs through the launchers, ``OUT/weights.pt`` and
+    ``OUT/segment.yaml`` are written, the report holds the four variants per val sequence with
+    seeds and minutes, and ``--eval-only`` re-scores the checkpoint with the same settings."""
+    from pipeline.data.synthetic import SyntheticSpec, write_dataset
+
+    root = write_dataset("davis2016", tmp_path / "DAVIS",
+                         SyntheticSpec(size=(64, 48), n_sequences=2, n_frames=6, seed=0))
+    out = tmp_path / "proxy"
+    small = ["--budget-min", "0.01", "--ranks", "1",
+             "--train-set", "data.augment.size=[48,64]", "batch.size=2",
+             "--segment-set", "online.iterations=2", "online.dreams=2", "online.size=[48,64]"]
+    proc = subprocess.run([sys.executable, str(BENCH / "accuracy_proxy.py"), "--davis-root",
+                           str(root), "--out", str(out), "--seeds", "2", "--json", *small],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    r = json.loads(proc.stdout)
+    assert r == json.loads((out / "report.json").read_text())
+    val = sorted(p.name for p in (root / "JPEGImages" / "480p").iterdir()
+                 if p.name in (root / "ImageSets" / "480p" / "val.txt").read_text())
+    assert sorted(r["sequences"]) == val and len(val) == 2
+    variants = {"copy_first", "online_only", "ssb_only", "full"}
+    assert set(r["mean"]) == variants
+    for row in r["sequences"].values():
+        assert set(row) == variants
+        assert all(0.0 <= row[v][m] <= 1.0 for v in variants for m in "JF")
+    assert all(r["spread"][v]["seeds"] == 2 for v in ("online_only", "ssb_only", "full"))
+    assert set(r["targets"]) == {"full_mean_J", "full_minus_online_only_J",
+                                 "full_beats_copy_first_everywhere"}
+    assert {"preprocess", "pretrain_tcb", "pretrain_ssb", "train_offline", "ssb_only",
+            "eval_full"} <= set(r["minutes"])
+    assert all(n == 1 for n in r["steps"].values()), r["steps"]   # the budget scaled the steps
+    assert (out / "weights.pt").is_file() and (out / "ssb_only_weights.pt").is_file()
+    seg = yaml.safe_load((out / "segment.yaml").read_text())
+    assert seg["online"]["iterations"] == 2 and seg["online"]["size"] == [48, 64]
+
+    # --eval-only: the same checkpoint on a root, online settings taken from OUT/segment.yaml
+    again = tmp_path / "again"
+    proc = subprocess.run([sys.executable, str(BENCH / "accuracy_proxy.py"), "--eval-only",
+                           "--checkpoint", str(out / "weights.pt"), "--davis-root", str(root),
+                           "--out", str(again), "--seeds", "1", "--ranks", "1"],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "target full_mean_J" in proc.stdout
+    r2 = json.loads((again / "report.json").read_text())
+    assert set(r2["mean"]) == variants                # ssb_only_weights.pt found beside it
+    assert r2["mean"]["copy_first"] == r["mean"]["copy_first"]
+    assert yaml.safe_load((again / "segment.yaml").read_text()) == seg

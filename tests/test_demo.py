@@ -29,6 +29,10 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     assert "J&F-Mean" in proc.stdout and "mlflow ui --backend-store-uri sqlite:" in proc.stdout
+    # the final table compares offline training with online tuning alone, with a verdict
+    assert "offline training vs online tuning alone" in proc.stdout
+    assert ("offline training helps here" in proc.stdout) != \
+        ("offline training does NOT visibly help here" in proc.stdout)
     # weights fetched from models:/ URIs (3 phases + segmentation) are not left behind
     assert not list(scratch.glob("stcnn-init-*")), sorted(p.name for p in scratch.iterdir())
 
@@ -39,6 +43,11 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert 0.0 <= ev["J-Mean"] <= 1.0 and 0.0 <= ev["F-Mean"] <= 1.0
     assert s["segment"]["timing"]["tune_s_per_frame"] > 0
     assert (out / "results" / "eval" / "global_results-val.csv").is_file()
+    cmp = s["offline_vs_online_only"]
+    base = s["online_only"]["evaluation"]["metrics"]
+    assert cmp["J_offline"] == ev["J-Mean"] and cmp["J_online_only"] == base["J-Mean"]
+    assert cmp["helps"] == (cmp["J_difference"] >= cmp["margin"])
+    assert (out / "results_online_only" / "eval" / "global_results-val.csv").is_file()
 
     import mlflow
     client = mlflow.MlflowClient(tracking_uri=s["mlflow"]["tracking_uri"])
@@ -46,12 +55,13 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     exp = client.get_experiment_by_name("stcnn-demo")
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert sorted(r.data.tags["phase"] for r in children) == \
-        ["alternating", "gan", "segment", "segmentation"]
+        ["alternating", "gan", "segment", "segment", "segmentation"]
     for name in ("stcnn-tcb", "stcnn-ssb", "stcnn"):
         assert client.get_model_version_by_alias(name, "demo")
     offline = [r for r in children if r.data.tags["phase"] == "alternating"][0]
     assert "models:/stcnn-tcb@demo" in offline.data.tags["init_from"]
-    seg = [r for r in children if r.data.tags["phase"] == "segment"][0]
+    seg = [r for r in children if r.data.tags["phase"] == "segment"
+           and r.data.tags.get("mlflow.runName") == "segment"][0]
     assert "eval/J-Mean" in seg.data.metrics and "time/tune_s_per_frame" in seg.data.metrics
     arts = {a.path for a in client.list_artifacts(seg.info.run_id)}
     assert {"eval", "overlays", "lucid_dream"} <= arts, arts
