@@ -31,6 +31,12 @@ def real_davis() -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_davis_or_none() -> Path | None:
+    """The real DAVIS-2016 sample's root, or None (for tests that fall back to generated data)."""
+    return _shared_davis()
+
+
+@pytest.fixture(scope="session")
 def real_layouts() -> Path:
     """Root of the real release samples (ILSVRC2015 VID val snippet, DAVIS-2017 tennis);
     skips when it is not there."""

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import _shared_davis
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "tiny_ssb_loss.json"
@@ -32,9 +31,9 @@ ONLINE = {"iterations": 40, "dreams": 6, "size": list(SIZE), "temporal": False,
 MARGIN = 0.10              # J the offline-trained SSB must win by
 
 
-def _sources(tmp: Path) -> tuple[Path, str, str]:
-    """(DAVIS-2016 root, train sequence, held-back val sequence)."""
-    real = _shared_davis()
+def _sources(tmp: Path, real: Path | None) -> tuple[Path, str, str]:
+    """(DAVIS-2016 root, train sequence, held-back val sequence): the real sample when there is
+    one, else a generated DAVIS-2016 root."""
     if real is not None:
         return real, "surf", "blackswan"
     from pipeline.data.synthetic import SyntheticSpec, write_dataset
@@ -91,9 +90,10 @@ def _random_ssb(tmp: Path, like: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_offline_ssb_training_helps_online_tuning_on_a_held_back_real_sequence(tmp_path):
+def test_offline_ssb_training_helps_online_tuning_on_a_held_back_real_sequence(
+        tmp_path, real_davis_or_none):
     lr = float(os.environ.get("STCNN_LEARNING_CHECK_LR", "1e-3"))  # 1e-9: show the check failing
-    root, train_seq, val_seq = _sources(tmp_path)
+    root, train_seq, val_seq = _sources(tmp_path, real_davis_or_none)
     summary = _train_ssb(tmp_path, root, train_seq, lr, OFFLINE_STEPS)
     losses = summary["loss_history"]["SSB/loss"]
     first, last = np.mean(losses[:10]), np.mean(losses[-10:])
