@@ -55,6 +55,8 @@ if str(REPO) not in sys.path:
 
 import yaml  # noqa: E402
 
+from pipeline.atomic import atomic_write_text  # noqa: E402
+
 PROXY = REPO / "configs" / "proxy"
 VARIANTS = ("copy_first", "online_only", "ssb_only", "full")
 TUNED = ("online_only", "ssb_only", "full")
@@ -368,10 +370,11 @@ def main(argv=None) -> int:
             report["training_minutes"] = sum(trained["minutes"].values())
             checkpoint, ssb = out / "weights.pt", out / "ssb_only_weights.pt"
             write_segment_config(out, args.segment_set)
+
         def partial(scores, minutes):
             done = {**report, "minutes": {**report["minutes"], **minutes},
                     "seeds_done": len(scores["full"]), **summarise(scores)}
-            (out / "report.partial.json").write_text(json.dumps(done, indent=1) + "\n")
+            atomic_write_text(out / "report.partial.json", json.dumps(done, indent=1) + "\n")
             _log(f"seed {len(scores['full'])} of {args.seeds} done: "
                  + ", ".join(f"{v} J {m['J']:.3f}" for v, m in done["mean"].items()))
 
@@ -383,7 +386,7 @@ def main(argv=None) -> int:
                                "ssb_only_weights.pt beside --checkpoint)"]
         metrics = {f"{v}/mean_{m}": report["mean"][v][m] for v in report["mean"] for m in "JF"}
         tracker.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)}, step=0)
-        (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
         (out / "report.partial.json").unlink(missing_ok=True)
         tracker.log_artifact(out / "report.json")
         tracker.end("FINISHED")
