@@ -37,7 +37,7 @@ def find_davis(explicit: str | os.PathLike | None = None) -> Path | None:
 
 def synthetic_davis(root: Path, n_sequences: int, n_frames: int) -> Path:
     """Synthetic DAVIS-2016 layout at 854x480 (``n_sequences`` per split)."""
-    from pipeline.data.synthetic import SyntheticSpec, write_dataset
+    from pipeline.synthetic import SyntheticSpec, write_dataset
 
     spec = SyntheticSpec(size=(854, 480), n_sequences=n_sequences, n_frames=n_frames)
     return write_dataset("davis2016", root, spec)

@@ -55,7 +55,7 @@ if str(REPO) not in sys.path:
 
 import yaml  # noqa: E402
 
-from pipeline.atomic import atomic_write_text  # noqa: E402
+from pipeline.core.atomic import atomic_write_text  # noqa: E402
 
 PROXY = REPO / "configs" / "proxy"
 VARIANTS = ("copy_first", "online_only", "ssb_only", "full")
@@ -85,15 +85,15 @@ def _run(cmd: list[str], log: Path, env: dict[str, str]) -> float:
 
 def _phase_config(config: Path):
     """The phase config of a ``configs/proxy`` file, through its defaults (steps, rounds)."""
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     name = config.stem
     if name == "pretrain_tcb":
-        from pipeline.train.gan import GanTrainConfig as C
+        from pipeline.train.phases.gan import GanTrainConfig as C
     elif name == "pretrain_ssb":
-        from pipeline.train.segmentation import SegmentationTrainConfig as C
+        from pipeline.train.phases.segmentation import SegmentationTrainConfig as C
     else:
-        from pipeline.train.alternating import AlternatingTrainConfig as C
+        from pipeline.train.phases.alternating import AlternatingTrainConfig as C
     return load_config(C, config, [])
 
 
@@ -177,7 +177,7 @@ def _segment(args, out: Path, variant: str, checkpoint: Path, seed: int, env: di
 
 
 def _copy_first(args, out: Path, env: dict[str, str]) -> Path:
-    from pipeline.data.sources import get_source
+    from pipeline.sources import get_source
     from pipeline.inference.masks import read_mask_png, save_mask_png
 
     res = out / "eval" / "copy_first" / "results"
@@ -209,8 +209,8 @@ def write_segment_config(out: Path, overrides: list[str] = ()) -> Path:
     """``OUT/segment.yaml``: ``configs/proxy/segment.yaml`` with ``overrides`` (``--segment-set``)
     resolved (no ``defaults``), so that it works from any folder and records what every tuned
     variant ran with."""
-    from pipeline.config import dump_yaml, load_config
-    from pipeline.inference.segment_job import SegmentConfig
+    from pipeline.core.config import dump_yaml, load_config
+    from pipeline.jobs.segment import SegmentConfig
 
     cfg = load_config(SegmentConfig, PROXY / "segment.yaml", list(overrides))
     cfg.checkpoint, cfg.davis_root, cfg.out = None, None, "runs/segment"

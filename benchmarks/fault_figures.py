@@ -14,7 +14,7 @@ writes its row, then prints the rows as a markdown table (``--json``: one JSON o
   checkpoint-truncated  rank 1's file of the newest checkpoint truncated (2 ranks): resume falls
                         back to the previous checkpoint, says so, ends bit-identical?
   elastic-kill          rank 1 of a 2-rank torchrun job SIGKILLed after step 3 (``$STCNN_FAULT``,
-                        :class:`pipeline.train.hooks.FaultHook`), ``--max-restarts=2``:
+                        :class:`tests/faults/fault_hook.py` FaultHook), ``--max-restarts=2``:
                         completes, bit-identical to an uninterrupted run?
   mlflow-restart        the MLflow server killed mid-run and started again on the same port and
                         database: every per-step metric in the server exactly once?

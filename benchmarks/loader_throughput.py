@@ -5,7 +5,7 @@ All contenders read the same 5-frame 854x480 clips (delta = 4; frame t and the 4
 first frame repeated for t < 4) of the same data, in one run, with the same number of worker
 processes:
 
-  loader   pipeline.data.loader.make_loader over shards that launch/preprocess.py wrote from the
+  loader   pipeline.loading.loader.make_loader over shards that launch/preprocess.py wrote from the
            DAVIS folder: tar read, JPEG decode (torchvision), mask PNG + json decode, augmentation
            preset ``tcb_pretrain`` (random horizontal flip of the whole clip, size 480x854),
            batching in the pipeline.
@@ -56,8 +56,8 @@ from _common import (  # the repo is put on sys.path there
                      SPLITS, add_data_args, davis_source, run_and_report, sequences,
                      source_files, split_sequences, summarise, warm_page_cache)
 
-from pipeline.data.loader import make_loader
-from pipeline.data.preprocess import PreprocessConfig, run_preprocess
+from pipeline.loading.loader import make_loader
+from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
 
 DELTA = 4
 SIZE = (480, 854)  # (H, W): TCB pretraining size

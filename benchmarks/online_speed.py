@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Seconds per frame of online tuning and of inference (``pipeline/train/online.py``), against the
+"""Seconds per frame of online tuning and of inference (``pipeline/train/phases/online.py``), against the
 paper's 3.90 s/frame (Table 1: STCNN on one GPU, tuning + segmentation of DAVIS-2016 val).
 
     python benchmarks/online_speed.py                     # tiny model, CPU, real DAVIS if present
@@ -35,7 +35,7 @@ def _sequences(args, tmp: Path) -> list[tuple[str, list[np.ndarray], np.ndarray]
 
     root = None if args.synthetic else find_davis(args.davis_root)
     if root is None:
-        from pipeline.data.synthetic import SyntheticSpec, write_dataset
+        from pipeline.synthetic import SyntheticSpec, write_dataset
         root = write_dataset("davis2016", tmp / "davis", SyntheticSpec(
             size=(854, 480), n_sequences=1, n_frames=args.frames, n_images=1, seed=0))
     out = []
@@ -50,10 +50,10 @@ def _sequences(args, tmp: Path) -> list[tuple[str, list[np.ndarray], np.ndarray]
 def run(args, tmp: Path) -> dict:
     import torch
 
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.model.config import ModelConfig
     from pipeline.model.stcnn import build_generator, build_ssb
-    from pipeline.train.online import OnlineConfig, OnlineSegmenter
+    from pipeline.train.phases.online import OnlineConfig, OnlineSegmenter
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)

@@ -41,7 +41,7 @@ from _common import (  # the repo is put on sys.path there
                      REPO, SPLITS, add_data_args, davis_source, run_and_report,
                      sequences, source_files, split_sequences, warm_page_cache)
 
-from pipeline.data.preprocess import PreprocessConfig, run_preprocess
+from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
 
 TARGET = 0.5  # preprocess MB/s >= TARGET x tar MB/s
 

@@ -73,10 +73,10 @@ def cpu_count() -> int:
 
 def build_lake(root: Path, datasets: list[str], max_ranks: int) -> Path:
     """Synthetic sources of ``datasets`` preprocessed into ``root/shards``, the way
-    ``pipeline.main_job.run_main`` does it; every set gets >= ``max_ranks`` shards (4 samples per
+    ``pipeline.jobs.main.run_main`` does it; every set gets >= ``max_ranks`` shards (4 samples per
     shard), since each rank reads its own."""
-    from pipeline.data.preprocess import PreprocessConfig, run_preprocess
-    from pipeline.data.synthetic import SyntheticSpec, write_dataset
+    from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
+    from pipeline.synthetic import SyntheticSpec, write_dataset
 
     n = max(2, max_ranks)
     spec = SyntheticSpec(size=SOURCE_SIZE, n_sequences=n, n_frames=8, n_images=4 * n, seed=0)

@@ -10,62 +10,9 @@ Needs the ``ffcv`` extra (``pip install -e .[ffcv]`` after
 ``apt-get install -y pkg-config libopencv-dev libturbojpeg0-dev``; scripts/setup.sh does both).
 """
 
-from __future__ import annotations
-
-import argparse
-import json
 import sys
-import tempfile
-from pathlib import Path
 
-import _bootstrap  # noqa: F401
-
-from pipeline.data import objectstore
-from pipeline.data.ffcv_store import write_beton
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--lake", default="shards", help="data lake root (default: %(default)s)")
-    p.add_argument("--sets", nargs="+", required=True, help="<dataset>/<split> under the lake")
-    p.add_argument("--out", required=True, help="the .beton file to write")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--max-resolution", type=int, default=None,
-                   help="shrink samples whose longer side exceeds this")
-    p.add_argument("--image-mode", choices=["raw", "jpg"], default="raw")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--staging", default=None,
-                   help="with an s3:// lake: where the sets are copied (default: a temporary "
-                        "folder, removed afterwards)")
-    args = p.parse_args(argv)
-    try:
-        if not objectstore.is_s3(args.lake):
-            summary = _write(args, Path(args.lake))
-        elif args.staging:
-            summary = _write(args, _download(args, Path(args.staging)))
-        else:
-            with tempfile.TemporaryDirectory(prefix="stcnn-ffcv-sets-") as tmp:
-                summary = _write(args, _download(args, Path(tmp)))
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, default=str))
-    return 0
-
-
-def _download(args: argparse.Namespace, dest: Path) -> Path:
-    """Copy the finished shards of the sets of an s3:// lake to ``dest/<dataset>/<split>``."""
-    lake = objectstore.normalize(args.lake).rstrip("/")
-    for s in args.sets:
-        objectstore.download_prefix(objectstore.join(lake, s), dest / s)
-    return dest
-
-
-def _write(args: argparse.Namespace, lake: Path) -> dict:
-    return write_beton([lake / s for s in args.sets], args.out, num_workers=args.workers,
-                       max_resolution=args.max_resolution, image_mode=args.image_mode,
-                       overwrite=args.overwrite, progress=sys.stderr.isatty())
-
+from pipeline.cli.ffcv_store import main
 
 if __name__ == "__main__":
     sys.exit(main())

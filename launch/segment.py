@@ -9,14 +9,12 @@
     python launch/segment.py ... --frames DIR --first-mask mask.png --out DIR
     python launch/segment.py ... online.iterations=100 online.size=[240,427]   # any config key
 
-Config: pipeline/inference/segment_job.py (SegmentConfig) and pipeline/train/online.py.
+Config: pipeline/jobs/segment.py (SegmentConfig) and pipeline/train/phases/online.py.
 """
 
 import sys
 
-import _bootstrap  # noqa: F401
-
-from pipeline.inference.segment_job import main_cli
+from pipeline.jobs.segment import main_cli
 
 if __name__ == "__main__":
     sys.exit(main_cli())

@@ -12,50 +12,9 @@ Exit status: 0 when every spool was emptied, 1 when a store was still unreachabl
 sent stays spooled; run it again later).
 """
 
-from __future__ import annotations
-
-import argparse
-import logging
 import sys
-from pathlib import Path
 
-import _bootstrap  # noqa: F401
-
-from pipeline.tracking import (SPOOL_FILENAME, TrackingUnavailableError, configure_http,
-                               read_spool, replay_spool)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
-                   help="run folder holding tracking_spool.jsonl")
-    p.add_argument("--tracking-uri", help="store to send to (default: the run's own)")
-    p.add_argument("--timeout", type=float, default=30.0,
-                   help="seconds per HTTP request (default 30)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    configure_http(args.timeout, max_retries=2)
-    status = 0
-    for run_dir in args.run_dirs:
-        if not (run_dir / SPOOL_FILENAME).is_file():
-            print(f"{run_dir}: nothing spooled")
-            continue
-        total = len(read_spool(run_dir))
-        try:
-            sent = replay_spool(run_dir, args.tracking_uri)
-        except TrackingUnavailableError as e:
-            print(f"{run_dir}: sent {e.sent} of {total} spooled entries; {e}", file=sys.stderr)
-            status = 1
-            continue
-        except ValueError as e:
-            print(f"{run_dir}: {e}", file=sys.stderr)
-            status = 1
-            continue
-        print(f"{run_dir}: sent {sent} of {total} spooled entries"
-              + (f" ({total - sent} refused, see tracking_rejected.jsonl)" if sent < total else ""))
-    return status
-
+from pipeline.cli.tracking_sync import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,8 +14,6 @@ sqlite store) from rank 0. See pipeline/train/runner.py and configs/train_offlin
 
 import sys
 
-import _bootstrap  # noqa: F401
-
 from pipeline.train.runner import main
 
 if __name__ == "__main__":

@@ -54,8 +54,8 @@ TRAIN_DATASETS = ("ilsvrc_vid", "msra10k", "voc2012", "davis2016")
 def build_train_lake(root: Path, size=(64, 48)) -> Path:
     """A small data lake from the synthetic datasets: what the tiny training configs read.
     Every set has >= 2 shards (two ranks each read their own)."""
-    from pipeline.data.preprocess import PreprocessConfig, run_preprocess
-    from pipeline.data.synthetic import SyntheticSpec, write_dataset
+    from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
+    from pipeline.synthetic import SyntheticSpec, write_dataset
 
     spec = SyntheticSpec(size=size, n_sequences=2, n_frames=8, n_images=8, seed=0)
     lake = root / "shards"

@@ -97,7 +97,7 @@ def test_accuracy_proxy_trains_and_evaluates_on_a_davis_root(tmp_path):
     of one step per phase: every phase runs through the launchers, ``OUT/weights.pt`` and
     ``OUT/segment.yaml`` are written, the report holds the four variants per val sequence with
     seeds and minutes, and ``--eval-only`` re-scores the checkpoint with the same settings."""
-    from pipeline.data.synthetic import SyntheticSpec, write_dataset
+    from pipeline.synthetic import SyntheticSpec, write_dataset
 
     root = write_dataset("davis2016", tmp_path / "DAVIS",
                          SyntheticSpec(size=(64, 48), n_sequences=2, n_frames=6, seed=0))

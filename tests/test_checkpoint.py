@@ -1,4 +1,4 @@
-"""Checkpoints (:mod:`pipeline.checkpoint`): round trips, pruning, atomicity, world-size checks.
+"""Checkpoints (:mod:`pipeline.train.checkpoint`): round trips, pruning, atomicity, world-size checks.
 
 The fast tests run in one process (rank/world size given to the manager explicitly, no process
 group). The slow test runs two ranks under real ``torchrun`` (gloo, CPU), each with a DDP model
@@ -21,7 +21,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.checkpoint import (CheckpointError, CheckpointManager, WorldSizeMismatch,
+from pipeline.train.checkpoint import (CheckpointError, CheckpointManager, WorldSizeMismatch,
                                  capture_rng_state, restore_rng_state)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data.catalog import read_catalog, validate_set
-from pipeline.data.loader import iter_samples, make_loader
-from pipeline.data.preprocess import PreprocessConfig, run_preprocess
-from pipeline.data.sources import get_source
-from pipeline.data.synthetic import DATASETS, SyntheticSpec, write_dataset
+from pipeline.lake.catalog import read_catalog, validate_set
+from pipeline.loading.loader import iter_samples, make_loader
+from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
+from pipeline.sources import get_source
+from pipeline.synthetic import DATASETS, SyntheticSpec, write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SETS = {"msra10k", "voc2012"}

@@ -159,7 +159,7 @@ def test_t_of_a_real_sequence_from_the_protocol(real_davis, tmp_path):
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def davis2017(tmp_path_factory):
-    from pipeline.data.synthetic import SyntheticSpec, write_dataset
+    from pipeline.synthetic import SyntheticSpec, write_dataset
 
     root = tmp_path_factory.mktemp("syn17") / "DAVIS"
     write_dataset("davis2017", root, SyntheticSpec(size=(96, 64), n_sequences=3, n_frames=8,
@@ -312,7 +312,7 @@ def test_2016_masks_are_binary_never_void(davis2017, tmp_path):
 # YouTube-Objects
 # --------------------------------------------------------------------------------------------
 def test_youtube_objects_mean_iou(tmp_path):
-    from pipeline.data.synthetic import SyntheticSpec, write_dataset
+    from pipeline.synthetic import SyntheticSpec, write_dataset
     from pipeline.evaluation import youtube_objects as yto
 
     root = write_dataset("youtube_objects", tmp_path / "yto",

@@ -1,4 +1,4 @@
-"""FFCV store (pipeline/data/ffcv_store.py, ffcv_loader.py): shards -> .beton -> FFCV loader,
+"""FFCV store (pipeline/loading/ffcv/store.py, ffcv_loader.py): shards -> .beton -> FFCV loader,
 checked pixel by pixel against decoding the shard members directly with PIL (and against the
 WebDataset loader when it is there)."""
 
@@ -22,7 +22,7 @@ try:
 except Exception as e:  # pragma: no cover - depends on the environment
     HAVE_FFCV, FFCV_ERROR = False, f"{type(e).__name__}: {e}"
 
-from pipeline.data import ffcv_store as fs  # noqa: E402  (imports without ffcv)
+from pipeline.loading.ffcv import store as fs  # noqa: E402  (imports without ffcv)
 
 needs_ffcv = pytest.mark.skipif(not HAVE_FFCV, reason=f"ffcv is not importable ({FFCV_ERROR}); "
                                                       f"{fs.INSTALL_HINT}")
@@ -366,7 +366,7 @@ def test_merge_objects_keeps_void(beton):
 def test_augment_step_is_the_webdataset_augmentation(lake, beton):
     import torch
 
-    augment = pytest.importorskip("pipeline.data.augment", reason="pipeline.data.augment missing")
+    augment = pytest.importorskip("pipeline.loading.augment", reason="pipeline.loading.augment missing")
     out, _ = beton
     cfg = augment.AugmentConfig(size=(24, 32), hflip=1.0)  # deterministic: always flipped
     loader = fs.make_ffcv_loader(out, 4, size=None, augment=cfg, num_workers=1,
@@ -410,7 +410,7 @@ def test_dead_loader_thread_raises_instead_of_hanging():
     import queue
     import threading
 
-    from pipeline.data.ffcv_loader import _next_batch
+    from pipeline.loading.ffcv.loader import _next_batch
 
     t = threading.Thread(target=lambda: None)
     t.output_queue = queue.Queue()
@@ -451,8 +451,8 @@ def test_loaders_do_not_corrupt_numba_types(beton):
 @pytest.fixture(scope="module")
 def synthetic_lake(tmp_path_factory):
     try:
-        from pipeline.data.preprocess import PreprocessConfig, run_preprocess
-        from pipeline.data.synthetic import SyntheticSpec, write_dataset
+        from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
+        from pipeline.synthetic import SyntheticSpec, write_dataset
     except ImportError as e:  # pragma: no cover - while the other modules are being written
         pytest.skip(f"synthetic data writer / preprocessing not available: {e}")
     root = tmp_path_factory.mktemp("synth")
@@ -498,9 +498,9 @@ def test_synthetic_preprocessed_lake_round_trips(synthetic_lake):
 @needs_ffcv
 def test_same_samples_as_the_webdataset_loader(synthetic_lake, lake, beton):
     try:
-        from pipeline.data.loader import iter_samples
+        from pipeline.loading.loader import iter_samples
     except ImportError as e:  # pragma: no cover - while the loader is being written
-        pytest.skip(f"pipeline.data.loader not available: {e}")
+        pytest.skip(f"pipeline.loading.loader not available: {e}")
     for dirs, out in ((synthetic_lake[0], synthetic_lake[1]), (lake["dirs"], beton[0])):
         ffcv_items = {(i["dataset"], i["key"]): i for i in fs.iter_beton(out)}
         n = 0

@@ -74,8 +74,8 @@ def test_palette_matches_davis():
     assert len(pal) == 768 and all(0 <= v <= 255 for v in pal)
     assert pal[0:3] == [0, 0, 0] and pal[3:6] == [128, 0, 0] and pal[6:9] == [0, 128, 0]
     assert pal[9:12] == [128, 128, 0] and pal[765:768] == [224, 224, 192]
-    from pipeline.data.synthetic import _PALETTE
-    assert pal == _PALETTE
+    from pipeline.synthetic.files import PALETTE
+    assert pal == PALETTE
 
 
 def test_mask_png_round_trip(tmp_path):
@@ -374,8 +374,8 @@ def test_resize_ids_is_the_training_rule_nearest_exact():
     import torch
     import torch.nn.functional as F
 
-    from pipeline.data.ffcv_store import resize_mask_nearest
-    from pipeline.train.online import _resize_ids
+    from pipeline.loading.ffcv.store import resize_mask_nearest
+    from pipeline.train.phases.online import _resize_ids
 
     rng = np.random.default_rng(0)
     for (h, w), (H, W) in [((480, 854), (240, 427)), ((240, 427), (480, 854)),

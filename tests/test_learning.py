@@ -36,8 +36,8 @@ def _sources(tmp: Path, real: Path | None) -> tuple[Path, str, str]:
     one, else a generated DAVIS-2016 root."""
     if real is not None:
         return real, "surf", "blackswan"
-    from pipeline.data.synthetic import SyntheticSpec, write_dataset
-    from pipeline.data.sources import get_source
+    from pipeline.synthetic import SyntheticSpec, write_dataset
+    from pipeline.sources import get_source
 
     root = write_dataset("davis2016", tmp / "davis", SyntheticSpec(size=(214, 120), n_sequences=2,
                                                                    n_frames=24, seed=5))
@@ -46,12 +46,12 @@ def _sources(tmp: Path, real: Path | None) -> tuple[Path, str, str]:
 
 
 def _j_of_online_tuning(weights: Path, root: Path, seq_name: str, frames: int = 20) -> float:
-    from pipeline.config import from_dict
-    from pipeline.data.sources import get_source
+    from pipeline.core.config import from_dict
+    from pipeline.sources import get_source
     from pipeline.evaluation.metrics import jaccard
     from pipeline.inference.masks import read_mask_png
     from pipeline.model.config import ModelConfig
-    from pipeline.train.online import OnlineConfig, OnlineSegmenter
+    from pipeline.train.phases.online import OnlineConfig, OnlineSegmenter
     from pipeline.train.weights import load_weights
     from PIL import Image
 
@@ -66,7 +66,7 @@ def _j_of_online_tuning(weights: Path, root: Path, seq_name: str, frames: int = 
 
 
 def _train_ssb(tmp: Path, root: Path, train_seq: str, lr: float, steps: int) -> dict:
-    from pipeline.data.preprocess import PreprocessConfig, run_preprocess
+    from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
     from pipeline.train.runner import run_phase
 
     lake = tmp / "lake"

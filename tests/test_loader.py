@@ -20,8 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data import loader as L
-from pipeline.data.augment import (AugmentConfig, augment_clip, augment_image, get_preset,
+from pipeline.loading import loader as L
+from pipeline.loading.augment import (AugmentConfig, augment_clip, augment_image, get_preset,
                                    resolve_augment, to_float)
 
 # ----------------------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def test_padding_fill_and_rotation_of_frames():
     assert m.max() == 0
     # a 90 degree rotation of a square image is an exact rot90
     sq = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    from pipeline.data.augment import _warp
+    from pipeline.loading.augment import _warp
     out, _ = _warp(sq, None, (32, 32), 90.0, 1.0, False, 255, True)
     assert any(torch.equal(out, torch.rot90(sq, k, dims=(2, 3))) for k in (1, 3))
 

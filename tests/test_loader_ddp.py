@@ -28,8 +28,8 @@ def _rank_main(shard_dir: str, out_dir: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from pipeline.data import loader as L
-    from pipeline.data.augment import AugmentConfig
+    from pipeline.loading import loader as L
+    from pipeline.loading.augment import AugmentConfig
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -60,7 +60,7 @@ def _rank_main(shard_dir: str, out_dir: str) -> None:
 def test_torchrun_two_ranks_disjoint_and_equal_length(tmp_path):
     from test_loader import keys_of, write_clip_set
 
-    from pipeline.data import loader as L
+    from pipeline.loading import loader as L
 
     shard_dir = tmp_path / "davis2017" / "train"
     shards = [str(p) for p in write_clip_set(shard_dir, 8, per_shard=3, h=32, w=40)]

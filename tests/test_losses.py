@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pipeline.config import ConfigError, load_config
+from pipeline.core.config import ConfigError, load_config
 from pipeline.train.losses import (LossConfig, discriminator_loss, generator_loss, pixel_cross_entropy,
                                    resize_frame, segmentation_loss, side_output_weight)
 

@@ -1,4 +1,4 @@
-"""Lucid-dream augmentation (pipeline.data.lucid_dream): valid pairs, masks that follow the moved
+"""Lucid-dream augmentation (pipeline.train.lucid): valid pairs, masks that follow the moved
 objects, determinism, steps that switch off, input errors, and a grid on real DAVIS data."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data.lucid_dream import (
+from pipeline.train.lucid import (
     LucidDreamConfig,
     LucidDreamDataset,
     dream_seed,

@@ -1,4 +1,4 @@
-"""The one mask reader (``pipeline/data/mask_png.py``) and every stage that reads masks through
+"""The one mask reader (``pipeline/core/mask_png.py``) and every stage that reads masks through
 it: an LA annotation written like the official DAVIS-2016 ``bear/00077.png`` (8-bit grey +
 alpha 255 everywhere) reads to the same labels as its L twin in the source reader, the shard
 loader, inference and evaluation; L, 1, P and 16-bit grey are accepted; colour, JPEG, float and
@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.decode import decode_mask
-from pipeline.data.mask_png import MaskFormatError, read_mask, read_mask_values
-from pipeline.data.preprocess import PreprocessConfig, run_preprocess
-from pipeline.data.loader import iter_samples
-from pipeline.data.sources import get_source
-from pipeline.data.sources.base import SourceError
-from pipeline.data.sources.validate import load_mask
+from pipeline.loading.decode import decode_mask
+from pipeline.core.mask_png import MaskFormatError, read_mask, read_mask_values
+from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
+from pipeline.loading.loader import iter_samples
+from pipeline.sources import get_source
+from pipeline.sources.types import SourceError
+from pipeline.sources.validate import load_mask
 from pipeline.evaluation.davis import read_gt
 from pipeline.inference.masks import MaskIOError, read_mask_png
 
@@ -72,7 +72,7 @@ def test_every_stage_reads_an_la_annotation_like_its_l_twin(tmp_path):
 def test_davis2016_release_with_an_la_annotation_goes_through_shards(tmp_path):
     """A DAVIS-2016 release whose one annotation is LA (as bear/00077.png): preprocessed without
     complaint, the shard keeps its bytes, the loader gives the same labels as for L masks."""
-    from pipeline.data.synthetic import SyntheticSpec, write_dataset
+    from pipeline.synthetic import SyntheticSpec, write_dataset
 
     root = write_dataset("davis2016", tmp_path / "src", SyntheticSpec(n_sequences=1, n_frames=6))
     seq = get_source("davis2016", root).sequences("train")[0]

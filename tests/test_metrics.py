@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from pipeline.evaluation import metrics as M
-from pipeline.evaluation import _tstab
+from pipeline.evaluation import tstab as _tstab
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "metrics"
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 from pipeline.model import (FrozenBatchNorm2d, ModelConfig, PretrainedWeightsError, ResNetTrunk,
                             build_discriminator, build_generator, build_ssb, build_stcnn)
 from pipeline.model.info import AUTHORS_CODE_PARAMETERS, count_parameters

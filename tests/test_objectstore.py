@@ -17,11 +17,11 @@ moto_server = pytest.importorskip("moto.server")
 
 from mlflow_server import free_port, start_server  # noqa: E402
 
-from pipeline.data import objectstore as OS  # noqa: E402
-from pipeline.data.loader import iter_samples, make_loader  # noqa: E402
-from pipeline.data.preprocess import PreprocessConfig, run_preprocess  # noqa: E402
-from pipeline.data.shardlist import shard_sets  # noqa: E402
-from pipeline.data.synthetic import SyntheticSpec, write_dataset  # noqa: E402
+from pipeline.lake import store as OS  # noqa: E402
+from pipeline.loading.loader import iter_samples, make_loader  # noqa: E402
+from pipeline.lake.preprocess import PreprocessConfig, run_preprocess  # noqa: E402
+from pipeline.lake.listing import shard_sets  # noqa: E402
+from pipeline.synthetic import SyntheticSpec, write_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "lake"
@@ -177,8 +177,8 @@ def test_loader_workers_read_s3(s3, local_lake):
 
 
 def test_a_missing_shard_object_is_counted_not_fatal(s3, local_lake):
-    from pipeline.data.readstats import ReadStats
-    from pipeline.data.tarsamples import read_tar
+    from pipeline.loading.readstats import ReadStats
+    from pipeline.loading.tarsamples import read_tar
 
     stats = ReadStats()
     with pytest.warns(UserWarning):
@@ -252,7 +252,7 @@ def test_catalog_cli_summarises_and_validates_an_s3_lake(s3, local_lake):
 @pytest.mark.ffcv
 def test_ffcv_store_from_an_s3_lake_equals_one_from_the_local_lake(s3, tmp_path):
     pytest.importorskip("ffcv")
-    from pipeline.data.ffcv_format import load_sidecar
+    from pipeline.loading.ffcv.format import load_sidecar
 
     src = write_dataset("msra10k", tmp_path / "src", SyntheticSpec(size=(64, 48), n_images=6,
                                                                   seed=3))

@@ -1,4 +1,4 @@
-"""Online tuning + segmentation (pipeline/train/online.py, launch/segment.py): tuning fits the
+"""Online tuning + segmentation (pipeline/train/phases/online.py, launch/segment.py): tuning fits the
 first frame, DAVIS results in the official layout that the evaluator accepts, 2 ranks == 1 rank,
 a user's video, and on the real DAVIS sample J beats copying the first mask.
 
@@ -20,10 +20,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.config import load_config, to_dict
+from pipeline.core.config import load_config, to_dict
 from pipeline.model.config import ModelConfig
 from pipeline.model.stcnn import build_discriminator, build_generator, build_ssb
-from pipeline.train.online import (OnlineConfig, OnlineSegmenter, assign_sequences,
+from pipeline.train.phases.online import (OnlineConfig, OnlineSegmenter, assign_sequences,
                                    past_indices)
 from pipeline.train.optim import OptimConfig
 from pipeline.train.weights import save_weights
@@ -55,7 +55,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def davis17(tmp_path_factory) -> Path:
-    from pipeline.data.synthetic import SyntheticSpec, write_dataset
+    from pipeline.synthetic import SyntheticSpec, write_dataset
     spec = SyntheticSpec(size=(64, 48), n_sequences=3, n_frames=6, n_images=2, seed=1)
     return write_dataset("davis2017", tmp_path_factory.mktemp("d17") / "DAVIS", spec)
 
@@ -92,7 +92,7 @@ def test_tuning_reduces_the_loss_on_the_first_frame(checkpoint, davis17):
 def test_bf16_and_channels_last_apply_to_tuning_and_inference(checkpoint, davis17):
     """dist.precision=bf16 and dist.channels_last reach the online phase (on the CPU here):
     other probabilities than fp32, close to them, and valid masks."""
-    from pipeline.dist import DistConfig
+    from pipeline.core.dist import DistConfig
 
     seq = sorted((davis17 / "JPEGImages" / "480p").iterdir())[0]
     frames = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(seq.glob("*.jpg"))[:3]]
@@ -155,7 +155,7 @@ def test_davis2017_results_layout_and_evaluation(checkpoint, davis17, tmp_path):
 
 
 def test_youtube_objects_results_named_like_the_labels_and_evaluated(checkpoint, tmp_path):
-    from pipeline.data.synthetic import SyntheticSpec, write_dataset
+    from pipeline.synthetic import SyntheticSpec, write_dataset
     spec = SyntheticSpec(size=(64, 48), n_sequences=3, n_frames=7, label_every=3, seed=2)
     root = write_dataset("youtube_objects", tmp_path / "YTO", spec)
     late = sorted((root / "youtube_masks").rglob("labels"))[0]
@@ -244,8 +244,8 @@ def test_user_video_frames_and_mp4(checkpoint, tmp_path):
 
 
 def test_bad_inputs_name_the_fix(checkpoint, tmp_path):
-    from pipeline.config import ConfigError
-    from pipeline.inference.segment_job import SegmentConfig, run_segment
+    from pipeline.core.config import ConfigError
+    from pipeline.jobs.segment import SegmentConfig, run_segment
     with pytest.raises(ConfigError, match="exactly one of"):
         run_segment(SegmentConfig(checkpoint=str(checkpoint)))
     with pytest.raises(ConfigError, match="--first-mask is required"):

@@ -15,12 +15,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.data.catalog import read_catalog, summarize, validate_set
-from pipeline.data.clips import clip_indices
-from pipeline.data.preprocess import PreprocessConfig, resolve_task, run_preprocess
-from pipeline.data.shards import ShardPlanMismatch
-from pipeline.data.sources.base import SourceError
-from pipeline.data.synthetic import SyntheticSpec, write_dataset
+from pipeline.lake.catalog import read_catalog, summarize, validate_set
+from pipeline.lake.plan import clip_indices
+from pipeline.lake.preprocess import PreprocessConfig, resolve_task, run_preprocess
+from pipeline.lake.writer import ShardPlanMismatch
+from pipeline.sources.types import SourceError
+from pipeline.synthetic import SyntheticSpec, write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 PREPROCESS = [sys.executable, str(REPO / "launch" / "preprocess.py")]

@@ -13,14 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data.catalog import read_catalog, validate_set
-from pipeline.data.decode import decode_jpeg
-from pipeline.data.loader import iter_samples
-from pipeline.data.preprocess import PreprocessConfig, run_preprocess
-from pipeline.data.sources import get_source
+from pipeline.lake.catalog import read_catalog, validate_set
+from pipeline.loading.decode import decode_jpeg
+from pipeline.loading.loader import iter_samples
+from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
+from pipeline.sources import get_source
 from pipeline.evaluation.davis import read_gt
 from pipeline.inference.masks import read_mask_png
-from pipeline.train.online import object_ids
+from pipeline.train.phases.online import object_ids
 
 SNIPPET = "ILSVRC2015_val_00007026"
 

@@ -78,7 +78,7 @@ def outputs(folder: Path) -> str:
 
 
 def test_preprocess_array_job_gives_the_lake_of_a_local_run(slurm, tmp_path):
-    from pipeline.data.synthetic import SyntheticSpec, write_dataset
+    from pipeline.synthetic import SyntheticSpec, write_dataset
 
     src = write_dataset("davis2016", tmp_path / "src",
                         SyntheticSpec(size=(64, 48), n_sequences=2, n_frames=8, seed=3))

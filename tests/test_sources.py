@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.sources import SOURCES, get_source
-from pipeline.data.sources.base import SkipLog, SourceError
-from pipeline.data.sources.validate import check_same_size, load_image, load_mask
+from pipeline.sources import SOURCES, get_source
+from pipeline.sources.types import SkipLog, SourceError
+from pipeline.sources.validate import check_same_size, load_image, load_mask
 
 W, H = 32, 24
 
@@ -498,7 +498,7 @@ def test_source_error_pickles():
 
 # -- every reader over the synthetic writer's output --------------------------------------------
 def test_readers_over_synthetic_datasets(tmp_path):
-    synthetic = pytest.importorskip("pipeline.data.synthetic")
+    synthetic = pytest.importorskip("pipeline.synthetic")
     spec = synthetic.SyntheticSpec(size=(64, 48), n_sequences=2, n_frames=5, n_images=3,
                                    test_dev_sequences=1)
     roots = dict(synthetic.write_all(tmp_path, spec))

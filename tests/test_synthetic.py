@@ -13,8 +13,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.data import synthetic
-from pipeline.data.synthetic import (DATASETS, PRESETS, SyntheticSpec, scene_for, sequence_names,
+from pipeline.synthetic import spec as synthetic_spec
+from pipeline.synthetic import (DATASETS, PRESETS, SyntheticSpec, scene_for, sequence_names,
                                      write_all, write_dataset)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -334,7 +334,7 @@ def test_ilsvrc_vid_layout(tiny):
         # every class file naming the snippet has an object of that class in its XMLs
         xml = "".join(p.read_text() for p in
                       sorted((root / "Annotations" / "VID" / "train" / snippet).glob("*.xml")))
-        assert {synthetic.VID_WNIDS[k - 1] for k in ks} == set(re.findall(r"<name>(\w+)</name>",
+        assert {synthetic_spec.VID_WNIDS[k - 1] for k in ks} == set(re.findall(r"<name>(\w+)</name>",
                                                                           xml))
     val = (sets / "val.txt").read_text().splitlines()
     for i, line in enumerate(val, start=1):
@@ -376,7 +376,7 @@ def test_youtube_objects_layout_and_threshold(tiny):
     n_labels = 0
     for i, seq in enumerate(names):
         cls, video, shot = seq.split("/")
-        assert cls in synthetic.YTO_CLASSES
+        assert cls in synthetic_spec.YTO_CLASSES
         frames = sorted((root / "v1" / cls / "data" / video / "shots" / shot).glob("*.jpg"))
         assert [f.name for f in frames] == [f"frame{k:04d}.jpg" for k in range(1, len(frames) + 1)]
         labels = sorted((root / "youtube_masks" / cls / "data" / video / "shots" / shot / "labels")

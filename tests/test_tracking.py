@@ -21,7 +21,7 @@ mlflow = pytest.importorskip("mlflow")
 
 from mlflow_server import free_port as _free_port  # noqa: E402
 
-from pipeline.config import ConfigError  # noqa: E402
+from pipeline.core.config import ConfigError  # noqa: E402
 from pipeline.tracking import (PARAM_VALUE_MAX, REJECTED_FILENAME, SPOOL_FILENAME,  # noqa: E402
                                STATE_FILENAME, TRUNCATED_MARKER, WEIGHTS_FILENAME, Tracker,
                                TrackingConfig, environment_info, flatten_params, git_info,

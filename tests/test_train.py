@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.config import ConfigError, load_config
+from pipeline.core.config import ConfigError, load_config
 from pipeline.model.config import ModelConfig
 from pipeline.train.config import BatchConfig, load_model_config, load_train_config, plan_batch
 from pipeline.train.runner import _phases, run_phase
@@ -78,7 +78,7 @@ def test_paper_configs_hold_the_paper_hyperparameters():
     assert (gan.gan.optim_d.name, gan.gan.optim_d.lr) == ("adam", 1e-4)
     assert gan.gan.lambda_adv == 0.001
     assert gan.data.augment == {"preset": "tcb_pretrain"}
-    from pipeline.data.augment import resolve_augment
+    from pipeline.loading.augment import resolve_augment
     aug = resolve_augment(gan.data.augment)
     assert aug.size == (480, 854) and aug.hflip == 0.5 and aug.rotate_deg == 0
     assert set(gan.data.sets) == {"ilsvrc_vid/train", "ilsvrc_vid/val"}
@@ -307,7 +307,7 @@ def test_resume_falls_back_past_a_truncated_checkpoint(train_lake, tmp_path, cap
 
 
 def test_random_full_depth_backbones_are_warned_about(caplog):
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.model.config import ModelConfig
     from pipeline.train.weights import warn_random_backbones
 

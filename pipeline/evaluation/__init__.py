@@ -7,7 +7,7 @@ YouTube-Objects.
     from pipeline.evaluation.youtube_objects import evaluate_youtube_objects
 """
 
-from .metrics import (BOUND_TH, T_SCALE, boundary_f, boundary_map, boundary_radius, db_statistics,
+from pipeline.evaluation.metrics import (BOUND_TH, T_SCALE, boundary_f, boundary_map, boundary_radius, db_statistics,
                       decay_bins, disk, jaccard, jaccard_from_labels, temporal_instability,
                       temporal_instability_sequence)
 

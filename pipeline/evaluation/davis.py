@@ -50,10 +50,10 @@ from typing import Iterable, Literal
 
 import numpy as np
 
-from pipeline.data.mask_png import MaskFormatError, read_mask_values
-from pipeline.errors import FileProblem
+from pipeline.core.mask_png import MaskFormatError, read_mask_values
+from pipeline.core.errors import FileProblem
 
-from . import metrics
+from pipeline.evaluation import metrics
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class EvaluationError(FileProblem):
 # reading masks
 # --------------------------------------------------------------------------------------------
 def _open_png(path: Path, what: str) -> np.ndarray:
-    """The stored values of a mask PNG (the one mask reader, :mod:`pipeline.data.mask_png`):
+    """The stored values of a mask PNG (the one mask reader, :mod:`pipeline.core.mask_png`):
     uint8 [H, W], or [H, W, C] for a colour PNG (callers decide what colour means)."""
     if not path.is_file():
         raise EvaluationError(path, f"{what} does not exist",
@@ -283,7 +283,7 @@ def csv_text(columns: list[str], rows: Iterable[Iterable]) -> str:
 
 def write_outputs(report: DavisReport, out: str | Path, plot: bool = True) -> dict[str, Path]:
     """Write the CSVs (and the bar plot) into ``out``; returns the paths by kind."""
-    from ..atomic import atomic_write_bytes
+    from pipeline.core.atomic import atomic_write_bytes
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -305,7 +305,7 @@ def write_outputs(report: DavisReport, out: str | Path, plot: bool = True) -> di
         atomic_write_bytes(paths["global_t"],
                            csv_text(["T-Mean", "Sequences"], [(t, str(n))]).encode())
     if plot:
-        from .report import plot_per_sequence
+        from pipeline.evaluation.report import plot_per_sequence
 
         paths["plot"] = plot_per_sequence(report, out / f"per-sequence_results-{split}.png")
     return paths
@@ -352,8 +352,8 @@ def _eval_t_flags(davis_root: Path) -> dict[str, bool]:
 def list_ground_truth(davis_root: str | Path, year: int, split: str,
                       sequences: Iterable[str] | None = None) -> list[tuple[str, tuple[Path, ...]]]:
     """(sequence, annotated frame paths) of a split, through the project's DAVIS readers."""
-    from ..data.sources import get_source
-    from ..data.sources.base import SourceError
+    from pipeline.sources import get_source
+    from pipeline.sources.base import SourceError
 
     name = {2016: "davis2016", 2017: "davis2017"}.get(int(year))
     if name is None:

@@ -12,7 +12,7 @@ statistics; the DAVIS-2016 package for T) on every golden case of
   x^2 + y^2 <= r^2, r = ceil(0.008 * sqrt(H^2 + W^2)) (8 px at 480x854). Precision, recall and
   F = 2PR / (P + R); both maps empty -> F = 1, exactly one empty -> F = 0.
 * **T** (DAVIS 2016): shape-context matching cost between the contours of two consecutive
-  masks (see :mod:`pipeline.evaluation._tstab`); NaN when a mask has no contour. The sequence
+  masks (see :mod:`pipeline.evaluation.tstab`); NaN when a mask has no contour. The sequence
   protocol multiplies it by 5 (:data:`T_SCALE`).
 * **Statistics** of a per-frame series: mean (NaN ignored), recall (fraction strictly above
   0.5; a NaN frame counts as a failure), decay (mean of the first minus mean of the last of
@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from . import _tstab
+from pipeline.evaluation import tstab as _tstab
 
 BOUND_TH = 0.008  # F tolerance, as a fraction of the image diagonal
 T_SCALE = 5.0  # the DAVIS-2016 sequence protocol reports 5 x the raw T

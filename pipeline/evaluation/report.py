@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..atomic import atomic_write_bytes
+from pipeline.core.atomic import atomic_write_bytes
 
 
 def plot_bars(rows: list[tuple[str, float, float]], path: str | Path, title: str,

@@ -20,10 +20,10 @@ from typing import Iterable
 
 import numpy as np
 
-from pipeline.data.mask_png import MaskFormatError, jpeg_label_foreground
+from pipeline.core.mask_png import MaskFormatError, jpeg_label_foreground
 
-from . import metrics
-from .davis import EvaluationError, _open_png, _pool, csv_text
+from pipeline.evaluation import metrics
+from pipeline.evaluation.davis import EvaluationError, _open_png, _pool, csv_text
 
 THRESHOLD = 15  # the release's foreground threshold on its JPEG labels
 
@@ -61,7 +61,7 @@ class YtoReport:
 
 def read_label(path: Path) -> np.ndarray:
     """A label JPEG of the release -> bool foreground (value > THRESHOLD), read by the one mask
-    reader (:func:`pipeline.data.mask_png.jpeg_label_foreground`)."""
+    reader (:func:`pipeline.core.mask_png.jpeg_label_foreground`)."""
     try:
         return jpeg_label_foreground(path, THRESHOLD)
     except OSError as e:
@@ -93,8 +93,8 @@ def evaluate_youtube_objects(root: str | Path, results: str | Path, *, workers: 
                              shots: Iterable[str] | None = None) -> YtoReport:
     """Score ``results`` on every labelled frame of the YouTube-Objects release at ``root``
     (of the given ``categories`` and ``shots`` ``<class>/<video>/<shot>`` only, when given)."""
-    from ..data.sources import get_source
-    from ..data.sources.base import SourceError
+    from pipeline.sources import get_source
+    from pipeline.sources.base import SourceError
 
     results = Path(results)
     if not results.is_dir():
@@ -126,7 +126,7 @@ def evaluate_youtube_objects(root: str | Path, results: str | Path, *, workers: 
 
 
 def write_outputs(report: YtoReport, out: str | Path, plot: bool = True) -> dict[str, Path]:
-    from ..atomic import atomic_write_bytes
+    from pipeline.core.atomic import atomic_write_bytes
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ def write_outputs(report: YtoReport, out: str | Path, plot: bool = True) -> dict
                  for s in report.shots]
     atomic_write_bytes(paths["per_shot"], csv_text(["Shot", "mIoU", "Frames"], shot_rows).encode())
     if plot:
-        from .report import plot_categories
+        from pipeline.evaluation.report import plot_categories
 
         paths["plot"] = plot_categories([(c, m, n) for c, m, n, _ in cats],
                                         out / "youtube_objects-per-category.png",

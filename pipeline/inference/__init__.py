@@ -6,9 +6,9 @@ paper as MP4/AVI/GIF.
     from pipeline.inference import write_overlay_video
 """
 
-from .masks import (VOID, MaskIOError, as_ids, as_rgb, davis_palette, encode_mask_png, object_ids,
+from pipeline.inference.masks import (VOID, MaskIOError, as_ids, as_rgb, davis_palette, encode_mask_png, object_ids,
                     overlay, palette_rgb, read_mask_png, resize_ids, resize_image, save_mask_png)
-from .video import (DEFAULT_FPS, FRAME_SUFFIXES, VIDEO_SUFFIXES, list_frames, read_frames_dir,
+from pipeline.inference.video import (DEFAULT_FPS, FRAME_SUFFIXES, VIDEO_SUFFIXES, list_frames, read_frames_dir,
                     read_video, write_overlay_video, write_sequence_masks)
 
 __all__ = ["DEFAULT_FPS", "FRAME_SUFFIXES", "VIDEO_SUFFIXES", "VOID", "MaskIOError", "as_ids",

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.ids_resize import resize_ids_nearest
-from pipeline.data.mask_png import MaskFormatError, read_mask
-from pipeline.data.palette import PALETTE, PALETTE_RGB, davis_palette  # noqa: F401 (re-exported)
-from pipeline.errors import FileProblem
+from pipeline.core.ids_resize import resize_ids_nearest
+from pipeline.core.mask_png import MaskFormatError, read_mask
+from pipeline.core.palette import PALETTE, PALETTE_RGB, davis_palette  # noqa: F401 (re-exported)
+from pipeline.core.errors import FileProblem
 
-from ..atomic import atomic_write_bytes
+from pipeline.core.atomic import atomic_write_bytes
 
 VOID = 255
 _SAVE_FIX = "save it as an indexed (P) or grayscale PNG of object ids (0 = background)"
@@ -81,7 +81,7 @@ def object_ids(mask) -> list[int]:
 
 def resize_ids(ids, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of an id mask to ``size = (H, W)`` (ids are never blended), by
-    the rule training uses too (:mod:`pipeline.data.ids_resize`: ``nearest-exact``)."""
+    the rule training uses too (:mod:`pipeline.core.ids_resize`: ``nearest-exact``)."""
     arr = as_ids(ids)
     h, w = int(size[0]), int(size[1])
     if arr.shape == (h, w):
@@ -127,7 +127,7 @@ def save_mask_png(path, ids) -> Path:
 
 def read_mask_png(path) -> np.ndarray:
     """Object ids (``uint8 [H, W]``) of a mask PNG, read by the one mask reader
-    (:mod:`pipeline.data.mask_png`).
+    (:mod:`pipeline.core.mask_png`).
 
     * "P" (indexed): the palette indices, whatever the palette's colours.
     * "L" / "LA" (grayscale, alpha ignored) and 16-bit grayscale: values only 0 and 255 -> 0/1

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import TMP_SUFFIX, atomic_write_bytes
-from .masks import MaskIOError, as_ids, as_rgb, overlay, save_mask_png
+from pipeline.core.atomic import TMP_SUFFIX, atomic_write_bytes
+from pipeline.inference.masks import MaskIOError, as_ids, as_rgb, overlay, save_mask_png
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".gif")

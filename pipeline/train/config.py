@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.config import ConfigError, load_config
-from pipeline.dist import DistConfig
+from pipeline.core.config import REPO, ConfigError, load_config
+from pipeline.core.dist import DistConfig
 from pipeline.model.config import ModelConfig
 from pipeline.tracking import TrackingConfig
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -75,6 +74,9 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    # extra hooks, "module:callable" import paths: each callable is called with the rank's
+    # DistContext and returns a hook (or None), appended after the built-in ones
+    hooks: list[str] = field(default_factory=list)
     config_path: str | None = None     # set by load_train_config: the file read
 
 

@@ -1,7 +1,7 @@
 """Training data for the phases: loaders from ``data:`` configs, and a stream that knows its
 position so a resumed run reads exactly the batches an uninterrupted one would have.
 
-The loaders are DDP-safe (``pipeline/data/loader.py``): every rank gets ``data.epoch_batches``
+The loaders are DDP-safe (``pipeline/loading/loader.py``): every rank gets ``data.epoch_batches``
 batches per epoch from its own shards; an epoch's draws and augmentation depend only on
 ``(seed, epoch, rank, worker)``. The position is ``(epoch, batch)``; resuming sets the epoch and
 replays ``batch`` batches of it (at most one epoch: keep ``epoch_batches`` moderate).
@@ -14,10 +14,10 @@ from typing import Any, Iterator
 
 import torch
 
-from pipeline.config import ConfigError
-from pipeline.data import objectstore
-from pipeline.data.augment import IMAGENET_MEAN, IMAGENET_STD, resolve_augment
-from pipeline.data.loader import make_loader
+from pipeline.core.config import ConfigError
+from pipeline.lake import store as objectstore
+from pipeline.loading.augment import IMAGENET_MEAN, IMAGENET_STD, resolve_augment
+from pipeline.loading.loader import make_loader
 from pipeline.train.config import DataConfig
 
 
@@ -66,7 +66,7 @@ class FFCVStream:
     @classmethod
     def make(cls, cfg: DataConfig, batch_size: int, *, augment, seed: int, rank: int,
              world_size: int) -> "FFCVStream":
-        from pipeline.data.ffcv_loader import make_ffcv_loader
+        from pipeline.loading.ffcv.loader import make_ffcv_loader
 
         if not cfg.ffcv_store:
             raise ConfigError("data.backend=ffcv needs data.ffcv_store=<file.beton> "

@@ -13,7 +13,9 @@ added to ``loop.metrics``):
 * :class:`CheckpointHook`  every ``checkpoint.every`` steps and at the end (all ranks)
 * :class:`ExportHook`      ``run_dir/weights.pt`` at the end (rank 0)
 * :class:`TrackingHook`    MLflow: run, params, metrics, checkpoints, model, registry (rank 0)
-* :class:`FaultHook`       fault injection for ``tests/faults``: only when ``$STCNN_FAULT`` is set
+
+More hooks come from the config (``hooks: ["module:callable"]``, :func:`load_hooks`), e.g. the
+fault injection of ``tests/faults``.
 
 Collective hooks (Reduce, Eval, Checkpoint) decide by step number only, so every rank enters
 the same collectives.
@@ -21,8 +23,8 @@ the same collectives.
 
 from __future__ import annotations
 
+import importlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -30,8 +32,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.checkpoint import CheckpointManager, capture_rng_state
-from pipeline.dist import DistConfig, DistContext, all_reduce_mean, any_rank, shorten_timeout
+from pipeline.train.checkpoint import CheckpointManager, capture_rng_state
+from pipeline.core.config import ConfigError
+from pipeline.core.dist import DistConfig, DistContext, all_reduce_mean, any_rank, shorten_timeout
 from pipeline.train.loop import HookBase
 
 log = logging.getLogger(__name__)
@@ -307,61 +310,20 @@ class TrackingHook(HookBase):
             self.ended = True
 
 
-FAULT_ENV = "STCNN_FAULT"
-
-
-class FaultHook(HookBase):
-    """Fault injection used by ``tests/faults`` (never registered unless ``$STCNN_FAULT`` is set).
-
-    ``STCNN_FAULT=kill:rank=R:step=S[:once=MARKER]``: after step ``S`` (all other hooks of that
-    step done) global rank ``R`` kills its own process with SIGKILL, like an OOM killer or a lost
-    node. With ``once=MARKER`` the marker file is created first and no kill happens while it
-    exists, so the attempt an elastic launcher (``torchrun --max-restarts``) restarts goes on.
-    ``once=`` comes last: the marker path may contain ``:``.
-    """
-
-    def __init__(self, rank: int, *, kill_rank: int, step: int, once: str | None = None):
-        self.rank, self.kill_rank, self.step = int(rank), int(kill_rank), int(step)
-        self.once = Path(once) if once else None
-
-    @classmethod
-    def parse(cls, spec: str, rank: int) -> "FaultHook":
-        action, _, rest = spec.partition(":")
-        fields: dict[str, str] = {}
-        while rest:
-            if rest.startswith("once="):
-                fields["once"] = rest[len("once="):]
-                break
-            part, _, rest = rest.partition(":")
-            key, eq, value = part.partition("=")
-            if not eq:
-                fields["?"] = part
-                break
-            fields[key] = value
-        if action != "kill" or set(fields) - {"rank", "step", "once"} or "step" not in fields:
-            raise ValueError(f"${FAULT_ENV}={spec!r}: expected kill:rank=R:step=S[:once=MARKER]")
+def load_hooks(specs: list[str], ctx: DistContext) -> list[HookBase]:
+    """The hooks named by ``hooks:`` in the config: ``"module:callable"`` import paths, each
+    called with ``ctx``; a callable may return None (nothing to add on this rank)."""
+    out = []
+    for spec in specs:
+        module, sep, name = spec.partition(":")
+        if not sep or not module or not name:
+            raise ConfigError(f"hooks: {spec!r} is not 'module:callable'")
         try:
-            return cls(rank, kill_rank=int(fields.get("rank", "0")), step=int(fields["step"]),
-                       once=fields.get("once"))
-        except ValueError:
-            raise ValueError(f"${FAULT_ENV}={spec!r}: rank and step must be integers") from None
-
-    @classmethod
-    def from_env(cls, rank: int, env: dict | None = None) -> "FaultHook | None":
-        spec = (os.environ if env is None else env).get(FAULT_ENV)
-        return cls.parse(spec, rank) if spec else None
-
-    def after_step(self) -> None:
-        if self.rank != self.kill_rank or self.loop.step != self.step:
-            return
-        if self.once is not None:
-            if self.once.exists():
-                return
-            self.once.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.once, "w") as f:
-                f.write(f"killed rank {self.rank} after step {self.step}\n")
-                f.flush()
-                os.fsync(f.fileno())
-        print(f"{FAULT_ENV}: killing rank {self.rank} (pid {os.getpid()}) after step "
-              f"{self.step}", file=sys.stderr, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
+            factory = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"hooks: cannot import {spec!r} ({e}); is its module on "
+                              "PYTHONPATH?") from e
+        hook = factory(ctx)
+        if hook is not None:
+            out.append(hook)
+    return out

@@ -3,8 +3,8 @@
     loop = TrainLoop(phase, stream, total_steps, hooks=[TimerHook(), CheckpointHook(...), ...])
     loop.run()
 
-A *phase* (``pipeline/train/gan.py``, ``segmentation.py``, ``alternating.py``) owns the models
-(as :class:`pipeline.dist.Engine` objects) and says what one step is: a list of :class:`Update` s,
+A *phase* (``pipeline/train/phases/gan.py``, ``segmentation.py``, ``alternating.py``) owns the models
+(as :class:`pipeline.core.dist.Engine` objects) and says what one step is: a list of :class:`Update` s,
 each a loss on one engine. The loop runs every update over the step's micro-batches (gradient
 accumulation, DDP synchronising only on the last one), then steps that engine::
 
@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
-from pipeline.dist import Engine
+from pipeline.core.dist import Engine
 
 
 @dataclass

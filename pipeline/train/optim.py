@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
 
 
 @dataclass

@@ -20,16 +20,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import atomic_write_text
-from pipeline.checkpoint import CheckpointManager, restore_rng_state
-from pipeline.config import ConfigError, dump_yaml, to_dict
-from pipeline.dist import autocast, destroy, init_distributed, seed_everything, seed_model_init
+from pipeline.core.atomic import atomic_write_text
+from pipeline.train.checkpoint import CheckpointManager, restore_rng_state
+from pipeline.core.config import REPO, ConfigError, dump_yaml, to_dict
+from pipeline.core.dist import autocast, destroy, init_distributed, seed_everything, seed_model_init
 from pipeline.tracking import Tracker, environment_info, git_info
 from pipeline.train.config import TrainConfig, load_model_config, load_train_config, plan_batch
 from pipeline.train.data import DataStream, build_loader
-from pipeline.train.hooks import (CheckpointHook, EvalHook, ExportHook, FaultHook,
+from pipeline.train.hooks import (CheckpointHook, EvalHook, ExportHook,
                                   LossHistoryHook, ProgressHook, ReduceHook, ReplicaCheckHook,
-                                  StopHook, TimeoutHook, TimerHook, TrackingHook)
+                                  StopHook, TimeoutHook, TimerHook, TrackingHook, load_hooks)
 from pipeline.train.loop import NonFiniteLossError, TrainLoop
 from pipeline.train.weights import gather_init, save_weights
 
@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 
 
 def _phases() -> dict[str, tuple[type, type]]:
-    from pipeline.train.alternating import AlternatingPhase, AlternatingTrainConfig
-    from pipeline.train.gan import GanPhase, GanTrainConfig
-    from pipeline.train.segmentation import SegmentationPhase, SegmentationTrainConfig
+    from pipeline.train.phases.alternating import AlternatingPhase, AlternatingTrainConfig
+    from pipeline.train.phases.gan import GanPhase, GanTrainConfig
+    from pipeline.train.phases.segmentation import SegmentationPhase, SegmentationTrainConfig
 
     return {"gan": (GanPhase, GanTrainConfig),
             "segmentation": (SegmentationPhase, SegmentationTrainConfig),
@@ -80,8 +80,8 @@ def resume(manager: CheckpointManager, phase: Any, cfg: TrainConfig, ctx) -> Any
     """Load the newest readable checkpoint into the engines and the phase (all ranks agree on
     which); an unreadable one (truncated file, missing rank file) is reported and the previous
     one tried. A world-size mismatch is not skipped over: it is an error with its fix."""
-    from pipeline.checkpoint import CheckpointError, WorldSizeMismatch
-    from pipeline.dist import any_rank
+    from pipeline.train.checkpoint import CheckpointError, WorldSizeMismatch
+    from pipeline.core.dist import any_rank
 
     own = {n: e for n, e in phase.engines.items() if e.saves_itself}
     for path in reversed(manager.list()):
@@ -181,9 +181,7 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
         hooks.append(EvalHook(evaluate, cfg.eval.every))
     hooks += [ProgressHook(ctx, phase_name), StopHook(ctx, cfg.checkpoint.stop_after), ckpt,
               export, tracking]
-    fault = FaultHook.from_env(ctx.rank)      # $STCNN_FAULT: fault injection for tests/faults
-    if fault is not None:
-        hooks.append(fault)
+    hooks += load_hooks(cfg.hooks, ctx)     # the config's extra hooks ("module:callable")
 
     loop = TrainLoop(phase, stream, cfg.steps, accum=plan.accum, start_step=start_step,
                      hooks=hooks, autocast=lambda: autocast(cfg.dist, ctx.device))
@@ -210,8 +208,8 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
 
 
 def _user_errors() -> tuple[type, ...]:
-    from pipeline.checkpoint import CheckpointError
-    from pipeline.data.shardlist import NotEnoughShardsError
+    from pipeline.train.checkpoint import CheckpointError
+    from pipeline.lake.listing import NotEnoughShardsError
     from pipeline.model.backbone import PretrainedWeightsError
     from pipeline.train.weights import WeightsError
 
@@ -226,8 +224,6 @@ def main(phase_name: str, default_config: str, description: str,
          argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("STCNN_LOG_LEVEL", "WARNING"),
                         format="%(levelname)s %(name)s: %(message)s")
-    from pipeline.train.config import REPO
-
     if not Path(default_config).exists():
         default_config = str(REPO / default_config)
     args = parse_args(argv, default_config, description)

@@ -19,8 +19,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from pipeline.atomic import atomic_write_bytes
-from pipeline.config import ConfigError
+from pipeline.core.atomic import atomic_write_bytes
+from pipeline.core.config import ConfigError
 
 FORMAT = "stcnn-weights/1"
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def save_random_weights(path: str | Path, model_config: dict, *, seed: int = 0,
     """A weights file of randomly initialised branches (``G``, ``SSB``, ``D``) of
     ``model_config`` (a stored model config dict): the "no offline training" baseline that
     online tuning starts from in the accuracy benchmark, the demo and the learning check."""
-    from pipeline.config import from_dict
+    from pipeline.core.config import from_dict
     from pipeline.model.config import ModelConfig
     from pipeline.model.stcnn import build_discriminator, build_generator, build_ssb
 

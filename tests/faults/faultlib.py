@@ -24,6 +24,17 @@ _SCRUB = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "MLF
           "STCNN_PARENT_RUN_ID", "STCNN_FAULT", "TORCHELASTIC_RESTART_COUNT")
 
 
+FAULTS = Path(__file__).resolve().parent
+FAULT_HOOK = "hooks=[fault_hook:from_env]"   # the training config's extra hook (fault_hook.py)
+
+
+def fault_env(spec: str, **extra: str) -> dict[str, str]:
+    """:func:`clean_env` with ``$STCNN_FAULT=spec`` and this folder on PYTHONPATH, so that a run
+    started with :data:`FAULT_HOOK` among its overrides loads the fault hook."""
+    path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH", "")) if p)
+    return clean_env(STCNN_FAULT=spec, PYTHONPATH=path, **extra)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without launcher/tracking variables, one thread per rank."""
     env = {k: v for k, v in os.environ.items() if k not in _SCRUB}

@@ -37,15 +37,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.checkpoint import CheckpointError, CheckpointManager
-from pipeline.config import ConfigError
-from pipeline.data.catalog import validate_set
-from pipeline.data.loader import CorruptSampleWarning, IgnoredMemberWarning, iter_samples
-from pipeline.data.preprocess import PreprocessConfig, run_preprocess
-from pipeline.data.readstats import ReadStats
-from pipeline.data.sources import get_source
-from pipeline.data.sources.base import SourceError
-from pipeline.data.synthetic import SyntheticSpec, write_dataset
+from pipeline.train.checkpoint import CheckpointError, CheckpointManager
+from pipeline.core.config import ConfigError
+from pipeline.lake.catalog import validate_set
+from pipeline.loading.loader import CorruptSampleWarning, IgnoredMemberWarning, iter_samples
+from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
+from pipeline.loading.readstats import ReadStats
+from pipeline.sources import get_source
+from pipeline.sources.types import SourceError
+from pipeline.synthetic import SyntheticSpec, write_dataset
 
 from faultlib import REPO, clean_env
 

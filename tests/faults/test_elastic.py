@@ -3,7 +3,7 @@
 and the result is bit-identical to an uninterrupted run.
 
 The kill is deterministic: ``$STCNN_FAULT=kill:rank=1:step=3:once=MARKER`` registers
-:class:`pipeline.train.hooks.FaultHook`, which SIGKILLs rank 1 after step 3 (after the step-2
+:class:`fault_hook.FaultHook` (through the config's ``hooks:``), which SIGKILLs rank 1 after step 3 (after the step-2
 checkpoint, before the step-4 one) unless MARKER exists, creating it first.
 """
 
@@ -14,14 +14,15 @@ import re
 import pytest
 import torch
 
-from faultlib import Timer, clean_env, failure, record, resumed_steps, summary, torchrun
+from faultlib import (FAULT_HOOK, Timer, failure, fault_env, record, resumed_steps, summary,
+                      torchrun)
 from test_train import assert_same_tensors, last_checkpoint_state, load_state
 
 COMMON = ("steps=6", "checkpoint.every=2")
 
 
 def test_fault_spec_is_parsed_and_checked(tmp_path):
-    from pipeline.train.hooks import FaultHook
+    from fault_hook import FaultHook
 
     assert FaultHook.from_env(0, {}) is None                 # not registered without the variable
     h = FaultHook.from_env(1, {"STCNN_FAULT": f"kill:rank=1:step=3:once={tmp_path}/a:b"})
@@ -38,9 +39,9 @@ def test_torchrun_restarts_a_killed_rank_and_the_run_is_bit_identical(train_lake
     assert proc.returncode == 0, failure(proc)
 
     run_dir, marker = tmp_path / "elastic", tmp_path / "fault.marker"
-    env = clean_env(STCNN_FAULT=f"kill:rank=1:step=3:once={marker}")
+    env = fault_env(f"kill:rank=1:step=3:once={marker}")
     with Timer() as t:
-        proc = torchrun("gan", train_lake, run_dir, *COMMON,
+        proc = torchrun("gan", train_lake, run_dir, *COMMON, FAULT_HOOK,
                         launcher_args=("--max-restarts=2", "--monitor-interval=0.5"), env=env)
     assert proc.returncode == 0, failure(proc)
     log = proc.stdout + proc.stderr

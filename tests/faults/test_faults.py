@@ -36,12 +36,12 @@ from faultlib import REPO, Timer, clean_env, failure, record, summary, torchrun
 from test_preprocess import PREPROCESS, lake_files
 from test_train import LAUNCHERS, assert_same_tensors, last_checkpoint_state, load_state, tiny
 
-import pipeline.atomic
-from pipeline.atomic import temp_path
-from pipeline.data.catalog import read_catalog, validate_set
-from pipeline.data.preprocess import PreprocessConfig, run_preprocess
-from pipeline.data.shardlist import finished_shards
-from pipeline.data.synthetic import SyntheticSpec, write_dataset
+import pipeline.core.atomic
+from pipeline.core.atomic import temp_path
+from pipeline.lake.catalog import read_catalog, validate_set
+from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
+from pipeline.lake.listing import finished_shards
+from pipeline.synthetic import SyntheticSpec, write_dataset
 
 PP_ARGS = ["--shard-max-count", "3", "--no-progress"]
 
@@ -182,7 +182,7 @@ class _FullDisk:
 
 
 def fill_disk_on(monkeypatch, target: str, budget: int) -> list[str]:
-    """Writes of ``target`` (a file name, e.g. ``00001.tar``) through ``pipeline.atomic`` fail
+    """Writes of ``target`` (a file name, e.g. ``00001.tar``) through ``pipeline.core.atomic`` fail
     with ENOSPC after ``budget`` bytes; returns the temp names that hit it."""
     hits: list[str] = []
 
@@ -193,7 +193,7 @@ def fill_disk_on(monkeypatch, target: str, budget: int) -> list[str]:
             return _FullDisk(f, budget)
         return f
 
-    monkeypatch.setattr(pipeline.atomic, "open", fake_open, raising=False)
+    monkeypatch.setattr(pipeline.core.atomic, "open", fake_open, raising=False)
     return hits
 
 
@@ -201,7 +201,7 @@ def fill_disk_on(monkeypatch, target: str, budget: int) -> list[str]:
                                             ("00001_stats.json", 10)])
 def test_disk_full_while_writing_a_shard(target, budget, small_davis, reference_lake, tmp_path,
                                          monkeypatch):
-    from pipeline.data.loader import iter_samples
+    from pipeline.loading.loader import iter_samples
 
     out = tmp_path / "lake"
     set_dir = out / "davis2017" / "train"
@@ -235,7 +235,7 @@ def test_disk_full_while_writing_a_shard(target, budget, small_davis, reference_
     t.__exit__()
     record(f"disk-full-{target[len('00001'):].strip('._').replace('.json', '')}",
            fault=f"ENOSPC while writing shard file {target} (after {budget} bytes)",
-           where="preprocessing (pipeline.atomic writer)", times=1,
+           where="preprocessing (pipeline.core.atomic writer)", times=1,
            survived=f"error names {target} and the fix; readers saw only finished shards; "
                     f"re-run byte-identical ({n} samples)", ok=True, seconds=t.seconds)
 
@@ -252,7 +252,7 @@ def test_preprocess_cli_reports_a_full_disk_without_a_traceback(small_davis, tmp
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(
         "import builtins, errno, os, pathlib\n"
-        "import pipeline.atomic as a\n"
+        "import pipeline.core.atomic as a\n"
         "class Full:\n"
         "    def __init__(self, f): self.f = f\n"
         "    def write(self, b): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"

@@ -1,1 +1,0 @@
-"""Data lake: official-layout readers, synthetic datasets, shards, catalog and loaders."""

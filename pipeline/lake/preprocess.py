@@ -1,0 +1,207 @@
+"""The preprocessing job: an official layout -> ``shards/<dataset>/<split>/`` (DESIGN.md s. 3-4).
+
+Per split: list the source, plan the samples and their shards (independent of how the work is
+split), write ``manifest.json``, write this task's shards (shard i belongs to task
+i % num_tasks) with ``workers`` processes, and, once every shard of the split is finished
+(by this task or another), write ``catalog.parquet``, the union of the per-shard parquet files.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+from pipeline.core.atomic import atomic_write_text, remove_dead_temps
+from pipeline.lake import store as objectstore
+from pipeline.lake.catalog import CATALOG, MANIFEST, finished, write_catalog
+from pipeline.lake.plan import payload_bytes, plan_clips, plan_images, source_bytes, split_into_shards
+from pipeline.lake.writer import plan_digest, shard_name, write_shard
+from pipeline.sources import SOURCES, get_source
+from pipeline.sources.base import Source
+from pipeline.sources.types import SourceError
+
+log = logging.getLogger(__name__)
+
+THROTTLE_ENV = "STCNN_PREPROCESS_THROTTLE"  # seconds per member: fault-injection for kill tests
+
+
+@dataclasses.dataclass
+class PreprocessConfig:
+    dataset: str
+    src: Path
+    out: Path | str = Path("shards")  # a folder, or s3://bucket/prefix (staged, then uploaded)
+    splits: list[str] | None = None  # None: every split the source has
+    delta: int = 4
+    clip_stride: int = 1
+    shard_max_count: int = 256
+    shard_max_bytes: int = 512 * 1024 * 1024
+    workers: int = 1
+    task_index: int | None = None  # None: $SLURM_ARRAY_TASK_ID (relative to the array's first), else 0
+    num_tasks: int | None = None  # None: $SLURM_ARRAY_TASK_COUNT, else 1
+    on_error: Literal["raise", "skip"] = "raise"
+    verify: Literal["header", "decode"] = "header"
+    progress: bool = True
+    # out=s3://...: the local folder the sets are written to before upload (None: a temporary
+    # folder, removed afterwards; a persistent one lets re-runs skip finished shards)
+    staging: Path | None = None
+
+
+def resolve_task(task_index: int | None, num_tasks: int | None,
+                 env: dict | None = None) -> tuple[int, int]:
+    env = os.environ if env is None else env
+    if num_tasks is None:
+        num_tasks = int(env.get("SLURM_ARRAY_TASK_COUNT", 1))
+    if task_index is None:
+        if "SLURM_ARRAY_TASK_ID" in env:
+            task_index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        else:
+            task_index = 0
+    if num_tasks < 1 or not 0 <= task_index < num_tasks:
+        raise ValueError(f"task index {task_index} is not in [0, {num_tasks}): use "
+                         f"--task-index 0..{num_tasks - 1} with --num-tasks {num_tasks} "
+                         "(under SLURM: sbatch --array=0-<N-1>)")
+    return task_index, num_tasks
+
+
+def _write_one(args: tuple) -> tuple:
+    out_dir, index, specs, source, dataset, split, digest, verify, throttle = args
+    before = len(source.skips.items)
+    result = write_shard(out_dir, index, specs, source, dataset=dataset, split=split,
+                         digest=digest, verify=verify, throttle=throttle)
+    return result, source.skips.items[before:]
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="shard", disable=not enabled, leave=False)
+
+
+def preprocess_split(cfg: PreprocessConfig, source: Source, split: str,
+                     task_index: int, num_tasks: int) -> dict:
+    t0 = time.perf_counter()
+    if source.kind == "clip":
+        specs = plan_clips(source.sequences(split), cfg.delta, cfg.clip_stride)
+    else:
+        specs = plan_images(source.images(split))
+    if not specs:
+        raise SourceError(source.root, f"split {split!r} of {source.name} has no samples",
+                          "check the split's list file and that its files exist")
+    shards = split_into_shards(specs, cfg.shard_max_count, cfg.shard_max_bytes)
+    settings = {"dataset": source.name, "split": split, "kind": source.kind,
+                "delta": cfg.delta if source.kind == "clip" else None,
+                "clip_stride": cfg.clip_stride if source.kind == "clip" else None,
+                "shard_max_count": cfg.shard_max_count, "shard_max_bytes": cfg.shard_max_bytes,
+                "on_error": cfg.on_error, "verify": cfg.verify}
+    digests = [plan_digest(s, source.root, settings) for s in shards]
+    set_dir = Path(cfg.out) / source.name / split
+    set_dir.mkdir(parents=True, exist_ok=True)
+    src_bytes = source_bytes(specs)
+    planned = payload_bytes(specs)
+    manifest = {
+        "dataset": source.name, "split": split, "kind": source.kind, "settings": settings,
+        "n_shards": len(shards), "n_samples_planned": len(specs),
+        "n_sequences": len({s.sequence for s in specs}),
+        "source_bytes": src_bytes, "planned_payload_bytes": planned,
+        "amplification_planned": round(planned / src_bytes, 4) if src_bytes else None,
+        "listing_skips": source.skips.as_dict(),
+        "shards": [{"name": shard_name(i), "samples_planned": len(s), "plan_digest": d}
+                   for i, (s, d) in enumerate(zip(shards, digests))],
+    }
+    for name in (MANIFEST, CATALOG):   # temps of killed writers (other tasks' live ones stay)
+        remove_dead_temps(set_dir, name)
+    atomic_write_text(set_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+    mine = [i for i in range(len(shards)) if i % num_tasks == task_index]
+    throttle = float(os.environ.get(THROTTLE_ENV, "0") or 0)
+    jobs = [(set_dir, i, shards[i], source, source.name, split, digests[i], cfg.verify, throttle)
+            for i in mine]
+    results, skipped_files = [], []
+    desc = f"{source.name}/{split}"
+    with _progress(len(jobs), desc, cfg.progress) as bar:
+        if cfg.workers > 1 and len(jobs) > 1:
+            with cf.ProcessPoolExecutor(max_workers=cfg.workers) as pool:
+                for result, items in pool.map(_write_one, jobs):
+                    results.append(result)
+                    skipped_files += items
+                    bar.update(1)
+        else:
+            for job in jobs:
+                result, items = _write_one(job)
+                results.append(result)
+                skipped_files += items
+                bar.update(1)
+    done = finished(set_dir, len(shards))
+    catalog = write_catalog(set_dir, len(shards)) if all(done) else None
+    written = [r for r in results if not r.skipped]
+    seconds = time.perf_counter() - t0
+    out_bytes = sum(r.bytes for r in written)
+    failures: dict[str, int] = {}
+    for r in results:
+        for k, v in r.failures.items():
+            failures[k] = failures.get(k, 0) + v
+    return {
+        "dataset": source.name, "split": split, "dir": str(set_dir),
+        "task": f"{task_index}/{num_tasks}", "shards_total": len(shards),
+        "shards_this_task": len(mine), "shards_written": len(written),
+        "shards_already_finished": len(results) - len(written),
+        "shards_unfinished": done.count(False),
+        "samples_this_task": sum(r.count for r in results), "samples_planned": len(specs),
+        "failures": failures, "skipped_files": skipped_files,
+        "listing_skips": source.skips.as_dict()["by_reason"],
+        "amplification": manifest["amplification_planned"],
+        "written_bytes": out_bytes, "seconds": round(seconds, 3),
+        "mb_per_s": round(out_bytes / seconds / 1e6, 2) if written else None,
+        "catalog": str(catalog) if catalog else None,
+    }
+
+
+def _run_to_store(cfg: PreprocessConfig) -> list[dict]:
+    """``out=s3://...``: write the sets into a local staging folder, then upload each one with
+    :func:`objectstore.upload_set` (stats files last), so readers of the store only ever see
+    finished shards. The summaries' ``dir`` is the set URL; ``staging_dir`` the local folder."""
+    url = objectstore.normalize(cfg.out).rstrip("/")
+    objectstore.check_access(url)  # bucket and credentials, before the long part
+    tmp = None
+    if cfg.staging is None:
+        tmp = tempfile.TemporaryDirectory(prefix="stcnn-staging-")
+        staging = Path(tmp.name)
+    else:
+        staging = Path(cfg.staging)
+    try:
+        summaries = run_preprocess(dataclasses.replace(cfg, out=staging, staging=None))
+        for s in summaries:
+            set_url = objectstore.join(url, s["dataset"], s["split"])
+            s["upload"] = objectstore.upload_set(s["dir"], set_url)
+            s["staging_dir"] = s["dir"] if tmp is None else None
+            s["dir"] = set_url
+            if s["catalog"]:
+                s["catalog"] = objectstore.join(set_url, Path(s["catalog"]).name)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return summaries
+
+
+def run_preprocess(cfg: PreprocessConfig) -> list[dict]:
+    if objectstore.is_s3(cfg.out):
+        return _run_to_store(cfg)
+    if cfg.dataset not in SOURCES:
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {sorted(SOURCES)}")
+    task_index, num_tasks = resolve_task(cfg.task_index, cfg.num_tasks)
+    if cfg.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {cfg.workers}")
+    source = get_source(cfg.dataset, cfg.src, on_error=cfg.on_error)
+    splits = cfg.splits or source.splits()
+    unknown = [s for s in splits if s not in source.splits()]
+    if unknown:
+        raise SourceError(source.root, f"split(s) {unknown} not found in {cfg.dataset}",
+                          f"choose among {source.splits()}")
+    return [preprocess_split(cfg, source, split, task_index, num_tasks) for split in splits]

@@ -1,0 +1,1 @@
+"""The optional FFCV store for the static-image stage: its format, writer and loader."""

@@ -1,0 +1,443 @@
+"""Optional FFCV ``.beton`` store for the static-image stage (MSRA10K + VOC image samples).
+
+FFCV has no clip or video field, so this path fits the static-image stage only (the SSB
+pre-training on MSRA10K + VOC); clip shard sets are refused. The WebDataset shards stay the
+source of truth: :func:`write_beton` (this module) converts finished image-sample shard sets into
+one ``.beton`` file plus a sidecar ``<out>.keys.json`` (:mod:`pipeline.loading.ffcv.format`), and
+:func:`make_ffcv_loader` (:mod:`pipeline.loading.ffcv.loader`, re-exported here with
+:func:`iter_beton`) reads it.
+
+Fields of the ``.beton`` (all standard FFCV field types, so a plain ``ffcv.Reader`` opens it):
+
+``image``  ``RGBImageField``. ``image_mode="raw"`` (default) stores the decoded RGB pixels
+           (decoded by the WebDataset loader's own decoder, :func:`decode_image`: torchvision's
+           libjpeg-turbo decoder, PIL as fallback), so the image comes back bit-exact.
+           ``image_mode="jpg"`` re-encodes with OpenCV at ``jpeg_quality`` (several times
+           smaller, lossy: mean abs difference around 1 at quality 95). FFCV's stock decoders
+           handle variable sizes only with a crop; the loader has its own decoder.
+``mask``   ``BytesField`` holding an 8-byte header (``uint32`` height, ``uint32`` width, little
+           endian) and then ``height * width`` ``uint8`` labels, row-major. The labels are the
+           mask after the dataset's ``mask_format`` rule (:func:`decode_mask`, the loader's
+           rule): ``binary`` masks become {0, 1}; ``voc`` / ``palette`` masks keep their ids and
+           the 255 void. Why not the alternatives: a second ``RGBImageField`` (raw) would store
+           the mask three times and its stock decoders resize with area interpolation, which
+           mixes ids; a fixed-shape ``NDArrayField`` costs the largest mask's size for every
+           sample and still needs the true size stored elsewhere; a ``BytesField`` holding the
+           PNG round-trips too but needs PIL, i.e. Python, for every sample at load time. Raw
+           labels are copied (or nearest-resized) by JIT-compiled code and come back
+           pixel-equal.
+``index``  ``IntField``: the sample's position in the sidecar's ``samples`` list (``key``,
+           ``dataset``, ``split``, ``shard``, ``mask_format``, ``height``, ``width``,
+           ``objects``, ``ok``), so every FFCV sample can be matched to its WebDataset sample.
+
+Shards are listed like the loader lists them (:func:`finished_shards`) and indexed with the
+loader's tar parser and key rule (:mod:`pipeline.loading.tario`, :func:`split_member`): member
+offsets first, member bytes read later by the writer's workers.
+
+Writing is atomic: the ``.beton`` is written under a temporary name and renamed once it and its
+sidecar are complete; the sidecar records the file size and sample count, and the loader refuses
+a pair that does not match. A re-run over unchanged shards is skipped (inputs digest).
+Samples that fail to decode are skipped with a warning naming shard and key (``on_error``).
+
+FFCV 1.0.2 quirk handled here: its writer's progress loop waits forever if a worker raises
+(decoding errors are caught inside the dataset and turned into placeholders that the sidecar
+marks ``ok: false``; pages are sized so a sample always fits). The loader's workarounds are in
+:mod:`pipeline.loading.ffcv.loader`.
+
+FFCV is optional: ``pip install -e .[ffcv]`` after
+``apt-get install -y pkg-config libopencv-dev libturbojpeg0-dev``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pipeline.core.atomic import atomic_write_text, remove_stale_temps, temp_path
+from pipeline.core.ids_resize import nearest_indices, resize_ids_nearest
+from pipeline.loading.decode import MASK_FORMATS, apply_mask_format, decode_jpeg, decode_mask, merge_object_ids
+from pipeline.loading.ffcv.format import (FIELD_NAMES, INSTALL_HINT, MASK_HEADER_BYTES, MASK_PAD_VALUE,
+                          SIDECAR_SUFFIX, STORE_FORMAT, STORE_VERSION, FFCVUnavailable, StoreError,
+                          decode_mask_record, encode_mask_record, load_sidecar, require_ffcv,
+                          sidecar_path)
+from pipeline.loading.ffcv.loader import FFCVImageLoader, LoaderThreadDied, iter_beton, make_ffcv_loader
+from pipeline.lake.listing import finished_shards, stats_path
+from pipeline.loading.tario import TarFormatError, iter_member_offsets
+from pipeline.loading.tarsamples import split_member
+
+__all__ = [
+    # the writer (this module)
+    "IMAGE_MODES", "NoFinishedShards", "decode_image", "nearest_indices", "resize_mask_nearest",
+    "write_beton",
+    # the format (ffcv_format)
+    "FIELD_NAMES", "INSTALL_HINT", "MASK_HEADER_BYTES", "MASK_PAD_VALUE", "SIDECAR_SUFFIX",
+    "STORE_FORMAT", "STORE_VERSION", "FFCVUnavailable", "StoreError", "decode_mask_record",
+    "encode_mask_record", "load_sidecar", "require_ffcv", "sidecar_path",
+    # the loader (ffcv_loader)
+    "FFCVImageLoader", "LoaderThreadDied", "iter_beton", "make_ffcv_loader",
+    # decoding (decode) and shard listing (shardlist), shared with the WebDataset loader
+    "MASK_FORMATS", "apply_mask_format", "decode_mask", "merge_object_ids", "finished_shards",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGE_MODES = ("raw", "jpg")
+
+
+class NoFinishedShards(FileNotFoundError):
+    """A shard directory holds no finished shard (``NNNNN.tar`` with its ``NNNNN_stats.json``)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Pixels and labels of a sample, as stored
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Source JPEG bytes -> (H, W, 3) uint8 RGB: the WebDataset loader's pixels
+    (:func:`pipeline.loading.decode.decode_jpeg`), as a numpy array."""
+    return np.ascontiguousarray(decode_jpeg(data).permute(1, 2, 0).numpy())
+
+
+def resize_mask_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) labels -> (H, W) by the one id-resize rule (:mod:`pipeline.core.ids_resize`,
+    ``nearest-exact``; the loader's JIT code gives the same result)."""
+    return resize_ids_nearest(labels, size)
+
+
+def _fit_resolution(h: int, w: int, max_resolution: int | None) -> tuple[int, int]:
+    """FFCV's ``max_resolution`` rule: shrink so that the longer side is at most the limit."""
+    if not max_resolution or max(h, w) <= max_resolution:
+        return h, w
+    ratio = max_resolution / max(h, w)
+    return max(1, int(ratio * h)), max(1, int(ratio * w))
+
+
+# ------------------------------------------------------------------------------------------------
+# Indexing shards (the loader's tar parser: only jpg / png / json members are read, by offset)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Member:
+    offset: int
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sample:
+    tar: str  # path of the tar (local, not written to the sidecar)
+    shard: str  # "<dataset>/<split>/NNNNN.tar", for messages and the sidecar
+    key: str
+    jpg: _Member | None
+    png: _Member | None
+    meta: dict
+
+
+def _read_member(f, m: _Member) -> bytes:
+    f.seek(m.offset)
+    data = f.read(m.size)
+    if len(data) != m.size:
+        raise OSError(f"truncated member ({len(data)} of {m.size} bytes)")
+    return data
+
+
+def _shard_label(tar: Path) -> str:
+    return "/".join(tar.parts[-3:])
+
+
+def _index_tar(tar: Path) -> tuple[list[_Sample], list[dict]]:
+    """List the image samples of one shard; returns (samples, problems)."""
+    groups: dict[str, dict[str, _Member]] = {}  # in tar order
+    label = _shard_label(tar)
+    samples, problems = [], []
+    with open(tar, "rb") as f:
+        try:
+            for name, offset, size in iter_member_offsets(f):
+                key, ext = split_member(name)
+                if key is not None:
+                    groups.setdefault(key, {})[ext] = _Member(offset, size)
+        except (TarFormatError, UnicodeDecodeError) as e:
+            raise StoreError(f"{label}: unreadable tar ({e}); check the set with "
+                             f"`python launch/catalog.py {tar.parent} --validate`") from e
+        for key, members in groups.items():
+            if any(ext[:2].isdigit() for ext in members):  # 00.jpg .. NN.jpg
+                raise StoreError(f"{label}: sample {key!r} is a clip sample (frames 00.jpg..); the "
+                                 f"FFCV store holds the static-image stage only (MSRA10K, VOC): "
+                                 f"pass image-sample shard sets")
+            meta: dict = {}
+            if "json" in members:
+                try:
+                    meta = json.loads(_read_member(f, members["json"]))
+                except (OSError, ValueError) as e:
+                    problems.append({"shard": label, "key": key, "error": f"bad json: {e}"})
+                    continue
+            if meta.get("frame_ids"):
+                raise StoreError(f"{label}: sample {key!r} is a clip sample (json has frame_ids); "
+                                 f"the FFCV store holds the static-image stage only")
+            missing = [m for m in ("jpg", "mask.png", "json") if m not in members]
+            if missing:
+                problems.append({"shard": label, "key": key,
+                                 "error": f"missing member(s) {', '.join(missing)}"})
+                continue
+            if meta.get("mask_format") not in MASK_FORMATS:
+                problems.append({"shard": label, "key": key,
+                                 "error": f"json mask_format {meta.get('mask_format')!r} is not "
+                                          f"one of {MASK_FORMATS}"})
+                continue
+            samples.append(_Sample(str(tar), label, key, members["jpg"], members["mask.png"], meta))
+    return samples, problems
+
+
+def _inputs_digest(tars: list[Path], settings: dict) -> str:
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for tar in tars:
+        stats = stats_path(tar)
+        h.update(_shard_label(tar).encode())
+        h.update(str(tar.stat().st_size).encode())
+        h.update(stats.read_bytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing
+
+
+class _ShardSamples:
+    """Indexable dataset for ``DatasetWriter.from_indexed_dataset`` (picklable: plain fields).
+
+    A sample that fails to decode becomes a 1x1 placeholder (so that FFCV's writer, whose
+    progress loop waits for every sample, never hangs on a worker exception) and its error is
+    written to ``error_dir``; the sidecar marks it ``ok: false`` and the loaders leave it out.
+    """
+
+    def __init__(self, samples: list[_Sample], error_dir: str, max_resolution: int | None):
+        self.samples = samples
+        self.error_dir = error_dir
+        self.max_resolution = max_resolution
+        self._files: dict[str, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_files"] = {}
+        return state
+
+    def _file(self, path: str):
+        f = self._files.get(path)
+        if f is None:
+            if len(self._files) > 8:
+                for g in self._files.values():
+                    g.close()
+                self._files.clear()
+            f = self._files[path] = open(path, "rb")
+        return f
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        s = self.samples[i]
+        f = self._file(s.tar)
+        image = decode_image(_read_member(f, s.jpg))
+        labels = decode_mask(_read_member(f, s.png), s.meta["mask_format"])
+        if image.shape[:2] != labels.shape:
+            raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but mask is "
+                             f"{labels.shape[1]}x{labels.shape[0]}")
+        h, w = _fit_resolution(image.shape[0], image.shape[1], self.max_resolution)
+        if (h, w) != labels.shape:
+            import cv2
+
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+            labels = resize_mask_nearest(labels, (h, w))
+        return np.ascontiguousarray(image), labels
+
+    def __getitem__(self, i: int):
+        try:
+            image, labels = self.load(i)
+        except Exception as e:  # noqa: BLE001 - recorded and reported by write_beton
+            s = self.samples[i]
+            Path(self.error_dir, f"{i}.json").write_text(json.dumps(
+                {"shard": s.shard, "key": s.key, "error": f"{type(e).__name__}: {e}"}))
+            image = np.zeros((1, 1, 3), np.uint8)
+            labels = np.full((1, 1), MASK_PAD_VALUE, np.uint8)
+        return image, encode_mask_record(labels), i
+
+
+@contextlib.contextmanager
+def _quiet_writer(progress: bool):
+    """FFCV's writer always shows a tqdm bar; silence it unless asked for."""
+    if progress:
+        yield
+        return
+    import functools
+
+    import ffcv.writer as fw
+
+    original = fw.tqdm
+    fw.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        fw.tqdm = original
+
+
+def write_beton(shard_dirs: Sequence[str | Path], out_path: str | Path, *, num_workers: int = 1,
+                max_resolution: int | None = None, image_mode: str = "raw",
+                jpeg_quality: int = 95, on_error: str = "skip", overwrite: bool = False,
+                progress: bool = False) -> dict:
+    """Convert finished image-sample shard sets (``<lake>/<dataset>/<split>/``) to one .beton.
+
+    ``image_mode``: ``"raw"`` stores RGB pixels (exact); ``"jpg"`` re-encodes at
+    ``jpeg_quality`` (smaller, lossy). ``max_resolution`` shrinks samples whose longer side
+    exceeds it (image: area interpolation; mask: nearest). ``on_error="skip"`` leaves out
+    samples that fail to decode (with a warning naming shard and key); ``"raise"`` stops.
+    Returns a summary dict (``samples``, ``failures``, ``bytes``, ``seconds``, ...).
+    """
+    t0 = time.time()
+    require_ffcv()
+    if image_mode not in IMAGE_MODES:
+        raise ValueError(f"image_mode must be one of {IMAGE_MODES}, got {image_mode!r}")
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    if isinstance(shard_dirs, (str, Path)):
+        shard_dirs = [shard_dirs]
+    if not shard_dirs:
+        raise ValueError("write_beton needs at least one shard directory")
+    out_path = Path(out_path)
+
+    tars: list[Path] = []
+    for d in map(Path, shard_dirs):
+        if not d.is_dir():
+            raise NoFinishedShards(f"{d}: shard directory does not exist (expected "
+                                   f"<lake>/<dataset>/<split>/ with NNNNN.tar files)")
+        found = finished_shards(d)
+        if not found:
+            nested = sorted({p.parent for p in d.glob("*/**/*_stats.json")})
+            hint = (f"; it has shard sets below it, pass those instead: "
+                    f"{', '.join(str(p) for p in nested[:4])}" if nested else
+                    "; run the preprocessing job (launch/preprocess.py) for it first, or wait "
+                    "for it to finish (a NNNNN.tar without NNNNN_stats.json is unfinished)")
+            raise NoFinishedShards(f"{d}: no finished shards{hint}")
+        tars.extend(found)
+
+    settings = {"image_mode": image_mode, "max_resolution": max_resolution,
+                "jpeg_quality": jpeg_quality if image_mode == "jpg" else None,
+                "version": STORE_VERSION}
+    digest = _inputs_digest(tars, settings)
+    if not overwrite and out_path.is_file():
+        with contextlib.suppress(StoreError, ValueError, OSError):
+            doc = load_sidecar(out_path)
+            if doc.get("inputs_digest") == digest:
+                return {**doc["summary"], "path": str(out_path),
+                        "keys_path": str(sidecar_path(out_path)), "skipped": True,
+                        "seconds": round(time.time() - t0, 3)}
+
+    samples: list[_Sample] = []
+    problems: list[dict] = []
+    for tar in tars:
+        s, p = _index_tar(tar)
+        samples.extend(s)
+        problems.extend(p)
+    if problems and on_error == "raise":
+        raise StoreError("; ".join(f"{p['shard']} {p['key']}: {p['error']}" for p in problems))
+    if not samples:
+        raise StoreError(f"no image samples in {len(tars)} finished shard(s) of "
+                         f"{', '.join(map(str, shard_dirs))}")
+
+    from ffcv.fields import BytesField, IntField, RGBImageField
+    from ffcv.writer import MIN_PAGE_SIZE, DatasetWriter
+
+    # Every field of one sample must fit into one page (FFCV retries once on a fresh page and
+    # then fails inside a worker, which its writer would wait for forever).
+    biggest = max(int(s.meta.get("height", 0)) * int(s.meta.get("width", 0)) for s in samples)
+    need = 2 * (biggest * 4 + MASK_HEADER_BYTES) + (1 << 16)
+    page_size = max(4 * MIN_PAGE_SIZE, 1 << math.ceil(math.log2(need)))
+
+    fields = {
+        "image": RGBImageField(write_mode=image_mode, jpeg_quality=jpeg_quality),
+        "mask": BytesField(),
+        "index": IntField(),
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_path.parent, out_path.name)  # left by a killed run
+    for stale in out_path.parent.glob(f".{out_path.name}.*.errors"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = temp_path(out_path)
+    error_dir = out_path.with_name(f".{out_path.name}.{os.getpid()}.errors")
+    shutil.rmtree(error_dir, ignore_errors=True)
+    error_dir.mkdir()
+    dataset = _ShardSamples(samples, str(error_dir), max_resolution)
+    try:
+        writer = DatasetWriter(str(tmp), fields, page_size=page_size,
+                               num_workers=max(1, int(num_workers)))
+        with _quiet_writer(progress):
+            writer.from_indexed_dataset(dataset, chunksize=64)
+        failed = sorted((json.loads(p.read_text()) | {"index": int(p.stem)}
+                         for p in error_dir.glob("*.json")), key=lambda d: d["index"])
+        if failed and on_error == "raise":
+            raise StoreError("; ".join(f"{d['shard']} {d['key']}: {d['error']}" for d in failed))
+        for d in problems + failed:
+            warnings.warn(f"ffcv_store: skipped {d['shard']} {d['key']}: {d['error']}",
+                          stacklevel=2)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+
+        from ffcv.reader import Reader
+
+        meta = Reader(str(tmp)).metadata
+        heights = meta["f0"]["height"].astype(int)
+        widths = meta["f0"]["width"].astype(int)
+        bad = {d["index"] for d in failed}
+        records = []
+        for i, s in enumerate(samples):
+            m = s.meta
+            records.append({
+                "key": s.key, "dataset": m.get("dataset"), "split": m.get("split"),
+                "shard": s.shard, "mask_format": m["mask_format"],
+                "height": int(heights[i]), "width": int(widths[i]),
+                "source_height": m.get("height"), "source_width": m.get("width"),
+                "objects": m.get("objects"), "ok": i not in bad,
+            })
+        datasets: dict[str, int] = {}
+        for r in records:
+            if r["ok"]:
+                name = f"{r['dataset']}/{r['split']}"
+                datasets[name] = datasets.get(name, 0) + 1
+        summary = {
+            "samples": len(samples) - len(bad), "failures": len(problems) + len(failed),
+            "failed": problems + failed, "shards": len(tars), "datasets": datasets,
+            "bytes": tmp.stat().st_size, "image_mode": image_mode,
+            "max_resolution": max_resolution, "page_size": page_size,
+        }
+        doc = {
+            "format": STORE_FORMAT, "version": STORE_VERSION, "beton": out_path.name,
+            "beton_bytes": tmp.stat().st_size, "num_samples": len(samples),
+            "fields": {
+                "image": f"RGBImageField({image_mode})",
+                "mask": "BytesField: <u4 height, <u4 width, then height*width uint8 labels",
+                "index": "IntField: position in samples",
+            },
+            "settings": settings, "inputs_digest": digest,
+            "shards": [_shard_label(t) for t in tars], "summary": summary, "samples": records,
+        }
+        summary["seconds"] = round(time.time() - t0, 3)
+        atomic_write_text(sidecar_path(out_path), json.dumps(doc, indent=1))
+        os.replace(tmp, out_path)
+    finally:
+        shutil.rmtree(error_dir, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    log.info("ffcv_store: wrote %s (%d samples, %d failures, %.1f s)", out_path,
+             summary["samples"], summary["failures"], summary["seconds"])
+    return {**summary, "path": str(out_path), "keys_path": str(sidecar_path(out_path)),
+            "skipped": False}
