@@ -18,6 +18,7 @@ import pytest
 
 from pipeline.evaluation import metrics as M
 from pipeline.evaluation import tstab as _tstab
+from pipeline.evaluation.tstab import align as tstab_align
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "metrics"
 
@@ -172,8 +173,8 @@ def test_t_tie_replay_matches_the_heap_search(cases):
     assert fast != exact and fast == pytest.approx(exact, rel=1e-2)
     rng = np.random.default_rng(3)
     cost = rng.random((23, 31))
-    a, ma = _tstab._shortest_path(cost)
-    b, mb = _tstab._dijkstra_heap(cost)
+    a, ma = tstab_align.shortest_path(cost)
+    b, mb = tstab_align._dijkstra_heap(cost)
     assert np.array_equal(a, b) and ma == mb
 
 
