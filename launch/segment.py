@@ -14,7 +14,7 @@ Config: pipeline/jobs/segment.py (SegmentConfig) and pipeline/train/phases/onlin
 
 import sys
 
-from pipeline.jobs.segment import main_cli
+from pipeline.cli.segment import main
 
 if __name__ == "__main__":
-    sys.exit(main_cli())
+    sys.exit(main())

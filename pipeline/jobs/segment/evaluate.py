@@ -1,0 +1,40 @@
+"""Scoring what the job wrote: DAVIS J/F/T with the official protocol, or YouTube-Objects mean IoU;
+the tables in the MLflow run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.jobs.segment.config import SegmentConfig
+
+
+def evaluate_results(cfg: SegmentConfig, out: Path, tracker) -> dict:
+    from pipeline.evaluation.davis import evaluate_davis, format_tables, write_outputs
+
+    report = evaluate_davis(cfg.davis_root, out, cfg.year, cfg.split, sequences=cfg.sequences)
+    g = report.global_row()
+    metrics = {"JF-Mean": g[0], "J-Mean": g[1], "J-Recall": g[2], "J-Decay": g[3],
+               "F-Mean": g[4], "F-Recall": g[5], "F-Decay": g[6]}
+    if report.has_t:
+        metrics["T-Mean"] = report.global_t()[0]
+    return _report(cfg, tracker, metrics, format_tables(report), write_outputs(report, out / "eval"))
+
+
+def _report(cfg: SegmentConfig, tracker, metrics: dict, table: str, files: dict) -> dict:
+    """An evaluation's table printed (``print_table``), its metrics and files in the run."""
+    if cfg.print_table:
+        print(table, flush=True)
+    tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items() if v == v}, step=0)
+    for p in files.values():
+        tracker.log_artifact(p, "eval")
+    return {"metrics": metrics, "table": table, "files": {k: str(v) for k, v in files.items()}}
+
+
+def evaluate_youtube_objects_results(cfg: SegmentConfig, out: Path, tracker) -> dict:
+    from pipeline.evaluation.youtube_objects import (evaluate_youtube_objects, format_table,
+                                                     write_outputs)
+
+    report = evaluate_youtube_objects(cfg.youtube_objects_root, out, categories=cfg.categories,
+                                      shots=cfg.sequences)
+    metrics = {"mIoU": report.mean()} | {f"mIoU/{c}": m for c, m, _, _ in report.per_category()}
+    return _report(cfg, tracker, metrics, format_table(report), write_outputs(report, out / "eval"))

@@ -1,0 +1,136 @@
+"""Tuning and segmenting sequence jobs over ranks (balanced by frame count): results, per-frame
+timings, overlays and lucid-dream examples in the MLflow run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.atomic import atomic_write_text
+from pipeline.core.config import ConfigError
+from pipeline.core.dist import DistContext
+from pipeline.jobs.segment.config import SegmentConfig
+from pipeline.jobs.segment.evaluate import evaluate_results, evaluate_youtube_objects_results
+from pipeline.jobs.segment.inputs import read_rgb, davis_jobs, SequenceJob, youtube_objects_jobs
+from pipeline.train.phases.online import assign_sequences, OnlineSegmenter
+
+
+def _gather(obj, ctx: DistContext) -> list:
+    if not ctx.distributed:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def run_sequences(cfg: SegmentConfig, jobs: dict[str, SequenceJob], segmenter: OnlineSegmenter,
+                  ctx: DistContext, tracker, evaluate: Callable[[], dict] | None) -> dict:
+    """Segment ``jobs`` spread over the ranks (balanced by frame count), each rank writing its
+    own ``<out>/<name>/<id>.png``; then, on rank 0: timings, ``evaluate()``, overlays."""
+    from pipeline.inference.video import write_sequence_masks
+
+    out = Path(cfg.out)
+    mine = assign_sequences({n: len(j.frames) for n, j in jobs.items()}, ctx.world_size)[ctx.rank]
+    timings = {}
+    for name in mine:
+        job = jobs[name]
+        frames = [read_rgb(p) for p in job.frames]
+        result = segmenter.segment(name, frames, job.first_mask())
+        write_sequence_masks(out / name, job.ids, result.masks)
+        timings[name] = result.timing() | {"loss_first": float(np.mean([c[0] for c in result.losses.values()])),
+                                           "loss_last": float(np.mean([c[-1] for c in result.losses.values()])),
+                                           "rank": ctx.rank}
+        print(f"[segment] rank {ctx.rank}: {name} ({result.frames} frames, "
+              f"{len(result.objects)} object(s)) tune {timings[name]['tune_s_per_frame']:.2f} "
+              f"s/frame, infer {timings[name]['infer_s_per_frame']:.3f} s/frame", flush=True)
+    all_timings: dict = {}
+    for part in _gather(timings, ctx):
+        all_timings.update(part)
+    summary: dict = {"sequences": len(jobs), "world_size": ctx.world_size, "out": str(out)}
+    if not ctx.is_main:
+        return summary
+    n = sum(t["frames"] - 1 for t in all_timings.values()) or 1
+    summary["timing"] = {
+        "tune_s_per_frame": sum(t["tune_s"] for t in all_timings.values()) / n,
+        "infer_s_per_frame": sum(t["infer_s"] for t in all_timings.values()) / n}
+    summary["timing"]["total_s_per_frame"] = sum(summary["timing"].values())
+    atomic_write_text(out / "timing.json", json.dumps(
+        {"overall": summary["timing"], "sequences": all_timings}, indent=2, sort_keys=True))
+    tracker.log_metrics({f"time/{k}": v for k, v in summary["timing"].items()}, step=0)
+    tracker.log_artifact(out / "timing.json")
+    if evaluate is not None:
+        summary["evaluation"] = evaluate()
+    for name in sorted(jobs)[: cfg.overlays]:
+        _log_overlay(jobs[name], out / name,
+                     out / "overlays" / f"{name.replace('/', '_')}.gif", tracker)
+    _log_dream_examples(cfg, jobs[sorted(jobs)[0]], tracker)
+    return summary
+
+
+def run_davis(cfg: SegmentConfig, segmenter: OnlineSegmenter, ctx: DistContext, tracker) -> dict:
+    return run_sequences(cfg, davis_jobs(cfg), segmenter, ctx, tracker,
+                         (lambda: evaluate_results(cfg, Path(cfg.out), tracker))
+                         if cfg.evaluate else None)
+
+
+def run_youtube_objects(cfg: SegmentConfig, segmenter: OnlineSegmenter, ctx: DistContext,
+                        tracker) -> dict:
+    return run_sequences(cfg, youtube_objects_jobs(cfg), segmenter, ctx, tracker,
+                         (lambda: evaluate_youtube_objects_results(cfg, Path(cfg.out), tracker))
+                         if cfg.evaluate else None)
+
+
+def _log_overlay(job: SequenceJob, result_dir: Path, path: Path, tracker) -> None:
+    from pipeline.inference.masks import read_mask_png
+    from pipeline.inference.video import write_overlay_video
+
+    frames = [read_rgb(p) for p in job.frames]
+    masks = [read_mask_png(result_dir / f"{i}.png") for i in job.ids]
+    write_overlay_video(path, frames, masks, fps=8)
+    tracker.log_artifact(path, "overlays")
+
+
+def _log_dream_examples(cfg: SegmentConfig, job: SequenceJob, tracker) -> None:
+    """The lucid-dream examples of the first sequence, as a PNG grid in the run."""
+    from pipeline.train.lucid import LucidDreamConfig, save_example_grid
+
+    path = Path(cfg.out) / "lucid_dream_examples.png"
+    save_example_grid(path, read_rgb(job.frames[0]), job.first_mask(), n=8,
+                      seed=cfg.online.seed, cfg=LucidDreamConfig(**cfg.online.lucid))
+    tracker.log_artifact(path, "lucid_dream")
+
+
+def run_video(cfg: SegmentConfig, segmenter: OnlineSegmenter, tracker) -> dict:
+    from pipeline.inference.masks import read_mask_png
+    from pipeline.inference.video import (read_frames_dir, read_video, write_overlay_video,
+                                          write_sequence_masks)
+
+    if not cfg.first_mask:
+        raise ConfigError("--first-mask is required with --video/--frames: the object ids of "
+                          "the first frame (indexed or 0/255 PNG)")
+    if cfg.video:
+        frames, fps = read_video(cfg.video)
+        ids = [f"{i:05d}" for i in range(len(frames))]
+        name = Path(cfg.video).stem
+    else:
+        frames, ids = read_frames_dir(cfg.frames)
+        fps, name = cfg.fps, Path(cfg.frames).name
+    mask = read_mask_png(cfg.first_mask)
+    result = segmenter.segment(name, frames, mask)
+    out = Path(cfg.out)
+    write_sequence_masks(out / "masks", ids, result.masks)
+    overlay = write_overlay_video(out / f"overlay.{cfg.overlay_format}", frames, result.masks,
+                                  fps=fps or cfg.fps)
+    timing = result.timing()
+    atomic_write_text(out / "timing.json", json.dumps(timing, indent=2))
+    tracker.log_metrics({f"time/{k}": float(v) for k, v in timing.items()}, step=0)
+    tracker.log_artifact(overlay, "overlays")
+    print(f"[segment] {name}: {result.frames} frames -> {out / 'masks'}, overlay {overlay}; "
+          f"tune {timing['tune_s_per_frame']:.2f} s/frame, infer "
+          f"{timing['infer_s_per_frame']:.3f} s/frame", flush=True)
+    return {"masks": str(out / "masks"), "overlay": str(overlay), "timing": timing}
