@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from pipeline.loading.tario import TarFormatError, iter_member_offsets, iter_members
+from pipeline.lake.tario import TarFormatError, iter_member_offsets, iter_members
 
 NAMES = ["a" * 120 + "/00001.00.jpg", "ünï/00002.json", "seq/00003.mask.png"]
 

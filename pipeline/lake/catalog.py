@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tarfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.atomic import atomic_open, stale_temps
-from pipeline.lake.listing import finished_shards  # noqa: F401  (re-exported: the tars readers read)
-from pipeline.lake.writer import paths_of, read_stats, sample_digest
+from pipeline.lake.contract import (CATALOG, MANIFEST, read_stats, shard_paths, split_member,
+                                    unsafe_member)
+from pipeline.lake.tario import iter_members
+from pipeline.lake.writer import sample_digest
 
-MANIFEST = "manifest.json"
-CATALOG = "catalog.parquet"
 
 
 def find_sets(root: str | Path) -> list[Path]:
@@ -44,12 +43,12 @@ def read_manifest(set_dir: Path) -> dict:
 
 def finished(set_dir: Path, n_shards: int) -> list[bool]:
     """Whether each shard of the plan has its stats file."""
-    return [paths_of(set_dir, i)[2].exists() for i in range(n_shards)]
+    return [shard_paths(set_dir, i)[2].exists() for i in range(n_shards)]
 
 
 def write_catalog(set_dir: Path, n_shards: int) -> Path:
     """``catalog.parquet``: the per-shard parquet files concatenated in shard order."""
-    tables = [pq.read_table(paths_of(set_dir, i)[1]) for i in range(n_shards)]
+    tables = [pq.read_table(shard_paths(set_dir, i)[1]) for i in range(n_shards)]
     path = Path(set_dir) / CATALOG
     with atomic_open(path) as f:
         pq.write_table(pa.concat_tables(tables), f, compression="zstd")
@@ -69,7 +68,7 @@ def summarize_set(set_dir: Path) -> dict:
     set_dir = Path(set_dir)
     m = read_manifest(set_dir)
     n = m["n_shards"]
-    stats = [read_stats(paths_of(set_dir, i)[2]) for i in range(n)]
+    stats = [read_stats(shard_paths(set_dir, i)[2]) for i in range(n)]
     done = [s for s in stats if s is not None]
     payload = sum(s.get("payload_bytes", 0) for s in done)
     seqs = None
@@ -113,22 +112,17 @@ class Validation:
 
 
 def _read_tar(tar_path: Path) -> dict[str, list[tuple[str, bytes]]]:
-    """Members grouped by sample key, in tar order (raises on a truncated/corrupt tar)."""
+    """Members grouped by sample key, in tar order, read with the loader's tar parser in strict
+    mode (raises on a truncated or corrupt tar, a member that is not a regular file, one that
+    would escape the shard, one without an extension)."""
     samples: dict[str, list[tuple[str, bytes]]] = {}
-    with tarfile.open(tar_path, mode="r:") as tar:
-        for ti in tar:
-            if not ti.isfile():
-                raise ValueError(f"member {ti.name!r} is not a regular file")
-            if ti.name.startswith("/") or ".." in ti.name.split("/"):
-                raise ValueError(f"member {ti.name!r} escapes the shard")
-            folder, _, base = ti.name.rpartition("/")
-            stem, dot, ext = base.partition(".")
-            if not dot:
-                raise ValueError(f"member {ti.name!r} has no extension")
-            key = f"{folder}/{stem}" if folder else stem
-            data = tar.extractfile(ti).read()
-            if len(data) != ti.size:
-                raise ValueError(f"member {ti.name!r} is truncated")
+    with open(tar_path, "rb") as fh:
+        for name, data in iter_members(fh, lambda _: True, strict=True):
+            if unsafe_member(name):
+                raise ValueError(f"member {name!r} escapes the shard")
+            key, ext = split_member(name)
+            if key is None:
+                raise ValueError(f"member {name!r} has no extension")
             samples.setdefault(key, []).append((ext, data))
     return samples
 
@@ -144,7 +138,7 @@ def validate_set(set_dir: Path, *, deep: bool = True) -> Validation:
         v.error(str(e))
         return v
     for i in range(m["n_shards"]):
-        tar_path, pq_path, stats_path = paths_of(set_dir, i)
+        tar_path, pq_path, stats_path = shard_paths(set_dir, i)
         try:
             stats = read_stats(stats_path)
         except RuntimeError as e:
@@ -175,7 +169,7 @@ def validate_set(set_dir: Path, *, deep: bool = True) -> Validation:
             continue
         try:
             samples = _read_tar(tar_path)
-        except (tarfile.TarError, ValueError, OSError, EOFError) as e:
+        except (ValueError, OSError) as e:   # TarFormatError is a ValueError
             v.error(f"{tar_path}: unreadable tar ({e})")
             continue
         if len(samples) != len(rows):

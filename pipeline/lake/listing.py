@@ -15,15 +15,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 from pipeline.lake import store as objectstore
-
-SHARD_RE = re.compile(r"^(\d+)\.tar$")
-
+from pipeline.lake.contract import is_shard_tar, stats_path
 
 class NotEnoughShardsError(ValueError):
     """A shard set has fewer shards than ranks x workers."""
@@ -36,11 +33,6 @@ class ShardSet:
     name: str
     shards: tuple[str, ...]
     samples: int | None = None  # from the stats files, when they say
-
-
-def stats_path(tar: Path) -> Path:
-    """``NNNNN.tar`` -> ``NNNNN_stats.json`` (its existence marks the shard finished)."""
-    return tar.with_name(tar.name[: -len(".tar")] + "_stats.json")
 
 
 def _read_count(stats: Path) -> int | None:
@@ -60,7 +52,7 @@ def finished_shards(set_dir: str | os.PathLike) -> list[Path]:
     """The finished shards of a set folder, sorted: ``NNNNN.tar`` with its ``NNNNN_stats.json``
     (none when the folder does not exist)."""
     return sorted(p for p in Path(set_dir).glob("*.tar")
-                  if SHARD_RE.match(p.name) and p.is_file() and stats_path(p).is_file())
+                  if is_shard_tar(p.name) and p.is_file() and stats_path(p).is_file())
 
 
 def list_shards(shard_dir: str | os.PathLike) -> list[str]:

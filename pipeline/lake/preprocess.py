@@ -20,9 +20,10 @@ from typing import Literal
 
 from pipeline.core.atomic import atomic_write_text, remove_dead_temps
 from pipeline.lake import store as objectstore
-from pipeline.lake.catalog import CATALOG, MANIFEST, finished, write_catalog
+from pipeline.lake.catalog import finished, write_catalog
+from pipeline.lake.contract import CATALOG, MANIFEST, shard_name
 from pipeline.lake.plan import payload_bytes, plan_clips, plan_images, source_bytes, split_into_shards
-from pipeline.lake.writer import plan_digest, shard_name, write_shard
+from pipeline.lake.writer import plan_digest, write_shard
 from pipeline.sources import SOURCES, get_source
 from pipeline.sources.base import Source
 from pipeline.sources.types import SourceError

@@ -18,17 +18,16 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import threading
 from pathlib import Path
 from typing import IO, Any
 
+from pipeline.lake.contract import SET_FILES, finished_names, is_shard_tar, upload_order
+
 S3_PREFIX = "s3://"
 ENDPOINT_ENV = "STCNN_S3_ENDPOINT_URL"
-SHARD_RE = re.compile(r"^(\d+)\.tar$")
-SET_FILES = ("manifest.json", "catalog.parquet")  # uploaded after every shard
 CRED_FIX = ("set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for a non-AWS "
             "store)")
 
@@ -148,7 +147,7 @@ def open_stream(url: "str | os.PathLike") -> IO[bytes]:
 
 def fetch(url: "str | os.PathLike") -> IO[bytes]:
     """A seekable local copy of one object, positioned at 0: a real temporary file (with a
-    ``fileno``, what :mod:`pipeline.loading.tario` needs), deleted when closed."""
+    ``fileno``, what :mod:`pipeline.lake.tario` needs), deleted when closed."""
     url = normalize(url)
     body = open_stream(url)
     tmp = tempfile.TemporaryFile(prefix="stcnn-s3-")
@@ -203,8 +202,7 @@ def list_finished(s3_url: "str | os.PathLike") -> list[str]:
     ``NNNNN_stats.json`` object exists (empty when the prefix holds none)."""
     url = normalize(s3_url).rstrip("/")
     names = _list(url)
-    return [join(url, n) for n in sorted(names)
-            if SHARD_RE.match(n) and n[: -len(".tar")] + "_stats.json" in names]
+    return [join(url, n) for n in finished_names(names)]
 
 
 def download_prefix(url: "str | os.PathLike", dest: "str | os.PathLike", *,
@@ -299,20 +297,20 @@ def upload_set(local_set_dir: "str | os.PathLike", s3_url: "str | os.PathLike") 
         res.files_uploaded += 1
         res.bytes_uploaded += path.stat().st_size
 
-    for tar in sorted(p for p in src.glob("*.tar") if SHARD_RE.match(p.name)):
-        stem = tar.name[: -len(".tar")]
-        stats, parquet = src / f"{stem}_stats.json", src / f"{stem}.parquet"
+    for tar in sorted(p for p in src.glob("*.tar") if is_shard_tar(p.name)):
+        _, parquet_name, stats_name = upload_order(tar.name)
+        stats, parquet = src / stats_name, src / parquet_name
         if not stats.is_file():
             res.shards_unfinished += 1
             continue
         md5 = _md5(tar)
         tkey = f"{prefix}/{tar.name}" if prefix else tar.name
-        if (f"{stem}_stats.json" in remote
+        if (stats_name in remote
                 and _same(client, bucket, tkey, remote.get(tar.name), tar, md5)):
             res.shards_skipped += 1
             continue
-        if f"{stem}_stats.json" in remote:  # a changed shard: unfinished until re-uploaded
-            skey = f"{prefix}/{stem}_stats.json" if prefix else f"{stem}_stats.json"
+        if stats_name in remote:  # a changed shard: unfinished until re-uploaded
+            skey = f"{prefix}/{stats_name}" if prefix else stats_name
             client.delete_object(Bucket=bucket, Key=skey)
         put(tar, tar.name, md5)
         if parquet.is_file():

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.atomic import atomic_open, atomic_write_text, remove_stale_temps
+from pipeline.lake.contract import read_stats, shard_paths
 from pipeline.lake.plan import SampleSpec
 from pipeline.sources.base import Source
 from pipeline.sources.types import ImageData, SourceError
@@ -51,15 +52,6 @@ class ShardPlanMismatch(RuntimeError):
     pass
 
 
-def shard_name(index: int) -> str:
-    return f"{index:05d}"
-
-
-def paths_of(out_dir: Path, index: int) -> tuple[Path, Path, Path]:
-    n = shard_name(index)
-    return out_dir / f"{n}.tar", out_dir / f"{n}.parquet", out_dir / f"{n}_stats.json"
-
-
 def plan_digest(specs: list[SampleSpec], root: Path, settings: dict) -> str:
     """Identifies what a shard is built from: its samples' source files (relative) and settings."""
 
@@ -84,15 +76,6 @@ class ShardResult:
     seconds: float
     failures: dict
     skipped: bool = False  # already finished by an earlier run
-
-
-def read_stats(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise RuntimeError(f"{path}: unreadable shard stats ({e}); delete it to rebuild the shard") from e
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
@@ -180,7 +163,7 @@ def write_shard(out_dir: Path, index: int, specs: list[SampleSpec], source: Sour
                 dataset: str, split: str, digest: str, verify: str = "header",
                 throttle: float = 0.0) -> ShardResult:
     """Write shard ``index`` of ``out_dir`` from ``specs`` (skipped when already finished)."""
-    tar_path, pq_path, stats_path = paths_of(out_dir, index)
+    tar_path, pq_path, stats_path = shard_paths(out_dir, index)
     stats = read_stats(stats_path)
     if stats is not None:
         if stats.get("plan_digest") != digest:

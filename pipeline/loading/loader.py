@@ -78,7 +78,8 @@ from pipeline.loading.decode import (CorruptSampleError, IncompleteSampleError, 
 from pipeline.loading.readstats import CorruptSampleWarning, ReadStats
 from pipeline.lake.listing import (NotEnoughShardsError, ShardSet, assign_shards, check_shard_counts,
                         dist_info, list_shards, shard_sets, split_by_rank, split_by_worker)
-from pipeline.loading.tarsamples import IgnoredMemberWarning, read_tar, split_member
+from pipeline.loading.tarsamples import IgnoredMemberWarning, read_tar
+from pipeline.lake.contract import split_member
 
 __all__ = [
     "CorruptSampleWarning",

@@ -4,7 +4,7 @@ A member ``bear/00004.00.jpg`` belongs to sample ``bear/00004`` as member ``00.j
 (:func:`split_member`, the WebDataset rule). Only ``NN.jpg`` / ``jpg`` / ``mask.png`` / ``json``
 members are read; any other (``.pyd``, ``.pickle``, ``.pth``, ``.npy``, ...) is never read, let
 alone unpickled: it is counted in ``ignored_members``. Reading uses the lean tar parser of
-:mod:`pipeline.loading.tario`, not webdataset's decoders.
+:mod:`pipeline.lake.tario`, not webdataset's decoders.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import warnings
 from typing import Any, Iterator
 
 from pipeline.lake import store as objectstore
+from pipeline.lake.contract import split_member, unsafe_member
 from pipeline.loading.readstats import ReadStats
-from pipeline.loading.tario import iter_members
+from pipeline.lake.tario import iter_members
 
 FRAME_RE = re.compile(r"^(\d{2})\.jpg$")
 _WARNED_IGNORED: set[tuple[str, str]] = set()
@@ -23,22 +24,6 @@ _WARNED_IGNORED: set[tuple[str, str]] = set()
 
 class IgnoredMemberWarning(UserWarning):
     """A tar member with an extension the loader never decodes (e.g. a pickle) was skipped."""
-
-
-def split_member(name: str) -> tuple[str | None, str | None]:
-    """``bear/00004.00.jpg`` -> (``bear/00004``, ``00.jpg``): key = path up to the first dot of
-    the file name (the WebDataset rule)."""
-    head, _, base = name.rpartition("/")
-    stem, dot, ext = base.partition(".")
-    if not dot or not stem or not ext:
-        return None, None
-    return (f"{head}/{stem}" if head else stem), ext.lower()
-
-
-def unsafe_member(name: str) -> bool:
-    """An absolute path or a ``..`` component: a member that would escape the shard if it were
-    ever extracted. The loader never extracts, but such a shard is not one we wrote."""
-    return name.startswith("/") or ".." in name.split("/")
 
 
 def _wanted(ext: str) -> bool:

@@ -31,7 +31,7 @@ Fields of the ``.beton`` (all standard FFCV field types, so a plain ``ffcv.Reade
            ``objects``, ``ok``), so every FFCV sample can be matched to its WebDataset sample.
 
 Shards are listed like the loader lists them (:func:`finished_shards`) and indexed with the
-loader's tar parser and key rule (:mod:`pipeline.loading.tario`, :func:`split_member`): member
+loader's tar parser and key rule (:mod:`pipeline.lake.tario`, :func:`split_member`): member
 offsets first, member bytes read later by the writer's workers.
 
 Writing is atomic: the ``.beton`` is written under a temporary name and renamed once it and its
@@ -73,9 +73,10 @@ from pipeline.loading.ffcv.format import (FIELD_NAMES, INSTALL_HINT, MASK_HEADER
                           decode_mask_record, encode_mask_record, load_sidecar, require_ffcv,
                           sidecar_path)
 from pipeline.loading.ffcv.loader import FFCVImageLoader, LoaderThreadDied, iter_beton, make_ffcv_loader
-from pipeline.lake.listing import finished_shards, stats_path
-from pipeline.loading.tario import TarFormatError, iter_member_offsets
-from pipeline.loading.tarsamples import split_member
+from pipeline.lake.contract import stats_path
+from pipeline.lake.listing import finished_shards
+from pipeline.lake.tario import TarFormatError, iter_member_offsets
+from pipeline.lake.contract import split_member
 
 __all__ = [
     # the writer (this module)

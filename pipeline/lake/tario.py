@@ -48,10 +48,11 @@ def _pax_path(records: bytes) -> str | None:
     return path
 
 
-def _regular_members(fh: BinaryIO) -> Iterator[tuple[str, int]]:
+def _regular_members(fh: BinaryIO, strict: bool = False) -> Iterator[tuple[str, int]]:
     """``(name, size)`` of each regular member, with ``fh`` at the start of its data; the next
     step goes on after the member whatever the caller read meanwhile. Raises TarFormatError on a
-    bad header or a truncated archive."""
+    bad header or a truncated archive, and with ``strict`` on any member that is not a regular
+    file (links, folders, devices: nothing our writer puts in a shard)."""
     long_name: str | None = None
     total = os.fstat(fh.fileno()).st_size
     while True:
@@ -85,13 +86,17 @@ def _regular_members(fh: BinaryIO) -> Iterator[tuple[str, int]]:
             raise TarFormatError(f"archive ends inside member {name!r} (truncated)")
         if kind in REGULAR:
             yield name, size
+        elif strict:
+            raise TarFormatError(f"member {name!r} is not a regular file")
         fh.seek(start + padded)
 
 
-def iter_members(fh: BinaryIO, want: Callable[[str], bool]) -> Iterator[tuple[str, bytes | None]]:
+def iter_members(fh: BinaryIO, want: Callable[[str], bool], *,
+                 strict: bool = False) -> Iterator[tuple[str, bytes | None]]:
     """``(name, data)`` of each regular member, ``data`` None when ``want(name)`` is false (the
-    bytes are skipped unread). Raises TarFormatError on a bad header or a truncated archive."""
-    for name, size in _regular_members(fh):
+    bytes are skipped unread). Raises TarFormatError on a bad header or a truncated archive (and
+    with ``strict``, on a member that is not a regular file)."""
+    for name, size in _regular_members(fh, strict):
         yield name, (fh.read(size) if want(name) else None)
 
 
