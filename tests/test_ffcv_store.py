@@ -22,7 +22,7 @@ try:
 except Exception as e:  # pragma: no cover - depends on the environment
     HAVE_FFCV, FFCV_ERROR = False, f"{type(e).__name__}: {e}"
 
-from pipeline.loading.ffcv import store as fs  # noqa: E402  (imports without ffcv)
+from pipeline.loading import ffcv as fs  # noqa: E402  (imports without ffcv)
 
 needs_ffcv = pytest.mark.skipif(not HAVE_FFCV, reason=f"ffcv is not importable ({FFCV_ERROR}); "
                                                       f"{fs.INSTALL_HINT}")

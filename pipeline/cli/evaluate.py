@@ -23,6 +23,8 @@ from pathlib import Path
 
 from pipeline.evaluation.davis import (EvaluationError, default_workers, evaluate_davis,
                                        format_tables, write_outputs)
+from pipeline.evaluation.davis import GLOBAL_COLUMNS
+from pipeline.evaluation import youtube_objects as yto
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,8 +62,6 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
         if a.youtube_objects_root is not None:
-            from pipeline.evaluation import youtube_objects as yto
-
             rep = yto.evaluate_youtube_objects(a.youtube_objects_root, a.results, workers=workers)
             paths = yto.write_outputs(rep, a.out, plot=not a.no_plot)
             print(yto.format_table(rep))
@@ -79,8 +79,6 @@ def main(argv=None) -> int:
             paths = write_outputs(rep, a.out, plot=not a.no_plot)
             print(format_tables(rep))
             if a.json:
-                from pipeline.evaluation.davis import GLOBAL_COLUMNS
-
                 print(json.dumps(dict(zip(GLOBAL_COLUMNS, rep.global_row()))))
     except (EvaluationError, ValueError, FileNotFoundError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)

@@ -7,12 +7,12 @@ import sys
 from pipeline.core.config import ConfigError
 from pipeline.jobs.segment import run_segment
 from pipeline.jobs.segment.config import SegmentConfig
+from pipeline.core.config import load_config
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from pipeline.core.config import load_config
 
     p = argparse.ArgumentParser(description="Online tuning + segmentation (and evaluation)")
     p.add_argument("--config", default=None, help="YAML (see configs/segment.yaml)")

@@ -35,7 +35,7 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}{TMP_SUFFIX}")
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -82,7 +82,7 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
         os.fsync(f.fileno())
         f.close()
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException as exc:
         with contextlib.suppress(OSError):   # flushing the buffer can fail again (disk full)
             f.close()

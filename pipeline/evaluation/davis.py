@@ -54,6 +54,10 @@ from pipeline.core.mask_png import MaskFormatError, read_mask_values
 from pipeline.core.errors import FileProblem
 
 from pipeline.evaluation import metrics
+from pipeline.sources.base import SourceError
+from pipeline.sources import get_source
+from pipeline.evaluation.report import plot_per_sequence
+from pipeline.core.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +287,6 @@ def csv_text(columns: list[str], rows: Iterable[Iterable]) -> str:
 
 def write_outputs(report: DavisReport, out: str | Path, plot: bool = True) -> dict[str, Path]:
     """Write the CSVs (and the bar plot) into ``out``; returns the paths by kind."""
-    from pipeline.core.atomic import atomic_write_bytes
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     split = report.split
@@ -305,8 +307,6 @@ def write_outputs(report: DavisReport, out: str | Path, plot: bool = True) -> di
         atomic_write_bytes(paths["global_t"],
                            csv_text(["T-Mean", "Sequences"], [(t, str(n))]).encode())
     if plot:
-        from pipeline.evaluation.report import plot_per_sequence
-
         paths["plot"] = plot_per_sequence(report, out / f"per-sequence_results-{split}.png")
     return paths
 
@@ -352,9 +352,6 @@ def _eval_t_flags(davis_root: Path) -> dict[str, bool]:
 def list_ground_truth(davis_root: str | Path, year: int, split: str,
                       sequences: Iterable[str] | None = None) -> list[tuple[str, tuple[Path, ...]]]:
     """(sequence, annotated frame paths) of a split, through the project's DAVIS readers."""
-    from pipeline.sources import get_source
-    from pipeline.sources.base import SourceError
-
     name = {2016: "davis2016", 2017: "davis2017"}.get(int(year))
     if name is None:
         raise ValueError(f"year must be 2016 or 2017, got {year!r}")

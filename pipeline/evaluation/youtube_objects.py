@@ -24,6 +24,10 @@ from pipeline.core.mask_png import MaskFormatError, jpeg_label_foreground
 
 from pipeline.evaluation import metrics
 from pipeline.evaluation.davis import EvaluationError, _open_png, _pool, csv_text
+from pipeline.evaluation.report import plot_categories
+from pipeline.core.atomic import atomic_write_bytes
+from pipeline.sources.base import SourceError
+from pipeline.sources import get_source
 
 THRESHOLD = 15  # the release's foreground threshold on its JPEG labels
 
@@ -93,9 +97,6 @@ def evaluate_youtube_objects(root: str | Path, results: str | Path, *, workers: 
                              shots: Iterable[str] | None = None) -> YtoReport:
     """Score ``results`` on every labelled frame of the YouTube-Objects release at ``root``
     (of the given ``categories`` and ``shots`` ``<class>/<video>/<shot>`` only, when given)."""
-    from pipeline.sources import get_source
-    from pipeline.sources.base import SourceError
-
     results = Path(results)
     if not results.is_dir():
         raise EvaluationError(results, "results folder does not exist",
@@ -126,8 +127,6 @@ def evaluate_youtube_objects(root: str | Path, results: str | Path, *, workers: 
 
 
 def write_outputs(report: YtoReport, out: str | Path, plot: bool = True) -> dict[str, Path]:
-    from pipeline.core.atomic import atomic_write_bytes
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cats = report.per_category()
@@ -142,8 +141,6 @@ def write_outputs(report: YtoReport, out: str | Path, plot: bool = True) -> dict
                  for s in report.shots]
     atomic_write_bytes(paths["per_shot"], csv_text(["Shot", "mIoU", "Frames"], shot_rows).encode())
     if plot:
-        from pipeline.evaluation.report import plot_categories
-
         paths["plot"] = plot_categories([(c, m, n) for c, m, n, _ in cats],
                                         out / "youtube_objects-per-category.png",
                                         f"YouTube-Objects: mean IoU {report.mean():.3f}")

@@ -23,6 +23,11 @@ from pipeline.core.atomic import atomic_write_text
 from pipeline.core.config import REPO, to_dict
 from pipeline.jobs.main import LakeConfig, LoaderCheckConfig, MainConfig, SampleDataConfig, run_main
 from pipeline.tracking import Tracker, TrackingConfig, environment_info, git_info
+from pipeline.train.weights import load_weights, save_random_weights
+from pipeline.train.runner import run_phase
+from pipeline.jobs.segment import SegmentConfig, run_segment
+from pipeline.train.optim import OptimConfig
+from pipeline.train.phases.online import OnlineConfig
 
 TRAIN_DATASETS = ["davis2016", "msra10k", "voc2012", "ilsvrc_vid"]
 
@@ -64,10 +69,6 @@ def _stage(title: str) -> float:
 
 
 def _segment_config(cfg: DemoConfig, checkpoint: str, results: Path, out: Path, run_name: str):
-    from pipeline.jobs.segment import SegmentConfig
-    from pipeline.train.phases.online import OnlineConfig
-    from pipeline.train.optim import OptimConfig
-
     return SegmentConfig(
         checkpoint=checkpoint, out=str(results), davis_root=str(out / "sources" / "davis2016"),
         year=2016, split="val", print_table=False,
@@ -105,10 +106,6 @@ def compare_offline(trained: dict, online_only: dict, cfg: DemoConfig,
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from pipeline.jobs.segment import run_segment
-    from pipeline.train.runner import run_phase
-    from pipeline.train.weights import load_weights, save_random_weights
-
     out = Path(cfg.out).resolve()
     report: dict = {"config": to_dict(cfg), "seconds": {}}
     t = time.perf_counter()

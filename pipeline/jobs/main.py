@@ -19,6 +19,7 @@ from pipeline.lake.catalog import summarize, validate_set, find_sets
 from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
 from pipeline.sources.registry import dataset_kind
 from pipeline.synthetic import DATASETS, SyntheticSpec, write_dataset
+from pipeline.loading.loader import make_loader
 
 
 @dataclasses.dataclass
@@ -63,8 +64,6 @@ def _stage(name: str) -> float:
 
 def check_loaders(lake: Path, cfg: LoaderCheckConfig, datasets: list[str]) -> list[dict]:
     """Draw a few augmented batches from every shard set, as the training phases will."""
-    from pipeline.loading.loader import make_loader
-
     out = []
     for set_dir in find_sets(lake):
         dataset = set_dir.parent.name

@@ -208,7 +208,7 @@ def _uniform(lo: float, hi: float, g: torch.Generator | None) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=g))
 
 
-def _coin(p: float, g: torch.Generator | None) -> bool:
+def coin(p: float, g: torch.Generator | None) -> bool:
     if p <= 0.0:
         return False
     if p >= 1.0:
@@ -309,10 +309,10 @@ def augment_clip(frames: torch.Tensor, mask: torch.Tensor | None, cfg: AugmentCo
                               "time_reverse": False}
     if cfg.crop is not None:
         frames, mask, params["crop"] = _random_crop(frames, mask, cfg.crop, cfg.mask_fill, g)
-    if mask is None and frames.shape[0] > 1 and _coin(cfg.time_reverse, g):
+    if mask is None and frames.shape[0] > 1 and coin(cfg.time_reverse, g):
         frames = frames.flip(0)
         params["time_reverse"] = True
-    flip = _coin(cfg.hflip, g)
+    flip = coin(cfg.hflip, g)
     angle = _uniform(-cfg.rotate_deg, cfg.rotate_deg, g) if cfg.rotate_deg > 0 else 0.0
     zoom = _uniform(cfg.scale[0], cfg.scale[1], g)
     params.update(hflip=flip, angle=angle, scale=zoom)

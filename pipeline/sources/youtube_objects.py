@@ -7,6 +7,7 @@ from pathlib import Path
 from pipeline.sources.base import Source
 from pipeline.sources.types import (BAD_LIST, MISSING_IMAGE, SKIP_HINT, MaskData, MaskFormat,
                                     Sequence, SourceError)
+from pipeline.sources.validate import load_jpeg_label
 
 THRESHOLD = 15  # the release's foreground threshold on its grayscale JPEG labels
 
@@ -71,6 +72,4 @@ class YoutubeObjects(Source):
 
     def load_mask(self, path: Path, mask_format: MaskFormat) -> MaskData:
         """The thresholded JPEG label as a 0/255 PNG (the one place bytes are re-encoded)."""
-        from pipeline.sources.validate import load_jpeg_label
-
         return load_jpeg_label(path, THRESHOLD)

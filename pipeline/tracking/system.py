@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pipeline.tracking.tracker import Tracker
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
 
 class SystemSampler(threading.Thread):
-    """Samples MLflow's system monitors every ``interval`` seconds into ``tracker``."""
+    """Samples MLflow's system monitors every ``interval`` seconds and hands each sample to
+    ``record(metrics, step, flush)`` (the tracker's buffered, spooled path)."""
 
-    def __init__(self, tracker: Tracker, interval: float, first_step: int = 0):
+    def __init__(self, record: Callable[[dict[str, float], int, bool], None], interval: float,
+                 first_step: int = 0):
         super().__init__(daemon=True, name="stcnn-system-metrics")
         from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
         from mlflow.system_metrics.metrics.disk_monitor import DiskMonitor
@@ -28,7 +27,7 @@ class SystemSampler(threading.Thread):
             self.monitors.append(GPUMonitor())
         except Exception:  # noqa: BLE001 - no NVIDIA GPU or no pynvml
             pass
-        self.tracker, self.interval, self.step = tracker, interval, first_step
+        self.record, self.interval, self.step = record, interval, first_step
         self.stop_event = threading.Event()
 
     def sample(self) -> None:
@@ -38,8 +37,8 @@ class SystemSampler(threading.Thread):
             metrics.update(m.aggregate_metrics())
             m.clear_metrics()
         if metrics:
-            self.tracker._record({f"system/{k}": v for k, v in metrics.items()}, self.step,
-                                 flush=True)
+            self.record({f"system/{k}": v for k, v in metrics.items()}, self.step,
+                        flush=True)
             self.step += 1
 
     def run(self) -> None:

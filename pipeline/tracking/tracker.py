@@ -121,7 +121,8 @@ class Tracker:
         if self.cfg.system_metrics:
             try:
                 first = self._next_system_step() if resumed else 0
-                self._sampler = SystemSampler(self, self.cfg.system_metrics_interval_s, first)
+                self._sampler = SystemSampler(self._record, self.cfg.system_metrics_interval_s,
+                                              first)
                 self._sampler.start()
             except Exception as e:  # noqa: BLE001 - psutil missing, ...
                 log.warning("system metrics disabled: %s", e)

@@ -1,1 +1,2 @@
-"""Training: losses (Eq. 1-3) and, as they land, the loop and the phases of Sec. 3.3."""
+"""Training: the loop and its hooks, the phases of the paper's recipe (Sec. 3.3), their losses
+(Eq. 1-3), optimizers, data, checkpoints and weights, and the lucid dreams of online tuning."""

@@ -32,15 +32,19 @@ from pipeline.train.hooks import (CheckpointHook, EvalHook, ExportHook,
                                   StopHook, TimeoutHook, TimerHook, TrackingHook, load_hooks)
 from pipeline.train.loop import NonFiniteLossError, TrainLoop
 from pipeline.train.weights import gather_init, save_weights
+from pipeline.train.weights import WeightsError
+from pipeline.model.backbone import PretrainedWeightsError
+from pipeline.lake.listing import NotEnoughShardsError
+from pipeline.train.checkpoint import CheckpointError, WorldSizeMismatch
+from pipeline.core.dist import any_rank
+from pipeline.train.phases.segmentation import SegmentationPhase, SegmentationTrainConfig
+from pipeline.train.phases.gan import GanPhase, GanTrainConfig
+from pipeline.train.phases.alternating import AlternatingPhase, AlternatingTrainConfig
 
 log = logging.getLogger(__name__)
 
 
 def _phases() -> dict[str, tuple[type, type]]:
-    from pipeline.train.phases.alternating import AlternatingPhase, AlternatingTrainConfig
-    from pipeline.train.phases.gan import GanPhase, GanTrainConfig
-    from pipeline.train.phases.segmentation import SegmentationPhase, SegmentationTrainConfig
-
     return {"gan": (GanPhase, GanTrainConfig),
             "segmentation": (SegmentationPhase, SegmentationTrainConfig),
             "alternating": (AlternatingPhase, AlternatingTrainConfig)}
@@ -80,9 +84,6 @@ def resume(manager: CheckpointManager, phase: Any, cfg: TrainConfig, ctx) -> Any
     """Load the newest readable checkpoint into the engines and the phase (all ranks agree on
     which); an unreadable one (truncated file, missing rank file) is reported and the previous
     one tried. A world-size mismatch is not skipped over: it is an error with its fix."""
-    from pipeline.train.checkpoint import CheckpointError, WorldSizeMismatch
-    from pipeline.core.dist import any_rank
-
     own = {n: e for n, e in phase.engines.items() if e.saves_itself}
     for path in reversed(manager.list()):
         error = None
@@ -208,11 +209,6 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
 
 
 def _user_errors() -> tuple[type, ...]:
-    from pipeline.train.checkpoint import CheckpointError
-    from pipeline.lake.listing import NotEnoughShardsError
-    from pipeline.model.backbone import PretrainedWeightsError
-    from pipeline.train.weights import WeightsError
-
     return (ConfigError, CheckpointError, NotEnoughShardsError, PretrainedWeightsError,
             WeightsError)
 

@@ -21,6 +21,10 @@ from torch import nn
 
 from pipeline.core.atomic import atomic_write_bytes
 from pipeline.core.config import ConfigError
+from pipeline.tracking import resolve_init
+from pipeline.model.stcnn import build_discriminator, build_generator, build_ssb
+from pipeline.model.config import ModelConfig
+from pipeline.core.config import from_dict
 
 FORMAT = "stcnn-weights/1"
 log = logging.getLogger(__name__)
@@ -47,10 +51,6 @@ def save_random_weights(path: str | Path, model_config: dict, *, seed: int = 0,
     """A weights file of randomly initialised branches (``G``, ``SSB``, ``D``) of
     ``model_config`` (a stored model config dict): the "no offline training" baseline that
     online tuning starts from in the accuracy benchmark, the demo and the learning check."""
-    from pipeline.core.config import from_dict
-    from pipeline.model.config import ModelConfig
-    from pipeline.model.stcnn import build_discriminator, build_generator, build_ssb
-
     cfg = from_dict(ModelConfig, model_config)
     build = {"G": build_generator, "SSB": build_ssb, "D": build_discriminator}
     torch.manual_seed(seed)
@@ -75,8 +75,6 @@ def fetch_weights(uri: str, what: str = "init_from") -> dict:
     """The payload of the ``weights.pt`` named by a local path, a ``runs:/`` or a ``models:/``
     URI (:func:`pipeline.tracking.resolve_init`); a download goes to a temporary folder that
     is removed once the weights are in memory. Errors name the setting as ``what``."""
-    from pipeline.tracking import resolve_init
-
     with tempfile.TemporaryDirectory(prefix="stcnn-init-") as tmp:
         return load_weights(resolve_init(uri, tmp, what=what))
 

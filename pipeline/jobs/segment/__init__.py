@@ -38,6 +38,7 @@ from pipeline.jobs.segment.run import run_davis, run_video, run_youtube_objects
 from pipeline.model.config import ModelConfig
 from pipeline.tracking import environment_info, git_info, Tracker
 from pipeline.train.phases.online import OnlineSegmenter
+from pipeline.core.dist import destroy
 
 
 def run_segment(cfg: SegmentConfig) -> dict:
@@ -84,7 +85,6 @@ def run_segment(cfg: SegmentConfig) -> dict:
         barrier(ctx)
         return summary
     finally:
-        from pipeline.core.dist import destroy
         destroy()
 
 

@@ -9,6 +9,7 @@ from typing import Literal
 from pipeline.core.dist import DistConfig
 from pipeline.tracking import TrackingConfig
 from pipeline.train.phases.online import OnlineConfig
+from pipeline.train.weights import fetch_weights
 
 
 @dataclass
@@ -40,7 +41,5 @@ class SegmentConfig:
 
 def load_checkpoint_weights(uri: str) -> tuple[dict, dict]:
     """(state dicts by branch, stored model config) of a weights.pt or its URI."""
-    from pipeline.train.weights import fetch_weights
-
     payload = fetch_weights(uri, what="--checkpoint")
     return payload["models"], payload.get("model_config") or {}

@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.jobs.segment.config import SegmentConfig
+from pipeline.evaluation.davis import evaluate_davis, format_tables, write_outputs
+from pipeline.evaluation.youtube_objects import evaluate_youtube_objects, format_table
+from pipeline.evaluation.youtube_objects import write_outputs as write_yto_outputs
 
 
 def evaluate_results(cfg: SegmentConfig, out: Path, tracker) -> dict:
-    from pipeline.evaluation.davis import evaluate_davis, format_tables, write_outputs
-
     report = evaluate_davis(cfg.davis_root, out, cfg.year, cfg.split, sequences=cfg.sequences)
     g = report.global_row()
     metrics = {"JF-Mean": g[0], "J-Mean": g[1], "J-Recall": g[2], "J-Decay": g[3],
@@ -31,10 +32,7 @@ def _report(cfg: SegmentConfig, tracker, metrics: dict, table: str, files: dict)
 
 
 def evaluate_youtube_objects_results(cfg: SegmentConfig, out: Path, tracker) -> dict:
-    from pipeline.evaluation.youtube_objects import (evaluate_youtube_objects, format_table,
-                                                     write_outputs)
-
     report = evaluate_youtube_objects(cfg.youtube_objects_root, out, categories=cfg.categories,
                                       shots=cfg.sequences)
     metrics = {"mIoU": report.mean()} | {f"mIoU/{c}": m for c, m, _, _ in report.per_category()}
-    return _report(cfg, tracker, metrics, format_table(report), write_outputs(report, out / "eval"))
+    return _report(cfg, tracker, metrics, format_table(report), write_yto_outputs(report, out / "eval"))

@@ -13,11 +13,12 @@ import numpy as np
 
 from pipeline.core.config import ConfigError
 from pipeline.jobs.segment.config import SegmentConfig
+from pipeline.evaluation.youtube_objects import read_label
+from pipeline.sources import get_source
+from pipeline.inference.masks import read_mask_png
 
 
 def _davis_sequences(cfg: SegmentConfig) -> dict[str, tuple]:
-    from pipeline.sources import get_source
-
     src = get_source("davis2016" if cfg.year == 2016 else "davis2017", cfg.davis_root)
     seqs = {s.name: s for s in src.sequences(cfg.split)}
     if cfg.sequences:
@@ -38,8 +39,6 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def _first_mask(seq, year: int) -> np.ndarray:
-    from pipeline.inference.masks import read_mask_png
-
     mask = read_mask_png(seq.frames[0].mask)
     if year == 2016:
         mask = np.where(mask == 255, 0, (mask > 0).astype(np.uint8))  # one object, no void
@@ -71,9 +70,6 @@ def _frame_number(frame_id: str) -> int:
 def youtube_objects_jobs(cfg: SegmentConfig) -> dict[str, SequenceJob]:
     """Labelled shots of YouTube-Objects, each from its first labelled frame (the given mask)
     to its end; result PNGs named like the labels (``00001.png`` for ``frame0001.jpg``)."""
-    from pipeline.sources import get_source
-    from pipeline.evaluation.youtube_objects import read_label
-
     seqs = {s.name: s for s in get_source("youtube_objects", cfg.youtube_objects_root)
             .sequences("test")}
     if cfg.categories:

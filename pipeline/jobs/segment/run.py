@@ -16,6 +16,9 @@ from pipeline.jobs.segment.config import SegmentConfig
 from pipeline.jobs.segment.evaluate import evaluate_results, evaluate_youtube_objects_results
 from pipeline.jobs.segment.inputs import read_rgb, davis_jobs, SequenceJob, youtube_objects_jobs
 from pipeline.train.phases.online import assign_sequences, OnlineSegmenter
+from pipeline.inference.video import read_frames_dir, read_video, write_overlay_video, write_sequence_masks
+from pipeline.inference.masks import read_mask_png
+from pipeline.train.lucid import LucidDreamConfig, save_example_grid
 
 
 def _gather(obj, ctx: DistContext) -> list:
@@ -32,8 +35,6 @@ def run_sequences(cfg: SegmentConfig, jobs: dict[str, SequenceJob], segmenter: O
                   ctx: DistContext, tracker, evaluate: Callable[[], dict] | None) -> dict:
     """Segment ``jobs`` spread over the ranks (balanced by frame count), each rank writing its
     own ``<out>/<name>/<id>.png``; then, on rank 0: timings, ``evaluate()``, overlays."""
-    from pipeline.inference.video import write_sequence_masks
-
     out = Path(cfg.out)
     mine = assign_sequences({n: len(j.frames) for n, j in jobs.items()}, ctx.world_size)[ctx.rank]
     timings = {}
@@ -86,9 +87,6 @@ def run_youtube_objects(cfg: SegmentConfig, segmenter: OnlineSegmenter, ctx: Dis
 
 
 def _log_overlay(job: SequenceJob, result_dir: Path, path: Path, tracker) -> None:
-    from pipeline.inference.masks import read_mask_png
-    from pipeline.inference.video import write_overlay_video
-
     frames = [read_rgb(p) for p in job.frames]
     masks = [read_mask_png(result_dir / f"{i}.png") for i in job.ids]
     write_overlay_video(path, frames, masks, fps=8)
@@ -97,8 +95,6 @@ def _log_overlay(job: SequenceJob, result_dir: Path, path: Path, tracker) -> Non
 
 def _log_dream_examples(cfg: SegmentConfig, job: SequenceJob, tracker) -> None:
     """The lucid-dream examples of the first sequence, as a PNG grid in the run."""
-    from pipeline.train.lucid import LucidDreamConfig, save_example_grid
-
     path = Path(cfg.out) / "lucid_dream_examples.png"
     save_example_grid(path, read_rgb(job.frames[0]), job.first_mask(), n=8,
                       seed=cfg.online.seed, cfg=LucidDreamConfig(**cfg.online.lucid))
@@ -106,10 +102,6 @@ def _log_dream_examples(cfg: SegmentConfig, job: SequenceJob, tracker) -> None:
 
 
 def run_video(cfg: SegmentConfig, segmenter: OnlineSegmenter, tracker) -> dict:
-    from pipeline.inference.masks import read_mask_png
-    from pipeline.inference.video import (read_frames_dir, read_video, write_overlay_video,
-                                          write_sequence_masks)
-
     if not cfg.first_mask:
         raise ConfigError("--first-mask is required with --video/--frames: the object ids of "
                           "the first frame (indexed or 0/255 PNG)")

@@ -28,6 +28,8 @@ from pipeline.train.losses import segmentation_loss, side_output_weight
 from pipeline.train.optim import OptimConfig
 from pipeline.train.phases.base import EvalConfig, MarginGate, PhaseBase
 from pipeline.train.phases.segmentation import to_target
+from pipeline.train.weights import apply_init
+from pipeline.core.config import ConfigError
 
 
 @dataclass
@@ -64,12 +66,10 @@ class AlternatingPhase(PhaseBase):
         super().__init__(cfg, model_cfg, ctx, plan)
         self.acfg = a = cfg.alternating
         if a.tcb_steps < 1 or a.ssb_steps < 1:
-            from pipeline.core.config import ConfigError
             raise ConfigError("alternating.tcb_steps and ssb_steps must be >= 1")
         self.delta = model_cfg.temporal.delta
         self.detach = model_cfg.detach_temporal
         g, d, ssb = build_generator(model_cfg), build_discriminator(model_cfg), build_ssb(model_cfg)
-        from pipeline.train.weights import apply_init
         apply_init({"G": g, "D": d, "SSB": ssb}, init or {}, required=["G", "D", "SSB"],
                    missing_policy=cfg.init_missing, uris=list(cfg.init_from))
         n_tcb, n_ssb = self.update_counts(cfg.steps)

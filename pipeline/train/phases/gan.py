@@ -27,6 +27,7 @@ from pipeline.train.loop import Update
 from pipeline.train.losses import discriminator_loss, generator_loss, resize_frame
 from pipeline.train.optim import OptimConfig
 from pipeline.train.phases.base import MarginGate, PhaseBase
+from pipeline.train.weights import apply_init, warn_random_backbones
 
 
 def _adam(lr: float, wd: float) -> OptimConfig:
@@ -100,7 +101,6 @@ class GanPhase(PhaseBase):
         self.gcfg = cfg.gan
         self.delta = model_cfg.temporal.delta
         g, d = build_generator(model_cfg), build_discriminator(model_cfg)
-        from pipeline.train.weights import apply_init, warn_random_backbones
         apply_init({"G": g, "D": d}, init or {}, required=[], missing_policy="random",
                    uris=list(cfg.init_from))
         warn_random_backbones(model_cfg, ["temporal"], init, ctx.rank)

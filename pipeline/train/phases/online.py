@@ -41,6 +41,8 @@ from pipeline.train.loop import HookBase, TrainLoop, Update
 from pipeline.train.losses import pixel_cross_entropy, segmentation_loss
 from pipeline.train.optim import OptimConfig, build_optimizer
 from pipeline.train.phases.base import PhaseDefaults
+from pipeline.train.lucid import LucidDreamConfig, lucid_dream_pairs
+from pipeline.core.config import ConfigError
 
 
 @dataclass
@@ -206,7 +208,6 @@ class OnlineSegmenter:
         self.ssb = build_ssb(model_cfg)
         missing = [b for b in (("G", "SSB") if cfg.temporal else ("SSB",)) if b not in weights]
         if missing:
-            from pipeline.core.config import ConfigError
             raise ConfigError(f"the checkpoint has no weights for {missing}: online training "
                               "needs the offline-trained STCNN (weights.pt of "
                               "launch/train_offline.py, or models:/stcnn@ALIAS)"
@@ -229,8 +230,6 @@ class OnlineSegmenter:
 
     # -- tuning -------------------------------------------------------------------------------
     def dreams(self, image: np.ndarray, mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        from pipeline.train.lucid import LucidDreamConfig, lucid_dream_pairs
-
         size = tuple(self.cfg.size) if self.cfg.size else None
         lcfg = LucidDreamConfig(**self.cfg.lucid)
         images, masks = [], []

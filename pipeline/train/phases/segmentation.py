@@ -23,6 +23,7 @@ from pipeline.train.loop import Update
 from pipeline.train.losses import segmentation_loss, side_output_weight
 from pipeline.train.optim import OptimConfig
 from pipeline.train.phases.base import EvalConfig, PhaseBase
+from pipeline.train.weights import apply_init, warn_random_backbones
 
 
 def _sgd(lr: float) -> OptimConfig:
@@ -61,7 +62,6 @@ class SegmentationPhase(PhaseBase):
         self.scfg = cfg.segmentation
         self.kind = "clip" if self.scfg.samples == "clip_frames" else "image"
         ssb = build_ssb(model_cfg)
-        from pipeline.train.weights import apply_init, warn_random_backbones
         apply_init({"SSB": ssb}, init or {}, required=[], missing_policy="random",
                    uris=list(cfg.init_from))
         warn_random_backbones(model_cfg, ["spatial"], init, ctx.rank)
