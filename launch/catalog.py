@@ -1,12 +1,7 @@
 #!/usr/bin/env python
 """Summarise a data lake, validate its shards, or rebuild a set's catalog.parquet.
 
-    python launch/catalog.py shards/                 # table of datasets, splits, samples, bytes
-    python launch/catalog.py shards/ --validate      # every shard readable and checksummed
-    python launch/catalog.py shards/davis2016/train --rebuild
-    python launch/catalog.py s3://bucket/lake --validate   # a lake on object storage (copied to
-                                                          # a temporary folder first; tars only
-                                                          # for --validate)
+The same as ``stcnn-catalog``; usage and options: ``python launch/catalog.py --help`` (pipeline/cli/catalog.py).
 """
 
 import sys

@@ -1,8 +1,7 @@
 #!/usr/bin/env python
 """The main job end to end on its embedded default (see pipeline/jobs/main.py).
 
-    python launch/main.py                                  # configs/main.yaml
-    python launch/main.py --config my.yaml lake.workers=4 sample_data.size=[854,480]
+The same as ``stcnn-main``; usage and options: ``python launch/main.py --help`` (pipeline/cli/main.py).
 """
 
 import sys

@@ -1,10 +1,7 @@
 #!/usr/bin/env python
 """Write small synthetic datasets in the official on-disk layouts (docs/layouts.md).
 
-    python launch/make_synthetic.py --out data/synthetic                      # all six, tiny
-    python launch/make_synthetic.py --out data/synthetic --datasets davis2016,voc2012 --size full
-
-Prints one line per dataset: its name, the root to pass as --src, and what was written.
+The same as ``stcnn-synthetic``; usage and options: ``python launch/make_synthetic.py --help`` (pipeline/cli/make_synthetic.py).
 """
 
 import sys

@@ -1,12 +1,7 @@
 #!/usr/bin/env python
 """Parameters per branch and FLOPs per forward pass of a model config, beside the authors' counts.
 
-    python launch/model_info.py --config configs/model/stcnn.yaml
-    python launch/model_info.py --config configs/model/stcnn_code.yaml --json
-    python launch/model_info.py --config configs/model/tiny.yaml --height 64 --width 96 \
-        spatial.channels=32
-
-Runs on PyTorch's meta device (shapes only): a second or so at 854x480, no weights read.
+The same as ``stcnn-model-info``; usage and options: ``python launch/model_info.py --help`` (pipeline/cli/model_info.py).
 """
 
 import sys

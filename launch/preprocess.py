@@ -1,10 +1,7 @@
 #!/usr/bin/env python
 """Turn an official dataset layout into WebDataset shards + a parquet catalog.
 
-    python launch/preprocess.py davis2016 --src DAVIS --out shards/ --workers 4
-    sbatch --array=0-63 launch/slurm/preprocess.sbatch ilsvrc_vid --src ILSVRC2015 --out shards/
-
-The contract is DESIGN.md section 4; the data-lake layout is in shards/README.md.
+The same as ``stcnn-preprocess``; usage and options: ``python launch/preprocess.py --help`` (pipeline/cli/preprocess.py).
 """
 
 import sys

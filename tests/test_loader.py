@@ -1,7 +1,7 @@
 """Loader and augmentation: shard contract in, uint8 batches out, DDP split, corrupt data.
 
-The shards are written here by a small builder that follows the data-lake contract (DESIGN.md
-section 3): ``<key>.<ext>`` tar members, real JPEGs, palette PNG masks, ``NNNNN_stats.json``.
+The shards are written here by a small builder that follows the data-lake contract
+(pipeline/lake/contract.py): ``<key>.<ext>`` tar members, real JPEGs, palette PNG masks, ``NNNNN_stats.json``.
 ``test_loader_ddp.py`` reuses the builder.
 """
 

@@ -8,29 +8,17 @@ online tuning + segmentation -> evaluation, tracked in a local MLflow store.
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
-from pathlib import Path
-
-from pipeline.core.config import CONFIGS, ConfigError, dump_yaml, load_config
+from pipeline.cli.job_config import job_config
+from pipeline.core.config import CONFIGS
 from pipeline.jobs.demo import DemoConfig, run_demo
 
 DEFAULT = CONFIGS / "demo.yaml"
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, default=DEFAULT)
-    p.add_argument("overrides", nargs="*", help="key=value, e.g. steps.gan=100")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(DemoConfig, a.config, a.overrides)
-    except ConfigError as e:
-        print(f"demo: bad config: {e}", file=sys.stderr)
+    cfg = job_config(DemoConfig, DEFAULT, __doc__, "steps.gan=100", "demo", argv,
+                     "%(levelname)s %(name)s: %(message)s")
+    if cfg is None:
         return 2
-    print("resolved config:\n" + dump_yaml(cfg))
     run_demo(cfg)
     return 0

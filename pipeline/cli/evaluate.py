@@ -8,7 +8,7 @@ DAVIS results are ``<results>/<sequence>/<frame>.png`` (2016: 0/255 or indexed, 
 0; 2017: indexed PNGs of object ids). Writes ``global_results-<split>.csv`` and
 ``per-sequence_results-<split>.csv`` as davis2017-evaluation does, a bar plot, and for 2016 the
 temporal stability T (``per-sequence_T-<split>.csv``, ``global_T-<split>.csv``; off with
-``--no-temporal``). The contract is DESIGN.md section 4; the protocol is documented in
+``--no-temporal``). The contract is in docs/architecture.md; the protocol is documented in
 pipeline/evaluation/davis.py.
 """
 

@@ -3,7 +3,7 @@
     python launch/preprocess.py davis2016 --src DAVIS --out shards/ --workers 4
     sbatch --array=0-63 launch/slurm/preprocess.sbatch ilsvrc_vid --src ILSVRC2015 --out shards/
 
-The contract is DESIGN.md section 4; the data-lake layout is in shards/README.md.
+The contract is pipeline/lake/contract.py (docs/architecture.md); the data-lake layout is in shards/README.md.
 """
 
 from __future__ import annotations

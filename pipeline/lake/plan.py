@@ -1,6 +1,6 @@
 """The sample plan: which shard samples a dataset split turns into (no file is read here).
 
-Clip samples (DESIGN.md section 3): one per annotated frame t of a sequence (every frame for VID),
+Clip samples (docs/architecture.md, the clip contract): one per annotated frame t of a sequence (every frame for VID),
 every ``clip_stride``-th of them, holding frames t-delta .. t, with the first frame repeated for
 t < delta as in the paper. Image samples: one per (image, mask) pair.
 

@@ -1,4 +1,4 @@
-"""The preprocessing job: an official layout -> ``shards/<dataset>/<split>/`` (DESIGN.md s. 3-4).
+"""The preprocessing job: an official layout -> ``shards/<dataset>/<split>/`` (docs/architecture.md).
 
 Per split: list the source, plan the samples and their shards (independent of how the work is
 split), write ``manifest.json``, write this task's shards (shard i belongs to task
