@@ -146,3 +146,19 @@ def test_no_sys_path_editing():
                     or "sys.path.append" in f.read_text(encoding="utf-8"):
                 edits.append(str(f.relative_to(REPO)))
     assert not edits, edits
+
+
+def test_console_commands_point_at_callable_mains():
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"stcnn-preprocess", "stcnn-train", "stcnn-segment", "stcnn-evaluate",
+            "stcnn-demo"} <= set(scripts)
+    for name, target in scripts.items():
+        module, _, func = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), func)), name
+    # every launch/ script calls one of them (or the runner for torchrun's phases)
+    for script in (REPO / "launch").glob("*.py"):
+        text = script.read_text(encoding="utf-8")
+        assert "from pipeline.cli." in text or "from pipeline.train.runner import main" in text, script
