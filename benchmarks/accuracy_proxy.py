@@ -28,10 +28,11 @@ over seeds (standard deviation of the mean J), the minutes of each phase, and th
 issue 11 (full mean J >= 0.60, full - online_only >= 0.20, full > copy_first on every sequence).
 
 The training budget: the phase step counts in ``configs/proxy/`` (300 GAN, 600 SSB, 400
-alternating steps, and the ablation's 380 SSB steps) take 22 minutes of training on 2 CPU cores
-(measured: README "Does it learn?"); ``--budget-min M`` scales every phase's steps by M / 22, so
-the default of 60 minutes trains each phase 2.7 times longer (the evaluation comes on top:
-about 28 minutes per seed for the three tuned variants on the 13 val sequences at 240p).
+alternating steps, and the ablation's 380 SSB steps) took 22 minutes of training on 2 CPU cores
+busy with other work, about 11 on 2 quiet cores; ``--budget-min M`` scales every phase's steps by
+M / 22, so the default of 60 minutes trains each phase 2.7 times longer: 30.7 minutes on 2 quiet
+cores (README "Does it learn?"), the budget being an upper bound. The evaluation comes on top:
+about 18 minutes per seed for the three tuned variants on the 13 val sequences at 240p.
 Writes ``OUT/weights.pt``, ``OUT/segment.yaml``, ``OUT/report.json`` and prints the table.
 """
 
@@ -60,7 +61,7 @@ from pipeline.core.atomic import atomic_write_text  # noqa: E402
 PROXY = REPO / "configs" / "proxy"
 VARIANTS = ("copy_first", "online_only", "ssb_only", "full")
 TUNED = ("online_only", "ssb_only", "full")
-BUDGET_REFERENCE_MIN = 22.0   # minutes the configs/proxy step counts take on 2 CPU cores
+BUDGET_REFERENCE_MIN = 22.0   # minutes the configs/proxy step counts took on 2 busy CPU cores (11 quiet)
 DEFAULT_BUDGET_MIN = 60.0
 EXPERIMENT = "stcnn-proxy"
 TARGETS = {"full_mean_J": 0.60, "full_minus_online_only_J": 0.20}
