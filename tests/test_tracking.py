@@ -488,6 +488,24 @@ def test_embedded_default_store(tmp_path, monkeypatch):
                                     tracking_uri=tr.tracking_uri), state)
 
 
+def test_experiments_open_as_model_training_in_the_ui(tmp_path):
+    """MLflow 3's UI shows the GenAI overview unless the experiment's kind says model training:
+    a new experiment gets the kind, an existing one without a kind gets it, a set one is kept."""
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+    c = mlflow.MlflowClient(uri)
+    c.create_experiment("old", artifact_location=(tmp_path / "old").as_uri())
+    c.create_experiment("mine", artifact_location=(tmp_path / "mine").as_uri(),
+                        tags={"mlflow.experimentKind": "genai_development"})
+    for name in ("stcnn", "old", "mine"):
+        cfg = TrackingConfig(tracking_uri=uri, experiment=name, system_metrics=False)
+        with Tracker(cfg, phase="gan", run_dir=tmp_path / name) as tr:
+            tr.start({"seed": 0})
+    kinds = {n: c.get_experiment_by_name(n).tags.get("mlflow.experimentKind")
+             for n in ("stcnn", "old", "mine")}
+    assert kinds == {"stcnn": "custom_model_development", "old": "custom_model_development",
+                     "mine": "genai_development"}
+
+
 def test_config_rejects_reserved_aliases():
     for bad in ("latest", "LATEST", "v3", "V12", "has space", ""):
         with pytest.raises(ConfigError, match="alias"):
