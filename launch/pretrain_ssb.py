@@ -14,7 +14,7 @@ sqlite store) from rank 0. See pipeline/train/runner.py and configs/pretrain_ssb
 
 import sys
 
-from pipeline.train.runner import main
+from pipeline.cli.train import main
 
 if __name__ == "__main__":
-    sys.exit(main("segmentation", "configs/pretrain_ssb.yaml", __doc__.splitlines()[0]))
+    sys.exit(main(["pretrain_ssb", *sys.argv[1:]]))

@@ -14,7 +14,7 @@ sqlite store) from rank 0. See pipeline/train/runner.py and configs/pretrain_tcb
 
 import sys
 
-from pipeline.train.runner import main
+from pipeline.cli.train import main
 
 if __name__ == "__main__":
-    sys.exit(main("gan", "configs/pretrain_tcb.yaml", __doc__.splitlines()[0]))
+    sys.exit(main(["pretrain_tcb", *sys.argv[1:]]))

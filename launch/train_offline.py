@@ -14,7 +14,7 @@ sqlite store) from rank 0. See pipeline/train/runner.py and configs/train_offlin
 
 import sys
 
-from pipeline.train.runner import main
+from pipeline.cli.train import main
 
 if __name__ == "__main__":
-    sys.exit(main("alternating", "configs/train_offline.yaml", __doc__.splitlines()[0]))
+    sys.exit(main(["train_offline", *sys.argv[1:]]))

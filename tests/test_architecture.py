@@ -158,7 +158,7 @@ def test_console_commands_point_at_callable_mains():
     for name, target in scripts.items():
         module, _, func = target.partition(":")
         assert callable(getattr(importlib.import_module(module), func)), name
-    # every launch/ script calls one of them (or the runner for torchrun's phases)
+    # every launch/ script calls one of them
     for script in (REPO / "launch").glob("*.py"):
         text = script.read_text(encoding="utf-8")
-        assert "from pipeline.cli." in text or "from pipeline.train.runner import main" in text, script
+        assert "from pipeline.cli." in text, script
