@@ -49,7 +49,7 @@ def s3(tmp_path_factory):
         mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(nowhere))
         mp.setenv("AWS_CONFIG_FILE", str(nowhere))
         mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        OS.s3_client().create_bucket(Bucket=BUCKET)
+        _client().create_bucket(Bucket=BUCKET)
         yield endpoint
     server.stop()
 
@@ -63,6 +63,13 @@ def local_lake(tmp_path_factory) -> Path:
     run_preprocess(PreprocessConfig(dataset="davis2016", src=src, out=root / "shards",
                                     shard_max_count=4, progress=False))
     return root
+
+
+def _client():
+    """A boto3 client on the same store: an oracle independent of the s3fs code under test."""
+    import boto3
+
+    return boto3.session.Session().client("s3", endpoint_url=OS.endpoint_url())
 
 
 def _set_dir(lake: Path) -> Path:
@@ -108,7 +115,7 @@ def test_upload_set_follows_the_contract_and_skips_what_is_there(s3, local_lake)
     assert n >= 2
     res = OS.upload_set(set_dir, url)
     assert res["shards_uploaded"] == n and res["shards_skipped"] == 0
-    keys = _keys(OS.s3_client(), "up/davis2016/train/")
+    keys = _keys(_client(), "up/davis2016/train/")
     local = sorted(p.name for p in set_dir.iterdir() if not p.name.startswith("."))
     assert [k.rsplit("/", 1)[1] for k in keys] == local
     assert OS.list_finished(url) == [f"{url}/{p.name}" for p in sorted(set_dir.glob("0*.tar"))]
@@ -119,14 +126,14 @@ def test_upload_set_follows_the_contract_and_skips_what_is_there(s3, local_lake)
 
 def test_upload_order_stats_last(s3, local_lake, monkeypatch):
     calls: list[str] = []
-    client = OS.s3_client()
-    real = client.upload_file
+    fs = OS.filesystem()
+    real = fs.put_file
 
-    def spy(path, bucket, key, **kw):
-        calls.append(key.rsplit("/", 1)[1])
-        return real(path, bucket, key, **kw)
+    def spy(lpath, rpath, **kw):
+        calls.append(rpath.rsplit("/", 1)[1])
+        return real(lpath, rpath, **kw)
 
-    monkeypatch.setattr(client, "upload_file", spy)
+    monkeypatch.setattr(fs, "put_file", spy)
     OS.upload_set(_set_dir(local_lake), f"s3://{BUCKET}/order/davis2016/train")
     assert calls[:3] == ["00000.tar", "00000.parquet", "00000_stats.json"]
     assert calls[-2:] == ["manifest.json", "catalog.parquet"]
@@ -135,7 +142,7 @@ def test_upload_order_stats_last(s3, local_lake, monkeypatch):
 def test_list_finished_ignores_tars_without_stats(s3, local_lake):
     set_dir = _set_dir(local_lake)
     url = f"s3://{BUCKET}/partial/davis2016/train"
-    client = OS.s3_client()
+    client = _client()
     client.upload_file(str(set_dir / "00000.tar"), BUCKET, "partial/davis2016/train/00000.tar")
     client.upload_file(str(set_dir / "00001.tar"), BUCKET, "partial/davis2016/train/00001.tar")
     client.upload_file(str(set_dir / "00001_stats.json"), BUCKET,
@@ -206,7 +213,7 @@ def test_preprocess_cli_to_s3_then_read_back(s3, local_lake, tmp_path):
         assert s["catalog"] == f"{out}/davis2016/{s['split']}/catalog.parquet"
     # no secret in what the job prints
     assert FAKE_ENV["AWS_SECRET_ACCESS_KEY"] not in r.stdout.replace('"testing"', "")
-    keys = _keys(OS.s3_client(), "cli/davis2016/train/")
+    keys = _keys(_client(), "cli/davis2016/train/")
     assert "cli/davis2016/train/manifest.json" in keys
     _same_samples(list(iter_samples(_set_dir(local_lake))),
                   list(iter_samples(f"{out}/davis2016/train")))
@@ -234,7 +241,7 @@ def test_catalog_cli_summarises_and_validates_an_s3_lake(s3, local_lake):
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert f"OK {url}/davis2016/train:" in ok.stdout
     # a shard object replaced by garbage: the validation fails, naming the object's URL
-    client = OS.s3_client()
+    client = _client()
     client.put_object(Bucket=BUCKET, Key="catalog-cli/davis2016/train/00000.tar", Body=b"junk")
     bad = subprocess.run([*cli, url, "--validate"], capture_output=True, text=True, timeout=120,
                          env=dict(os.environ))
@@ -322,8 +329,8 @@ def test_stcnn_endpoint_variable(s3, monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     monkeypatch.setenv(OS.ENDPOINT_ENV, s3)
     assert OS.endpoint_url() == s3
-    assert OS.s3_client().list_objects_v2(Bucket=BUCKET, MaxKeys=1)["ResponseMetadata"][
-        "HTTPStatusCode"] == 200
+    _client().put_object(Bucket=BUCKET, Key="endpoint/probe.txt", Body=b"via STCNN_S3_ENDPOINT_URL")
+    assert OS.read_bytes(f"s3://{BUCKET}/endpoint/probe.txt") == b"via STCNN_S3_ENDPOINT_URL"
 
 
 # -- MLflow artifacts on the same store -----------------------------------------------------------
@@ -331,7 +338,7 @@ def test_stcnn_endpoint_variable(s3, monkeypatch):
 @pytest.fixture(scope="module")
 def mlflow_s3(s3, tmp_path_factory):
     """``mlflow server`` whose artifact destination is s3://mlflow-artifacts/ on the moto store."""
-    OS.s3_client().create_bucket(Bucket="mlflow-artifacts")
+    _client().create_bucket(Bucket="mlflow-artifacts")
     root = tmp_path_factory.mktemp("mlflow_s3")
     env = dict(os.environ, MLFLOW_S3_ENDPOINT_URL=s3)
     for server in start_server(root, "s3://mlflow-artifacts/", env):
@@ -353,7 +360,7 @@ def test_mlflow_artifacts_and_models_land_on_s3(mlflow_s3, tmp_path):
         model_uri = tr.log_model(tmp_path / "final.pt")
         run_id = tr.run_id
     assert model_uri and model_uri.startswith("models:/")
-    keys = _keys(OS.s3_client(), "", bucket="mlflow-artifacts")
+    keys = _keys(_client(), "", bucket="mlflow-artifacts")
     assert any(k.endswith(f"{run_id}/artifacts/extra/state.txt") for k in keys), keys
     assert any(k.endswith("weights.pt") for k in keys), keys
     got = resolve_init(f"runs:/{run_id}/extra/state.txt", tmp_path / "dl",

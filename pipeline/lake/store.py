@@ -1,15 +1,17 @@
-"""Shard sets on an S3-compatible object store (AWS S3, MinIO, Ceph, a local ``moto`` server).
+"""Shard sets on an S3-compatible object store (AWS S3, MinIO, Ceph, a local ``moto`` server),
+through ``fsspec``'s ``s3fs``.
 
 A set URL is ``s3://<bucket>/<prefix>/<dataset>/<split>``; its objects mirror a local set folder
 (``shards/README.md``): ``NNNNN.tar``, ``NNNNN.parquet``, ``NNNNN_stats.json``, ``manifest.json``,
 ``catalog.parquet``. The shard contract holds on the store too: :func:`upload_set` puts each
-shard's ``_stats.json`` LAST, and :func:`list_finished` lists only the tars whose stats object
-exists, so readers never see a half-uploaded shard.
+shard's ``_stats.json`` LAST (the one thing of our own here: fsspec's ``put`` has no order), and
+:func:`list_finished` lists only the tars whose stats object exists, so readers never see a
+half-uploaded shard. Everything else (listing, reads, uploads, retries, multipart) is s3fs's.
 
 Credentials and endpoint come only from the environment (never from configs, logs or params):
-``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (or any source of boto3's default chain: a
+``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (or any source of botocore's default chain: a
 profile, an instance role), ``AWS_DEFAULT_REGION``, and for a non-AWS store the endpoint in
-``AWS_ENDPOINT_URL`` (honoured by boto3 itself) or ``STCNN_S3_ENDPOINT_URL`` (which wins).
+``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` or ``STCNN_S3_ENDPOINT_URL`` (which wins).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ ENDPOINT_ENV = "STCNN_S3_ENDPOINT_URL"
 CRED_FIX = ("set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for a non-AWS "
             "store)")
 
-_clients: dict[tuple, Any] = {}
-_clients_lock = threading.Lock()
+_filesystems: dict[tuple, Any] = {}
+_filesystems_lock = threading.Lock()
 
 
 class ObjectStoreError(RuntimeError):
@@ -72,76 +74,93 @@ def join(url: str, *parts: str) -> str:
 
 def endpoint_url() -> str | None:
     """The endpoint: ``$STCNN_S3_ENDPOINT_URL``, else ``$AWS_ENDPOINT_URL_S3`` /
-    ``$AWS_ENDPOINT_URL`` (boto3 reads those itself too), else None (AWS)."""
+    ``$AWS_ENDPOINT_URL``, else None (AWS)."""
     for var in (ENDPOINT_ENV, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
         if os.environ.get(var):
             return os.environ[var]
     return None
 
 
-def s3_client():
-    """A boto3 S3 client configured from the environment only (one per process and setting, so
-    DataLoader workers never share a parent's connections)."""
-    import boto3
-    from botocore.config import Config
+def filesystem():
+    """An ``s3fs.S3FileSystem`` configured from the environment only: one per process and
+    setting (fsspec's own instance cache is keyed on arguments, not on the credentials in the
+    environment), without a listings cache (a shard's stats object must be seen when it lands),
+    so DataLoader workers never share a parent's connections."""
+    import s3fs
 
     endpoint = endpoint_url()
     key = (os.getpid(), endpoint, os.environ.get("AWS_ACCESS_KEY_ID"),
            os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN"),
            os.environ.get("AWS_DEFAULT_REGION"), os.environ.get("AWS_PROFILE"))
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            cfg = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10,
-                         read_timeout=60)
-            client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=cfg)
-            _clients[key] = client
-    return client
+    with _filesystems_lock:
+        fs = _filesystems.get(key)
+        if fs is None:
+            fs = s3fs.S3FileSystem(
+                endpoint_url=endpoint, skip_instance_cache=True, use_listings_cache=False,
+                config_kwargs={"retries": {"max_attempts": 5, "mode": "standard"},
+                               "connect_timeout": 10, "read_timeout": 60})
+            _filesystems[key] = fs
+    return fs
+
+
+def _path(url: str) -> str:
+    """``s3://bucket/key`` -> ``bucket/key`` (s3fs's path), checking the URL."""
+    bucket, key = split_url(url)
+    return f"{bucket}/{key}" if key else bucket
+
+
+def _code(exc: BaseException) -> str:
+    """The S3 error code behind an s3fs exception (its ``__cause__`` is botocore's error)."""
+    seen = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            return str(response.get("Error", {}).get("Code", ""))
+        seen = seen.__cause__ or seen.__context__
+    return ""
 
 
 def _error(exc: BaseException, url: str, action: str) -> Exception:
-    """A botocore error -> an :class:`ObjectStoreError` (or FileNotFoundError) naming the URL and
-    the fix. Never includes credentials."""
-    from botocore.exceptions import (ClientError, EndpointConnectionError, NoCredentialsError,
+    """An s3fs/botocore error -> an :class:`ObjectStoreError` (or FileNotFoundError) naming the
+    URL and the fix. Never includes credentials."""
+    from botocore.exceptions import (EndpointConnectionError, NoCredentialsError,
                                      PartialCredentialsError)
 
     where = f" at endpoint {endpoint_url()}" if endpoint_url() else ""
+    bucket = split_url(url)[0]
+    code = _code(exc)
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return ObjectStoreError(f"{action} {url}: no S3 credentials found: {CRED_FIX}")
     if isinstance(exc, EndpointConnectionError):
         return ObjectStoreError(f"{action} {url}: cannot reach the S3 endpoint{where} ({exc}); "
                                 f"check AWS_ENDPOINT_URL / {ENDPOINT_ENV}")
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        bucket = split_url(url)[0]
-        if code == "NoSuchBucket":
-            return ObjectStoreError(f"{action} {url}: bucket {bucket!r} does not exist{where}: "
-                                    f"create it (aws s3 mb s3://{bucket}) or fix the URL")
-        if code in ("NoSuchKey", "404", "NotFound"):
-            return FileNotFoundError(f"{action} {url}: no such object{where}")
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
-                    "ExpiredToken", "InvalidToken"):
-            return ObjectStoreError(f"{action} {url}: access refused{where} ({code}): check the "
-                                    f"credentials and their rights on bucket {bucket!r}: "
-                                    f"{CRED_FIX}")
-        return ObjectStoreError(f"{action} {url}: S3 error {code}{where}: {exc}")
-    return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+    if code == "NoSuchBucket":
+        return ObjectStoreError(f"{action} {url}: bucket {bucket!r} does not exist{where}: "
+                                f"create it (aws s3 mb s3://{bucket}) or fix the URL")
+    if isinstance(exc, FileNotFoundError) or code in ("NoSuchKey", "404", "NotFound"):
+        return FileNotFoundError(f"{action} {url}: no such object{where}")
+    if isinstance(exc, PermissionError) or code in (
+            "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken",
+            "InvalidToken"):
+        return ObjectStoreError(f"{action} {url}: access refused{where} ({code or exc}): check "
+                                f"the credentials and their rights on bucket {bucket!r}: "
+                                f"{CRED_FIX}")
+    return ObjectStoreError(f"{action} {url}: S3 error {code or type(exc).__name__}{where}: {exc}")
 
 
-def _boto_errors() -> tuple[type[BaseException], ...]:
-    from botocore.exceptions import BotoCoreError, ClientError
+def _store_errors() -> tuple[type[BaseException], ...]:
+    from botocore.exceptions import BotoCoreError
 
-    return (BotoCoreError, ClientError)
+    return (BotoCoreError, OSError)
 
 
 def open_stream(url: "str | os.PathLike") -> IO[bytes]:
-    """A readable (not seekable) binary stream of one object: boto3 ``get_object()["Body"]``.
+    """A readable binary stream of one object (s3fs's file, read ahead in 8 MiB blocks).
     Raises FileNotFoundError for a missing object, :class:`ObjectStoreError` otherwise."""
     url = normalize(url)
-    bucket, key = split_url(url)
     try:
-        return s3_client().get_object(Bucket=bucket, Key=key)["Body"]
-    except _boto_errors() as e:
+        return filesystem().open(_path(url), "rb", block_size=8 << 20, cache_type="readahead")
+    except _store_errors() as e:
         raise _error(e, url, "reading") from e
 
 
@@ -149,15 +168,15 @@ def fetch(url: "str | os.PathLike") -> IO[bytes]:
     """A seekable local copy of one object, positioned at 0: a real temporary file (with a
     ``fileno``, what :mod:`pipeline.lake.tario` needs), deleted when closed."""
     url = normalize(url)
-    body = open_stream(url)
     tmp = tempfile.TemporaryFile(prefix="stcnn-s3-")
     try:
         try:
-            shutil.copyfileobj(body, tmp, 1024 * 1024)
-        except _boto_errors() as e:
+            with open_stream(url) as body:
+                shutil.copyfileobj(body, tmp, 1024 * 1024)
+        except (FileNotFoundError, ObjectStoreError):
+            raise
+        except _store_errors() as e:
             raise _error(e, url, "reading") from e
-        finally:
-            body.close()
         tmp.seek(0)
         return tmp
     except BaseException:
@@ -166,35 +185,34 @@ def fetch(url: "str | os.PathLike") -> IO[bytes]:
 
 
 def read_bytes(url: "str | os.PathLike") -> bytes:
-    with open_stream(url) as body:
-        return body.read()
+    url = normalize(url)
+    try:
+        return filesystem().cat_file(_path(url))
+    except _store_errors() as e:
+        raise _error(e, url, "reading") from e
 
 
 def _list(url: str) -> dict[str, dict]:
-    """Objects directly under the set URL (not in sub-prefixes): name -> list entry."""
-    bucket, prefix = split_url(url)
-    prefix = f"{prefix}/" if prefix else ""
-    out: dict[str, dict] = {}
+    """Objects directly under the set URL (not in sub-prefixes): name -> s3fs entry (``size``,
+    ``ETag``); empty for a prefix that holds none; an error for a missing bucket."""
+    path = _path(url)
     try:
-        pages = s3_client().get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, Delimiter="/")
-        for page in pages:
-            for obj in page.get("Contents", []):
-                out[obj["Key"][len(prefix):]] = obj
-    except _boto_errors() as e:
+        entries = filesystem().ls(path, detail=True, refresh=True)
+    except FileNotFoundError as e:
+        if _code(e) == "NoSuchBucket":
+            raise _error(e, url, "listing") from e
+        return {}  # an empty prefix
+    except _store_errors() as e:
         raise _error(e, url, "listing") from e
-    return out
+    prefix = path.rstrip("/") + "/"
+    return {e["name"][len(prefix):]: e for e in entries
+            if e.get("type") == "file" and e["name"].startswith(prefix)}
 
 
 def check_access(url: "str | os.PathLike") -> None:
     """Raise :class:`ObjectStoreError` (naming the fix) unless the bucket of ``url`` exists and
     the credentials may list it: one cheap request, made before any long job writes there."""
-    url = normalize(url)
-    bucket, prefix = split_url(url)
-    try:
-        s3_client().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
-    except _boto_errors() as e:
-        raise _error(e, url, "accessing") from e
+    _list(normalize(url).rstrip("/"))
 
 
 def list_finished(s3_url: "str | os.PathLike") -> list[str]:
@@ -211,24 +229,29 @@ def download_prefix(url: "str | os.PathLike", dest: "str | os.PathLike", *,
     relative paths under ``dest``; ``tars=False`` leaves the shard tars out (the catalog files
     alone). Returns the number of objects copied; a prefix with none is an error."""
     url = normalize(url).rstrip("/")
-    bucket, prefix = split_url(url)
-    prefix = f"{prefix}/" if prefix else ""
+    path = _path(url)
+    prefix = path + "/"
     dest = Path(dest)
-    client, n = s3_client(), 0
+    fs, n = filesystem(), 0
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                rel = obj["Key"][len(prefix):]
-                parts = Path(rel).parts
-                if not rel or rel.endswith("/") or ".." in parts or Path(rel).is_absolute():
-                    continue
-                if not tars and rel.endswith(".tar"):
-                    continue
-                target = dest / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                client.download_file(bucket, obj["Key"], str(target))
-                n += 1
-    except _boto_errors() as e:
+        try:
+            found = fs.find(path)
+        except FileNotFoundError as e:
+            if _code(e) == "NoSuchBucket":
+                raise
+            found = []
+        for name in found:
+            rel = name[len(prefix):] if name.startswith(prefix) else ""
+            parts = Path(rel).parts
+            if not rel or rel.endswith("/") or ".." in parts or Path(rel).is_absolute():
+                continue
+            if not tars and rel.endswith(".tar"):
+                continue
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(name, str(target))
+            n += 1
+    except _store_errors() as e:
         raise _error(e, url, "downloading") from e
     if not n:
         raise FileNotFoundError(f"{url}: no objects there; check the URL (a lake root or a set "
@@ -244,14 +267,13 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def _same(client, bucket: str, key: str, listed: dict | None, path: Path, md5: str) -> bool:
+def _same(fs, rpath: str, listed: dict | None, path: Path, md5: str) -> bool:
     """The object holds ``path``'s bytes: same size and (its ETag or its ``md5`` metadata)."""
-    if listed is None or int(listed["Size"]) != path.stat().st_size:
+    if listed is None or int(listed["size"]) != path.stat().st_size:
         return False
     if listed.get("ETag", "").strip('"') == md5:
         return True
-    head = client.head_object(Bucket=bucket, Key=key)  # multipart upload: ETag is not the MD5
-    return head.get("Metadata", {}).get("md5") == md5
+    return fs.metadata(rpath).get("md5") == md5  # multipart upload: the ETag is not the MD5
 
 
 @dataclasses.dataclass
@@ -277,23 +299,17 @@ def upload_set(local_set_dir: "str | os.PathLike", s3_url: "str | os.PathLike") 
     url = normalize(s3_url).rstrip("/")
     if not src.is_dir():
         raise FileNotFoundError(f"upload_set: local shard set {src} does not exist")
-    bucket, prefix = split_url(url)
-    client = s3_client()
+    fs = filesystem()
+    base = _path(url)
     res = UploadResult(url)
     remote = _list(url)  # also checks bucket and credentials before anything is sent
 
     def put(path: Path, name: str, md5: str | None = None) -> None:
         md5 = md5 or _md5(path)
-        key = f"{prefix}/{name}" if prefix else name
         try:
-            client.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": {"md5": md5}})
-        except _boto_errors() as e:
+            fs.put_file(str(path), f"{base}/{name}", Metadata={"md5": md5})
+        except _store_errors() as e:
             raise _error(e, join(url, name), "uploading") from e
-        except Exception as e:  # boto3's S3UploadFailedError wraps the ClientError
-            cause = e.__cause__ or e.__context__
-            if isinstance(cause, _boto_errors()):
-                raise _error(cause, join(url, name), "uploading") from e
-            raise
         res.files_uploaded += 1
         res.bytes_uploaded += path.stat().st_size
 
@@ -304,14 +320,12 @@ def upload_set(local_set_dir: "str | os.PathLike", s3_url: "str | os.PathLike") 
             res.shards_unfinished += 1
             continue
         md5 = _md5(tar)
-        tkey = f"{prefix}/{tar.name}" if prefix else tar.name
         if (stats_name in remote
-                and _same(client, bucket, tkey, remote.get(tar.name), tar, md5)):
+                and _same(fs, f"{base}/{tar.name}", remote.get(tar.name), tar, md5)):
             res.shards_skipped += 1
             continue
         if stats_name in remote:  # a changed shard: unfinished until re-uploaded
-            skey = f"{prefix}/{stats_name}" if prefix else stats_name
-            client.delete_object(Bucket=bucket, Key=skey)
+            fs.rm_file(f"{base}/{stats_name}")
         put(tar, tar.name, md5)
         if parquet.is_file():
             put(parquet, parquet.name)

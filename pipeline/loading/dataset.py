@@ -5,7 +5,6 @@ stream (``wds.ResampledShards``), the tar reader, ``wds.shuffle``, decode + augm
 
 from __future__ import annotations
 
-import hashlib
 import random
 from typing import Any, Callable, Iterator, Sequence
 
@@ -13,6 +12,7 @@ import torch
 import webdataset as wds
 from pipeline.loading.process import flip_only, process_sample
 
+from pipeline.core.seeds import seed_int
 from pipeline.lake.listing import (assign_shards, check_shard_counts, ShardSet, split_by_rank,
                                    split_by_worker)
 from pipeline.loading.augment import AugmentConfig
@@ -24,11 +24,6 @@ from pipeline.loading.tarsamples import read_tar
 
 # ----------------------------------------------------------------------------------------------
 # the pipeline
-
-
-def seed_int(*parts: Any) -> int:
-    h = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") & ((1 << 63) - 1)
 
 
 class ShardDataset(wds.DataPipeline):

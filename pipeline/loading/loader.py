@@ -77,7 +77,8 @@ from pipeline.loading.process import process_sample
 from pipeline.loading.readstats import CorruptSampleWarning, ReadStats
 from pipeline.loading.tarsamples import IgnoredMemberWarning, read_tar
 from pipeline.lake.contract import split_member
-from pipeline.loading.dataset import ShardDataset, seed_int
+from pipeline.core.seeds import seed_int
+from pipeline.loading.dataset import ShardDataset
 
 __all__ = [
     "CorruptSampleWarning",

@@ -21,7 +21,6 @@ registry (:mod:`pipeline.loading.ffcv.ops`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from pipeline.core.seeds import seed_int
 from pipeline.loading.augment import augment_image, resolve_augment
 from pipeline.loading.ffcv.format import load_sidecar, require_ffcv, StoreError
 from pipeline.loading.ffcv.ops import ffcv_ops
@@ -53,11 +53,6 @@ def _next_batch(it):
         return next(it)
     except StopIteration:
         return None
-
-
-def _seed_int(*parts) -> int:
-    h = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
 
 class FFCVImageLoader:
@@ -102,7 +97,7 @@ class FFCVImageLoader:
         if self.augment is not None:
             import torch
 
-            gen = torch.Generator().manual_seed(_seed_int("ffcv", self.seed, self.epoch,
+            gen = torch.Generator().manual_seed(seed_int("ffcv", self.seed, self.epoch,
                                                           self.rank))
         # FFCV draws its order from its own epoch counter: keep it on ours, so that a resumed
         # run (a fresh loader set to epoch e) reads epoch e's order, not epoch 0's
