@@ -316,12 +316,15 @@ def test_outage_spools_everything_then_replays(server, tmp_path, caplog):
 
 
 @pytest.mark.slow
-def test_outage_mid_run_recovers_by_itself(server, tmp_path, caplog):
+@pytest.mark.parametrize("async_metrics", [False, True], ids=["sync", "async"])
+def test_outage_mid_run_recovers_by_itself(server, tmp_path, caplog, async_metrics):
+    """Synchronous sends see the outage at the call; async ones (MLflow's queue) when their
+    futures are reaped, at the latest by ``flush()``: the same entries end up spooled."""
     caplog.set_level(logging.INFO, logger=TRACKER_LOGGER)
     proxy = Proxy(int(server.uri.rsplit(":", 1)[1]))
     proxy.start()
     cfg = TrackingConfig(tracking_uri=proxy.uri, system_metrics=False, request_timeout_s=2,
-                         retry_interval_s=0.5)
+                         retry_interval_s=0.5, async_metrics=async_metrics)
     run_dir = tmp_path / "run"
     try:
         with Tracker(cfg, phase="pretrain_ssb", run_dir=run_dir) as tr:
@@ -329,10 +332,14 @@ def test_outage_mid_run_recovers_by_itself(server, tmp_path, caplog):
             run_id = tr.run_id
             for step in range(3):
                 tr.log_metrics({"loss": float(step)}, step)
+            if async_metrics:
+                tr.flush()                                   # steps 0-2 landed
             proxy.stop()                                     # the server goes away
             t0 = time.monotonic()
             for step in range(3, 13):
                 tr.log_metrics({"loss": float(step)}, step)
+            if async_metrics:
+                tr.flush()                                   # the failures are reaped
             assert time.monotonic() - t0 < 10
             assert tr.offline and len(read_spool(run_dir)) == 10
             time.sleep(0.6)
@@ -353,14 +360,15 @@ def test_outage_mid_run_recovers_by_itself(server, tmp_path, caplog):
 
 
 @pytest.mark.slow
-def test_store_back_while_the_run_ends_gets_everything(server, tmp_path, caplog):
+@pytest.mark.parametrize("async_metrics", [False, True], ids=["sync", "async"])
+def test_store_back_while_the_run_ends_gets_everything(server, tmp_path, caplog, async_metrics):
     """The store is down when training ends and answers again a few seconds later: the run's
     end waits for it (tracking.final_retry_s) and delivers the spool itself."""
     caplog.set_level(logging.INFO, logger=TRACKER_LOGGER)
     proxy = Proxy(int(server.uri.rsplit(":", 1)[1]))
     proxy.start()
     cfg = TrackingConfig(tracking_uri=proxy.uri, system_metrics=False, request_timeout_s=2,
-                         retry_interval_s=60, final_retry_s=30)
+                         retry_interval_s=60, final_retry_s=30, async_metrics=async_metrics)
     run_dir = tmp_path / "run"
     restart = threading.Timer(2.0, proxy.start)
     try:
@@ -368,9 +376,13 @@ def test_store_back_while_the_run_ends_gets_everything(server, tmp_path, caplog)
             tr.start({"seed": 0})
             run_id = tr.run_id
             tr.log_metrics({"loss": 0.0}, 0)
+            if async_metrics:
+                tr.flush()                                   # step 0 landed
             proxy.stop()                                     # down for the rest of the run
             for step in range(1, 5):
                 tr.log_metrics({"loss": float(step)}, step)
+            if async_metrics:
+                tr.flush()                                   # the failures are reaped
             assert tr.offline
             restart.start()                                  # back 2 s after the run ends
             t0 = time.monotonic()
@@ -559,3 +571,22 @@ def test_secrets_never_reach_params_or_logs():
     assert flat["tracking.tracking_uri"] == "http://***@mlflow.internal:5000"
     assert flat["optim.lr"] == "0.001" and flat["s3.endpoint"] == "https://minio:9000"
     assert redact("error", "connect to http://u:p@h:1 failed") == "connect to http://***@h:1 failed"
+
+
+def test_metrics_go_through_mlflows_async_queue_by_default(server, tmp_path):
+    """The default sends metrics with MLflow's async logging (a newer MLflow whose futures this
+    code cannot watch would fall back to synchronous sends: this fails first)."""
+    from pipeline.tracking.inflight import async_supported
+
+    assert TrackingConfig().async_metrics and async_supported()
+    with Tracker(TrackingConfig(tracking_uri=server.uri, system_metrics=False),
+                 phase="p", run_dir=tmp_path / "run") as tr:
+        tr.start({"a": 1})
+        for step in range(5):
+            tr.log_metrics({"loss": float(step)}, step)
+        assert tr._inflight.submitted == 5               # one log_batch per step (log_every 1)
+        tr.flush()
+        assert len(tr._inflight) == 0
+        run_id = tr.run_id
+    steps = sorted(m.step for m in server.client().get_metric_history(run_id, "loss"))
+    assert steps == list(range(5))

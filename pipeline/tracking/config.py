@@ -55,6 +55,9 @@ class TrackingConfig:
     register_as: str | None = None       # e.g. "stcnn-tcb"; None: do not register
     alias: str = "candidate"             # set on the registered version
     log_every: int = 1                   # log_metrics calls buffered per log_batch
+    # metrics handed to MLflow's async logging queue (off the training thread); failures are
+    # reaped into the spool like those of synchronous calls (pipeline/tracking/inflight.py)
+    async_metrics: bool = True
     system_metrics: bool = True
     system_metrics_interval_s: float = 10.0
     request_timeout_s: float = 5.0       # per HTTP request (connect and read)

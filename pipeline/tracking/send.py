@@ -78,10 +78,19 @@ def _metric_objs(entries: list[dict]) -> list[Metric]:
             for e in entries for k, v in e["payload"].items()]
 
 
-def send_metrics(client: mlflow.MlflowClient, run_id: str, entries: list[dict]) -> None:
+def send_metrics(client: mlflow.MlflowClient, run_id: str, entries: list[dict], *,
+                 synchronous: bool = True) -> list:
+    """Metrics entries in ``log_batch`` calls; ``synchronous=False`` queues them on MLflow's
+    async logging thread and returns its ``RunOperations`` (one per call)."""
     metrics = _metric_objs(entries)
+    ops = []
     for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-        client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
+        chunk = metrics[i:i + MAX_METRICS_PER_BATCH]
+        if synchronous:
+            client.log_batch(run_id, metrics=chunk)
+        else:
+            ops.append(client.log_batch(run_id, metrics=chunk, synchronous=False))
+    return ops
 
 
 def _send_artifact(client: mlflow.MlflowClient, run_id: str, path: str,

@@ -19,6 +19,7 @@ from pipeline.tracking.config import (MAX_METRICS_PER_BATCH, PARENT_RUN_ENV, REJ
                                       configure_http, is_http, make_client,
                                       resolve_tracking_uri)
 from pipeline.tracking.info import environment_info, git_info
+from pipeline.tracking.inflight import async_supported, InFlight
 from pipeline.tracking.outage import is_rejection, short_error
 from pipeline.tracking.redact import flatten_params, redact, redact_tree
 from pipeline.tracking.send import create_run, send_entry, send_metrics
@@ -46,6 +47,7 @@ class Tracker:
         self._client: mlflow.MlflowClient | None = None
         self._lock = threading.RLock()
         self._pending: list[dict] = []        # metrics entries not sent yet
+        self._inflight = InFlight()           # metrics on MLflow's async queue
         self._calls = 0
         self._offline = False                 # in an outage: spool without trying
         self._next_retry = 0.0
@@ -236,25 +238,29 @@ class Tracker:
             self._pending.append(make_entry("metrics", self.run_id, metrics, step))
             n = sum(len(e["payload"]) for e in self._pending)
             if flush or n >= MAX_METRICS_PER_BATCH:
-                self.flush()
+                self.flush(wait=False)
 
-    def flush(self) -> None:
-        """Send buffered metrics now (or spool them during an outage)."""
+    def flush(self, wait: bool = True) -> None:
+        """Send buffered metrics now (or spool them during an outage); ``wait``: until every
+        metric handed to MLflow's async queue has landed or been spooled."""
         if not self.active:
             return
         with self._lock:
             pending, self._pending, self._calls = self._pending, [], 0
-            if not pending:
-                return
             for e in pending:            # entries buffered before the run existed
                 e["run_id"] = e["run_id"] or self.run_id
-            if not self._ready():
+            if pending and not self._ready():
                 self._spool(pending)
-                return
-            try:
-                send_metrics(self._client, self.run_id, pending)  # type: ignore[arg-type]
-            except Exception as exc:  # noqa: BLE001
-                self._failed(pending, exc)
+            elif pending:
+                try:
+                    if self.cfg.async_metrics and async_supported():
+                        self._inflight.submit(self._client, self.run_id, pending)
+                    else:
+                        send_metrics(self._client, self.run_id, pending)  # type: ignore[arg-type]
+                except Exception as exc:  # noqa: BLE001
+                    self._failed(pending, exc)
+            for entries, exc in self._inflight.reap(block=wait):
+                self._failed(entries, exc)
 
     def log_params(self, params: dict) -> None:
         """Log more params (flattened like the config)."""
@@ -325,8 +331,8 @@ class Tracker:
     def _call(self, kind: str, payload: Any, step: int | None = None) -> Any:
         """Run one tracking call now, or spool it. Everything buffered goes first (order)."""
         with self._lock:
-            if self._pending:
-                self.flush()
+            if self._pending or len(self._inflight):
+                self.flush()             # metrics land (or are spooled) before this call
             entry = make_entry(kind, self.run_id, payload, step)
             if not self._ready():
                 self._spool([entry])
