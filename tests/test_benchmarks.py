@@ -60,6 +60,15 @@ def test_preprocess_benchmark_json(tmp_path):
     assert not any(tmp_path.iterdir()), "the benchmark left files behind"
 
 
+def test_s3_streaming_benchmark_json(tmp_path):
+    pytest.importorskip("moto.server")
+    r = json.loads(_run("s3_streaming.py", "--synthetic", "--json", tmp_path=tmp_path))
+    assert set(r["clips_per_s"]) == {"local", "s3"}
+    assert all(_positive(v["best"]) and _positive(v["median"]) for v in r["clips_per_s"].values())
+    assert _positive(r["ratio_s3_to_local"]) and isinstance(r["pass"], bool)
+    assert not any(tmp_path.iterdir()), "the benchmark left files behind"
+
+
 def test_train_step_benchmark_json(tmp_path):
     """One real segmentation run at 1 rank (tiny config, synthetic lake): positive figures."""
     proc = subprocess.run([sys.executable, str(BENCH / "train_step.py"), "--phase", "segmentation",

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -191,6 +192,101 @@ def test_a_missing_shard_object_is_counted_not_fatal(s3, local_lake):
     with pytest.warns(UserWarning):
         assert list(read_tar(f"s3://{BUCKET}/no/such/00000.tar", stats)) == []
     assert stats.as_dict()["truncated_shards"] == 1
+
+
+def _read(url: str):
+    from pipeline.loading.readstats import ReadStats
+    from pipeline.loading.tarsamples import read_tar
+
+    stats = ReadStats()
+    samples = [{k: v for k, v in raw.items() if k != "__url__"} for raw in read_tar(url, stats)]
+    counts = {k: v for k, v in stats.as_dict().items() if isinstance(v, int)}
+    return samples, counts
+
+
+def test_s3_shards_are_streamed_without_a_temporary_file(s3, local_lake, monkeypatch):
+    import tempfile
+
+    set_dir = _set_dir(local_lake)
+    url = f"s3://{BUCKET}/stream/davis2016/train"
+    OS.upload_set(set_dir, url)
+
+    def refuse(*a, **k):
+        raise AssertionError("a temporary file was made while reading a shard from S3")
+
+    for name in ("TemporaryFile", "NamedTemporaryFile", "SpooledTemporaryFile", "mkstemp"):
+        monkeypatch.setattr(tempfile, name, refuse)
+    _same_samples(list(iter_samples(set_dir)), list(iter_samples(url)))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_damaged_s3_objects_are_counted_skips_like_local_files(s3, local_lake, tmp_path, damage):
+    """A shard object cut mid-member, or with a garbled member header: the samples before the
+    damage come through, the rest of the shard is one counted skip, exactly as from a local
+    file holding the same bytes."""
+    data = (_set_dir(local_lake) / "00000.tar").read_bytes()
+    if damage == "truncated":
+        bad = data[: len(data) // 2]
+    else:  # the third member's header: its name bytes garbled, the checksum no longer matches
+        bad = bytearray(data)
+        offset = 0
+        for _ in range(2):
+            size = int(bytes(bad[offset + 124:offset + 136]).rstrip(b"\0 ") or b"0", 8)
+            offset += 512 + (size + 511) // 512 * 512
+        bad[offset:offset + 8] = b"XXXXXXXX"
+        bad = bytes(bad)
+    local = tmp_path / "00000.tar"
+    local.write_bytes(bad)
+    key = f"damaged-{damage}/00000.tar"
+    _client().put_object(Bucket=BUCKET, Key=key, Body=bad)
+    with pytest.warns(UserWarning):
+        remote_samples, remote_counts = _read(f"s3://{BUCKET}/{key}")
+    with pytest.warns(UserWarning):
+        local_samples, local_counts = _read(str(local))
+    assert remote_samples == local_samples and remote_counts == local_counts
+    assert remote_counts["truncated_shards"] == 1
+    whole, _ = _read(str(_set_dir(local_lake) / "00000.tar"))
+    assert 0 < len(remote_samples) < len(whole) or damage == "corrupt"
+
+
+def _streaming_peak(tmp_path: Path, members: int) -> int:
+    """Peak Python allocation while streaming an ``s3://`` shard of ``members`` 4 MiB members."""
+    import io
+    import tarfile
+
+    tar_path = tmp_path / f"big{members}.tar"
+    rng = np.random.default_rng(0)
+    with tarfile.open(tar_path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for i in range(members):
+            blob = rng.integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()
+            info = tarfile.TarInfo(f"seq/{i:05d}.00.jpg")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    key = f"big/{members}/00000.tar"
+    _client().upload_file(str(tar_path), BUCKET, key)
+    # read in a child process: the moto server runs in this one, and its own copies of the
+    # object would count here
+    # (botocore's service model, loaded by the first call, is set-up, not streaming)
+    code = ("import tracemalloc; from pipeline.loading.tarsamples import read_tar; "
+            "from pipeline.lake.store import filesystem; "
+            f"filesystem().info('{BUCKET}/{key}'); tracemalloc.start(); "
+            f"n = sum(1 for _ in read_tar('s3://{BUCKET}/{key}')); "
+            "print(n, tracemalloc.get_traced_memory()[1])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ))
+    assert r.returncode == 0, r.stderr
+    n, peak = map(int, r.stdout.split())
+    assert n == members
+    return peak
+
+
+def test_streaming_memory_does_not_grow_with_the_object(s3, tmp_path):
+    """Objects of 16 and 96 MiB (4 MiB members) streamed: the reader's peak Python allocation
+    is the same (a few members and the read-ahead block), far below the larger object."""
+    small, large = _streaming_peak(tmp_path, 4), _streaming_peak(tmp_path, 24)
+    print(f"streaming peak: {small / 2**20:.1f} MiB (16 MiB object), {large / 2**20:.1f} MiB (96 MiB)")
+    assert large < 1.25 * small + (1 << 20), (small, large)
+    assert large < 48 << 20, f"peak {large / 2**20:.0f} MiB while streaming a 96 MiB object"
 
 
 # -- writing through launch/preprocess.py ---------------------------------------------------------

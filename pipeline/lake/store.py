@@ -20,8 +20,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import IO, Any
@@ -155,33 +153,15 @@ def _store_errors() -> tuple[type[BaseException], ...]:
 
 
 def open_stream(url: "str | os.PathLike") -> IO[bytes]:
-    """A readable binary stream of one object (s3fs's file, read ahead in 8 MiB blocks).
-    Raises FileNotFoundError for a missing object, :class:`ObjectStoreError` otherwise."""
+    """A readable, seekable binary stream of one object (s3fs's file: ranged GETs read ahead in
+    8 MiB blocks, so memory stays bounded and no temporary file is written; its ``size`` is the
+    object's). Raises FileNotFoundError for a missing object, :class:`ObjectStoreError`
+    otherwise."""
     url = normalize(url)
     try:
         return filesystem().open(_path(url), "rb", block_size=8 << 20, cache_type="readahead")
     except _store_errors() as e:
         raise _error(e, url, "reading") from e
-
-
-def fetch(url: "str | os.PathLike") -> IO[bytes]:
-    """A seekable local copy of one object, positioned at 0: a real temporary file (with a
-    ``fileno``, what :mod:`pipeline.lake.tario` needs), deleted when closed."""
-    url = normalize(url)
-    tmp = tempfile.TemporaryFile(prefix="stcnn-s3-")
-    try:
-        try:
-            with open_stream(url) as body:
-                shutil.copyfileobj(body, tmp, 1024 * 1024)
-        except (FileNotFoundError, ObjectStoreError):
-            raise
-        except _store_errors() as e:
-            raise _error(e, url, "reading") from e
-        tmp.seek(0)
-        return tmp
-    except BaseException:
-        tmp.close()
-        raise
 
 
 def read_bytes(url: "str | os.PathLike") -> bytes:

@@ -48,13 +48,29 @@ def _pax_path(records: bytes) -> str | None:
     return path
 
 
+def stream_size(fh: BinaryIO) -> int:
+    """The byte size of an open archive: ``fstat`` of a real file, else the ``size`` an fsspec
+    file knows (an ``s3://`` object streamed through s3fs), else by seeking to the end."""
+    try:
+        return os.fstat(fh.fileno()).st_size
+    except (AttributeError, OSError, ValueError):
+        pass
+    size = getattr(fh, "size", None)
+    if isinstance(size, int):
+        return size
+    here = fh.tell()
+    end = fh.seek(0, os.SEEK_END)
+    fh.seek(here)
+    return end
+
+
 def _regular_members(fh: BinaryIO, strict: bool = False) -> Iterator[tuple[str, int]]:
     """``(name, size)`` of each regular member, with ``fh`` at the start of its data; the next
     step goes on after the member whatever the caller read meanwhile. Raises TarFormatError on a
     bad header or a truncated archive, and with ``strict`` on any member that is not a regular
     file (links, folders, devices: nothing our writer puts in a shard)."""
     long_name: str | None = None
-    total = os.fstat(fh.fileno()).st_size
+    total = stream_size(fh)
     while True:
         header = fh.read(BLOCK)
         if not header or header == b"\0" * BLOCK:

@@ -13,6 +13,8 @@ import re
 import warnings
 from typing import Any, Iterator
 
+from botocore.exceptions import BotoCoreError
+
 from pipeline.lake import store as objectstore
 from pipeline.lake.contract import split_member, unsafe_member
 from pipeline.loading.readstats import ReadStats
@@ -39,15 +41,16 @@ def read_tar(url: str, stats: ReadStats | None = None) -> Iterator[dict[str, Any
     """Raw samples of one tar: ``{"__key__", "__url__", ext: bytes, ...}``, members in tar order
     grouped by key. Only jpg / mask.png / json members are read; others are counted and skipped.
     A truncated or corrupt tar ends the shard with a warning naming the key being read (that
-    partial sample is dropped). An ``s3://`` URL is fetched into a temporary file first
-    (:func:`pipeline.lake.store.fetch`); a missing object counts like a missing file."""
+    partial sample is dropped). An ``s3://`` URL is streamed (:func:`pipeline.lake.store.
+    open_stream`: ranged reads, no temporary file); a missing, truncated or corrupt object, or a
+    read that fails mid-object, counts like a missing, truncated or corrupt file."""
     stats = stats if stats is not None else ReadStats()
     stats.shards_opened += 1
     cur: dict[str, Any] | None = None
     member = None
     try:
-        with (objectstore.fetch(url) if objectstore.is_s3(url) else open(url, "rb", buffering=0)
-              ) as fh:
+        with (objectstore.open_stream(url) if objectstore.is_s3(url)
+              else open(url, "rb", buffering=0)) as fh:
             for member, data in iter_members(fh, _wanted_member):
                 if unsafe_member(member):
                     stats.record("corrupt_samples", url, None,
@@ -80,7 +83,7 @@ def read_tar(url: str, stats: ReadStats | None = None) -> Iterator[dict[str, Any
             if cur is not None and len(cur) > 2:
                 yield cur
             cur = None
-    except (OSError, ValueError, UnicodeDecodeError) as exn:
+    except (OSError, ValueError, UnicodeDecodeError, BotoCoreError) as exn:
         key = cur["__key__"] if cur is not None else None
         stats.record("truncated_shards", url, key,
                      f"tar read failed at member {member!r} ({type(exn).__name__}: {exn}); "
