@@ -44,7 +44,7 @@ PY=.venv/bin/python
 EXTRAS="test,bench"
 have_ffcv_libs && EXTRAS="$EXTRAS,ffcv"
 STAMP=".venv/.setup-stamp"
-WANT="$(cat pyproject.toml | sha256sum | cut -c1-16) $EXTRAS"
+WANT="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16) $EXTRAS"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
     exit 0
 fi
@@ -59,6 +59,10 @@ fi
 # --no-cache-dir: pip's cache would hold a second copy of the wheels it builds.
 "$PY" -m pip install -q --no-cache-dir --upgrade pip
 "$PY" -m pip install -q --no-cache-dir -e ".[$EXTRAS]"
+# vos-benchmark (benchmarks/evaluate_vs_vos_benchmark.py and its equality test) without its
+# declared opencv-python: that GUI build (libGL) would replace opencv-python-headless's cv2;
+# what else it imports comes with the bench extra.
+"$PY" -m pip install -q --no-cache-dir --no-deps "vos-benchmark==0.1.0"
 echo "$WANT" > "$STAMP"
 "$PY" - <<'PYEOF'
 import torch, torchvision, webdataset, pyarrow, mlflow

@@ -69,6 +69,29 @@ def test_s3_streaming_benchmark_json(tmp_path):
     assert not any(tmp_path.iterdir()), "the benchmark left files behind"
 
 
+SHARED = REPO.parent / "shared" / "data"
+
+
+@pytest.mark.parametrize("root,split", [(SHARED / "DAVIS", "trainval"),
+                                        (SHARED / "DAVIS-2016-240p" / "DAVIS", "val")],
+                         ids=["DAVIS-480p-trainval", "DAVIS-2016-240p-val"])
+def test_evaluation_equals_vos_benchmark_on_real_davis(tmp_path, root, split):
+    """Our J and F per sequence == vos-benchmark's, bit for bit, on real annotations with
+    derived predictions (shifted, eroded, emptied frames)."""
+    pytest.importorskip("vos_benchmark")
+    if not (root / "Annotations" / "480p").is_dir():
+        pytest.skip(f"real DAVIS data not found ({root})")
+    r = json.loads(_run("evaluate_vs_vos_benchmark.py", "--json", "--davis-root", str(root),
+                        "--split", split, tmp_path=tmp_path))
+    n_sequences = len({ln.split()[0].split("/")[3]
+                       for ln in (root / "ImageSets" / "480p" / f"{split}.txt").read_text()
+                       .splitlines() if ln.strip()})
+    assert r["sequences"] == n_sequences and r["evaluated_frames"] > 0
+    assert r["identical"] is True and r["max_abs_diff"] == 0
+    assert _positive(r["ratio"]) and isinstance(r["pass"], bool)
+    assert not any(tmp_path.iterdir()), "the benchmark left files behind"
+
+
 def test_train_step_benchmark_json(tmp_path):
     """One real segmentation run at 1 rank (tiny config, synthetic lake): positive figures."""
     proc = subprocess.run([sys.executable, str(BENCH / "train_step.py"), "--phase", "segmentation",
