@@ -57,6 +57,10 @@ def test_preprocess_benchmark_json(tmp_path):
     assert r["results"]["preprocess w=1"]["written_mb"] > 0
     assert set(r["ratios_to_tar"]) == {"preprocess w=1", "preprocess w=2"}
     assert all(_positive(v) for v in r["ratios_to_tar"].values())
+    # the target is on bytes written, at 2 workers
+    assert set(r["written_ratios_to_tar"]) == {"preprocess w=1", "preprocess w=2"}
+    assert set(r["pass"]) == {"preprocess w=2"} and isinstance(r["pass"]["preprocess w=2"], bool)
+    assert r["pass"]["preprocess w=2"] == (r["written_ratios_to_tar"]["preprocess w=2"] >= 0.5)
     assert not any(tmp_path.iterdir()), "the benchmark left files behind"
 
 

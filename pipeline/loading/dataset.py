@@ -17,6 +17,7 @@ from pipeline.lake.listing import (assign_shards, check_shard_counts, ShardSet, 
                                    split_by_worker)
 from pipeline.loading.augment import AugmentConfig
 from pipeline.loading.batching import alloc, collate, in_worker
+from pipeline.loading.bufferpool import BufferPool, POOL_KEY
 from pipeline.loading.decode import Kind, peek_shape
 from pipeline.loading.readstats import ReadStats
 from pipeline.loading.tarsamples import read_tar
@@ -62,6 +63,7 @@ class ShardDataset(wds.DataPipeline):
         self._seen_epoch: int | None = None
         self._repeat = 0        # iterations at an unchanged epoch (persistent workers)
         self.stats = ReadStats()
+        self.pool: BufferPool | None = None  # reused batch buffers (make_loader sets it)
         self._reported: dict[str, int] = {}  # what batches have reported of self.stats so far
 
     def set_epoch(self, epoch: int) -> None:
@@ -154,9 +156,11 @@ class ShardDataset(wds.DataPipeline):
         shared = in_worker()
         size = tuple(self.augment.size) if self.augment.size is not None else None
 
+        pool = self.pool if shared else None
+
         def stage(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             group: list[dict[str, Any]] = []
-            out = None
+            out, key = None, None
             failures = 0
             for raw in src:
                 slot = None
@@ -164,7 +168,10 @@ class ShardDataset(wds.DataPipeline):
                 if shape is not None and size is not None and shape[-3:-1] != size:
                     shape = None  # will be resized: no use decoding into the batch
                 if out is None and shape is not None:
-                    out = alloc((self.batch_size,) + shape, shared=shared)
+                    if pool is not None:  # a reused buffer (pipeline/loading/bufferpool.py)
+                        out, key = pool.take(worker, (self.batch_size,) + shape)
+                    else:
+                        out = alloc((self.batch_size,) + shape, shared=shared)
                 if out is not None and shape == tuple(out.shape[1:]):
                     slot = out[len(group)]
                 s = process_sample(raw, self.kind, self.merge_objects, self.augment, gen,
@@ -176,18 +183,24 @@ class ShardDataset(wds.DataPipeline):
                 failures = 0
                 group.append(s)
                 if len(group) == self.batch_size:
-                    yield self._collate(group, shared, out)
-                    group, out = [], None
+                    yield self._collate(group, shared, out, key)
+                    group, out, key = [], None, None
             if group and self.partial:
-                yield self._collate(group, shared, out)
+                yield self._collate(group, shared, out, key)
 
         return stage
 
-    def _collate(self, group, shared, out) -> dict[str, Any]:
+    def _collate(self, group, shared, out, key=None) -> dict[str, Any]:
         if out is not None:
             out = out[: len(group)]
             out = out.permute(0, 1, 4, 2, 3) if out.dim() == 5 else out.permute(0, 3, 1, 2)
         batch = collate(group, shared=shared, out=out)
+        if key is not None:
+            pixels = batch["frames" if "frames" in batch else "image"]
+            if pixels.data_ptr() == out.data_ptr():
+                batch[POOL_KEY] = key       # the main process frees the slot when it is done
+            else:
+                self.pool.flags[key[:2]] = 0  # copied elsewhere: the slot was never handed over
         batch["stats"] = self.stats.delta_since(self._reported)
         return batch
 

@@ -78,6 +78,7 @@ from pipeline.loading.readstats import CorruptSampleWarning, ReadStats
 from pipeline.loading.tarsamples import IgnoredMemberWarning, read_tar
 from pipeline.lake.contract import split_member
 from pipeline.core.seeds import seed_int
+from pipeline.loading.bufferpool import BufferPool, POOL_KEY, PoolWatcher
 from pipeline.loading.dataset import ShardDataset
 
 __all__ = [
@@ -156,6 +157,7 @@ class ShardLoader(wds.WebLoader):
         self.epoch_batches: int | None = None
         self._started = False
         self._explicit_epoch = False
+        self.pool_watcher = PoolWatcher(dataset.pool) if dataset.pool is not None else None
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch of the next iteration (seeds its shard draws and augmentation, so a resumed
@@ -170,10 +172,15 @@ class ShardLoader(wds.WebLoader):
             self.dataset.set_epoch(self.dataset.epoch + 1)
         self._explicit_epoch = False
         self._started = True
+        watcher = self.pool_watcher
         for batch in super().__iter__():
             st = batch.get("stats")
             if st:
                 self.stats.add(st)
+            key = batch.pop(POOL_KEY, None)
+            if watcher is not None:
+                watcher.receive(key, batch["frames" if "frames" in batch else "image"])
+                watcher.poll()  # the batches this process no longer holds free their slots
             yield batch
 
     def with_epoch(self, nsamples: int = -1, nbatches: int = -1) -> "ShardLoader":
@@ -194,21 +201,31 @@ def make_loader(shard_dirs: "str | os.PathLike | Sequence[str | os.PathLike]", b
                 shuffle_buffer: int = 100, merge_objects: bool = False, masks: bool = True,
                 weights: Sequence[float] | None = None, pin_memory: bool = False,
                 persistent_workers: bool = False, prefetch_factor: int | None = None,
-                multiprocessing_context: Any = None) -> ShardLoader:
+                multiprocessing_context: Any = None, buffer_slots: int | None = None
+                ) -> ShardLoader:
     """A DDP-safe loader: exactly ``epoch_batches`` batches of ``batch_size`` per rank and epoch.
 
     Shards are resampled (see :func:`make_dataset`), batched inside the workers, and the loader is
     cut with ``.with_epoch(epoch_batches)`` (``None``: never ends). Raises
     :class:`NotEnoughShardsError` (a ``ValueError``) when a set has fewer shards than
     ``world_size x max(1, num_workers)``.
+
+    ``buffer_slots``: batch buffers each worker reuses (default ``prefetch_factor + 2``; 0 =
+    a fresh shared-memory buffer per batch); a slot is written again only once no tensor of its
+    last batch is left in this process (:mod:`pipeline.loading.bufferpool`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if buffer_slots is None:
+        buffer_slots = (prefetch_factor if prefetch_factor is not None else 2) + 2
     ds = make_dataset(shard_dirs, kind=kind, augment=augment, seed=seed, rank=rank,
                       world_size=world_size, num_workers=num_workers, resampled=True,
                       shuffle_buffer=shuffle_buffer, merge_objects=merge_objects, masks=masks,
                       weights=weights, batch_size=batch_size)
     kw: dict[str, Any] = dict(num_workers=num_workers, pin_memory=pin_memory)
+    if num_workers > 0 and buffer_slots > 0:
+        # per worker: the batches in flight (prefetch_factor), the one held, one being built
+        ds.pool = BufferPool(num_workers, buffer_slots)
     if num_workers > 0:
         kw["persistent_workers"] = persistent_workers
         if prefetch_factor is not None:
