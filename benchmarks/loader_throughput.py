@@ -154,13 +154,13 @@ def preprocess_shards(src: Path, out: Path, shard_max_count: int) -> list[Path]:
     return [out / "davis2016" / s for s in SPLITS]
 
 
-def project_factory(shard_dirs, batch_size, workers, masks=True):
+def project_factory(shard_dirs, batch_size, workers, masks=True, buffer_slots=None):
     epoch = [0]
 
     def make():
         loader = make_loader([str(d) for d in shard_dirs], batch_size=batch_size,
                              num_workers=workers, epoch_batches=None, augment="tcb_pretrain",
-                             seed=0, masks=masks)
+                             seed=0, masks=masks, buffer_slots=buffer_slots)
         loader.set_epoch(epoch[0])
         epoch[0] += 1
         return iter(loader)
@@ -239,8 +239,10 @@ def run(args, tmp: Path) -> dict:
     warm_page_cache(src, source_files(src, seqs))
     total = (args.warmup + args.clips) * 2 + args.batch_size * (args.workers + 1) * 4
     contenders = {
-        "loader": project_factory(shard_dirs, args.batch_size, args.workers),
-        "loader-frames": project_factory(shard_dirs, args.batch_size, args.workers, masks=False),
+        "loader": project_factory(shard_dirs, args.batch_size, args.workers,
+                                  buffer_slots=args.buffer_slots),
+        "loader-frames": project_factory(shard_dirs, args.batch_size, args.workers, masks=False,
+                                         buffer_slots=args.buffer_slots),
         "folder": folder_factory(clips, args.batch_size, args.workers, total),
         "ceiling": ceiling_factory(clips, args.workers, total),
         "ceiling+mask": ceiling_factory(clips, args.workers, total, with_mask=True),
@@ -261,6 +263,7 @@ def run(args, tmp: Path) -> dict:
         "benchmark": "loader_throughput", "data": what, "clips_in_data": len(clips),
         "clip": f"{DELTA + 1} frames {SIZE[1]}x{SIZE[0]}", "augment": "tcb_pretrain",
         "workers": args.workers, "batch_size": args.batch_size, "warmup_clips": args.warmup,
+        "buffer_slots": args.buffer_slots,
         "timed_clips": args.clips, "repeats": args.repeats,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "clips_per_s": results, "ratios": ratios,
@@ -293,6 +296,9 @@ def parse_args(argv=None):
                    help="DataLoader worker processes, the same for all contenders "
                         "(default 0: in-process)")
     p.add_argument("--batch-size", type=int, default=3, help="clips per batch (authors' TCB: 3)")
+    p.add_argument("--buffer-slots", type=int, default=None,
+                   help="batch buffers each worker reuses (default: the loader's; 0: a fresh "
+                        "shared-memory buffer per batch, the loader before the buffer pool)")
     p.add_argument("--clips", type=int, default=210, help="clips timed per run")
     p.add_argument("--warmup", type=int, default=30, help="clips consumed before timing")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each contender")

@@ -33,6 +33,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+try:  # libpng through OpenCV decodes plain 8-bit grey PNGs ~20% faster than Pillow
+    import cv2 as _cv2
+except ImportError:  # pragma: no cover - opencv-python-headless is a dependency
+    _cv2 = None
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ACCEPTED_MODES = ("L", "LA", "1", "P", "PA", "I;16", "I;16B", "I;16L", "I;16N", "I")
 COLOUR_MODES = ("RGB", "RGBA")
@@ -64,6 +69,19 @@ def read_mask_values(source: bytes | str | Path, *, allow_colour: bool = False) 
     return read_mask(source, allow_colour=allow_colour)[0]
 
 
+def _grey8(data: bytes) -> np.ndarray | None:
+    """An 8-bit grey PNG (colour type 0: DAVIS-2016, MSRA10K) decoded by OpenCV, the same values
+    as Pillow gives; None for every other kind of PNG, or whenever OpenCV's result is not the
+    plain [H, W] uint8 the header announces (then Pillow reads it, and names any problem)."""
+    if _cv2 is None or len(data) < 33 or data[12:16] != b"IHDR" or data[24] != 8 or data[25] != 0:
+        return None
+    arr = _cv2.imdecode(np.frombuffer(data, np.uint8), _cv2.IMREAD_UNCHANGED)
+    shape = (int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big"))
+    if arr is None or arr.ndim != 2 or arr.dtype != np.uint8 or arr.shape != shape:
+        return None
+    return arr
+
+
 def read_mask(source: bytes | str | Path, *,
               allow_colour: bool = False) -> tuple[np.ndarray, str]:
     """:func:`read_mask_values` and the file's PIL mode (``"P"``, ``"L"``, ``"LA"``, ...), for
@@ -78,6 +96,9 @@ def read_mask(source: bytes | str | Path, *,
         raise MaskFormatError("mask is not a PNG file (bad signature): corrupt or truncated, "
                               "or another format",
                               f"write or extract it again; {SAVE_FIX}")
+    grey = _grey8(data)
+    if grey is not None:
+        return grey, "L"
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
             im.load()
