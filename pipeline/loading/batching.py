@@ -41,22 +41,27 @@ def _alloc_batch_like(t: torch.Tensor, n: int, shared: bool) -> torch.Tensor:
 
 
 def _stack(tensors: Sequence[torch.Tensor], shared: bool,
-           out: torch.Tensor | None = None) -> torch.Tensor:
+           out: torch.Tensor | None = None, into: torch.Tensor | None = None) -> torch.Tensor:
     if out is not None and all(t.data_ptr() == out[i].data_ptr() and t.stride() == out[i].stride()
                                for i, t in enumerate(tensors)):
         return out  # decoded straight into the batch
-    buf = _alloc_batch_like(tensors[0], len(tensors), shared)
+    if into is not None and tuple(into.shape) == (len(tensors),) + tuple(tensors[0].shape):
+        buf = into  # a reused buffer (pipeline/loading/bufferpool.py)
+    else:
+        buf = _alloc_batch_like(tensors[0], len(tensors), shared)
     for i, t in enumerate(tensors):
         buf[i].copy_(t)
     return buf
 
 
 def collate(samples: Sequence[dict[str, Any]], *, shared: bool | None = None,
-            out: torch.Tensor | None = None) -> dict[str, Any]:
+            out: torch.Tensor | None = None, mask_into: torch.Tensor | None = None
+            ) -> dict[str, Any]:
     """Stack decoded samples into a batch dict (its keys are listed in the docstring of
     :mod:`pipeline.loading.loader`). The batch keeps the samples' memory layout, and is put in
     shared memory inside DataLoader workers (``shared``; default: whether this is one).
-    ``out``: the batch tensor the samples were decoded into, if any (then nothing is copied)."""
+    ``out``: the batch tensor the samples were decoded into, if any (then nothing is copied);
+    ``mask_into``: a buffer for the masks (copied into it when its shape fits)."""
     shared = in_worker() if shared is None else shared
     name = "frames" if "frames" in samples[0] else "image"
     tensors = [s[name] for s in samples]
@@ -70,7 +75,7 @@ def collate(samples: Sequence[dict[str, Any]], *, shared: bool | None = None,
         hw = tensors[0].shape[-2:]
         has = torch.tensor([m is not None for m in masks])
         full = [m if m is not None else torch.full(hw, 255, dtype=torch.uint8) for m in masks]
-        batch["mask"] = _stack(full, shared)
+        batch["mask"] = _stack(full, shared, into=mask_into)
         if not bool(has.all()):
             batch["has_mask"] = has
     batch["key"] = [s["key"] for s in samples]

@@ -35,31 +35,34 @@ class BufferPool:
         self.slots = int(slots)
         self.flags = torch.zeros((max(1, int(num_workers)), self.slots), dtype=torch.int32)
         self.flags.share_memory_()
-        self._buffers: dict[int, torch.Tensor] = {}  # this worker's, never pickled
+        self._buffers: dict[int, dict[str, torch.Tensor]] = {}  # this worker's, never pickled
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_buffers"] = {}
         return state
 
-    def take(self, worker: int, shape: Sequence[int], dtype: torch.dtype = torch.uint8
-             ) -> tuple[torch.Tensor, tuple[int, int, bool] | None]:
-        """A shared-memory tensor of ``shape`` to decode a batch into, and its pool key
-        ``(worker, slot, reused)`` (None for a fresh buffer outside the pool)."""
-        shape = tuple(int(n) for n in shape)
+    def take(self, worker: int, shapes: dict[str, Sequence[int]],
+             dtype: torch.dtype = torch.uint8
+             ) -> tuple[dict[str, torch.Tensor], tuple[int, int, bool] | None]:
+        """Shared-memory tensors of ``shapes`` (e.g. ``{"pixels": ..., "mask": ...}``) to put
+        one batch in, and their pool key ``(worker, slot, reused)`` (None: fresh buffers outside
+        the pool, when every slot is held)."""
+        want = {k: tuple(int(n) for n in v) for k, v in shapes.items()}
         flags = self.flags[worker]
         free = [s for s in range(self.slots) if int(flags[s]) == 0]
-        for s in free:  # a buffer of this shape first
-            buf = self._buffers.get(s)
-            if buf is not None and tuple(buf.shape) == shape and buf.dtype == dtype:
+        for s in free:  # buffers of these shapes first
+            bufs = self._buffers.get(s)
+            if bufs is not None and {k: tuple(b.shape) for k, b in bufs.items()} == want \
+                    and all(b.dtype == dtype for b in bufs.values()):
                 flags[s] = 1
-                return buf, (worker, s, True)
+                return bufs, (worker, s, True)
+        fresh = {k: alloc(v, dtype, shared=True) for k, v in want.items()}
         if free:
-            s = free[0]
-            self._buffers[s] = buf = alloc(shape, dtype, shared=True)
-            flags[s] = 1
-            return buf, (worker, s, False)
-        return alloc(shape, dtype, shared=True), None
+            self._buffers[free[0]] = fresh
+            flags[free[0]] = 1
+            return fresh, (worker, free[0], False)
+        return fresh, None
 
 
 class PoolWatcher:
@@ -67,21 +70,22 @@ class PoolWatcher:
 
     def __init__(self, pool: BufferPool):
         self.pool = pool
-        self._out: dict[tuple[int, int], StorageWeakRef] = {}
+        self._out: dict[tuple[int, int], list[StorageWeakRef]] = {}
         self.received = 0
         self.reused = 0
 
-    def receive(self, key: tuple[int, int, bool] | None, tensor: torch.Tensor) -> None:
+    def receive(self, key: tuple[int, int, bool] | None, tensors: Sequence[torch.Tensor]) -> None:
+        """A pooled batch arrived; ``tensors``: all of its tensors that live in the slot."""
         if key is None:
             return
         worker, slot, reused = key
-        self._out[(worker, slot)] = StorageWeakRef(tensor.untyped_storage())
+        self._out[(worker, slot)] = [StorageWeakRef(t.untyped_storage()) for t in tensors]
         self.received += 1
         self.reused += bool(reused)
 
     def poll(self) -> None:
         """Free the slots whose batches are gone."""
-        for key in [k for k, ref in self._out.items() if ref.expired()]:
+        for key in [k for k, refs in self._out.items() if all(r.expired() for r in refs)]:
             del self._out[key]
             self.pool.flags[key] = 0
 

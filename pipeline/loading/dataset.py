@@ -160,7 +160,7 @@ class ShardDataset(wds.DataPipeline):
 
         def stage(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             group: list[dict[str, Any]] = []
-            out, key = None, None
+            out, key, mask_buf = None, None, None
             failures = 0
             for raw in src:
                 slot = None
@@ -168,8 +168,12 @@ class ShardDataset(wds.DataPipeline):
                 if shape is not None and size is not None and shape[-3:-1] != size:
                     shape = None  # will be resized: no use decoding into the batch
                 if out is None and shape is not None:
-                    if pool is not None:  # a reused buffer (pipeline/loading/bufferpool.py)
-                        out, key = pool.take(worker, (self.batch_size,) + shape)
+                    if pool is not None:  # reused buffers (pipeline/loading/bufferpool.py)
+                        shapes = {"pixels": (self.batch_size,) + shape}
+                        if self.masks:
+                            shapes["mask"] = (self.batch_size,) + tuple(shape[-3:-1])
+                        bufs, key = pool.take(worker, shapes)
+                        out, mask_buf = bufs["pixels"], bufs.get("mask")
                     else:
                         out = alloc((self.batch_size,) + shape, shared=shared)
                 if out is not None and shape == tuple(out.shape[1:]):
@@ -183,24 +187,27 @@ class ShardDataset(wds.DataPipeline):
                 failures = 0
                 group.append(s)
                 if len(group) == self.batch_size:
-                    yield self._collate(group, shared, out, key)
-                    group, out, key = [], None, None
+                    yield self._collate(group, shared, out, key, mask_buf)
+                    group, out, key, mask_buf = [], None, None, None
             if group and self.partial:
-                yield self._collate(group, shared, out, key)
+                yield self._collate(group, shared, out, key, mask_buf)
 
         return stage
 
-    def _collate(self, group, shared, out, key=None) -> dict[str, Any]:
+    def _collate(self, group, shared, out, key=None, mask_buf=None) -> dict[str, Any]:
         if out is not None:
             out = out[: len(group)]
             out = out.permute(0, 1, 4, 2, 3) if out.dim() == 5 else out.permute(0, 3, 1, 2)
-        batch = collate(group, shared=shared, out=out)
-        if key is not None:
-            pixels = batch["frames" if "frames" in batch else "image"]
-            if pixels.data_ptr() == out.data_ptr():
-                batch[POOL_KEY] = key       # the main process frees the slot when it is done
-            else:
-                self.pool.flags[key[:2]] = 0  # copied elsewhere: the slot was never handed over
+        name = "frames" if "frames" in group[0] else "image"
+        pooled = key is not None and all(s[name].data_ptr() == out[i].data_ptr()
+                                         for i, s in enumerate(group))
+        if key is not None and not pooled:  # not all decoded in place: the slot is not used
+            self.pool.flags[key[:2]] = 0
+            mask_buf = None
+        batch = collate(group, shared=shared, out=out,
+                        mask_into=mask_buf[: len(group)] if mask_buf is not None else None)
+        if pooled:
+            batch[POOL_KEY] = key           # the main process frees the slot when it is done
         batch["stats"] = self.stats.delta_since(self._reported)
         return batch
 

@@ -179,7 +179,8 @@ class ShardLoader(wds.WebLoader):
                 self.stats.add(st)
             key = batch.pop(POOL_KEY, None)
             if watcher is not None:
-                watcher.receive(key, batch["frames" if "frames" in batch else "image"])
+                watcher.receive(key, [t for t in (batch.get("frames"), batch.get("image"),
+                                                  batch.get("mask")) if t is not None])
                 watcher.poll()  # the batches this process no longer holds free their slots
             yield batch
 
