@@ -154,13 +154,15 @@ def preprocess_shards(src: Path, out: Path, shard_max_count: int) -> list[Path]:
     return [out / "davis2016" / s for s in SPLITS]
 
 
-def project_factory(shard_dirs, batch_size, workers, masks=True, buffer_slots=None):
+def project_factory(shard_dirs, batch_size, workers, masks=True, buffer_slots=None,
+                    decode_device=None):
     epoch = [0]
 
     def make():
         loader = make_loader([str(d) for d in shard_dirs], batch_size=batch_size,
                              num_workers=workers, epoch_batches=None, augment="tcb_pretrain",
-                             seed=0, masks=masks, buffer_slots=buffer_slots)
+                             seed=0, masks=masks, buffer_slots=buffer_slots,
+                             decode_device=decode_device)
         loader.set_epoch(epoch[0])
         epoch[0] += 1
         return iter(loader)
@@ -247,6 +249,9 @@ def run(args, tmp: Path) -> dict:
         "ceiling": ceiling_factory(clips, args.workers, total),
         "ceiling+mask": ceiling_factory(clips, args.workers, total, with_mask=True),
     }
+    if args.decode_device:  # workers send JPEG bytes, this process decodes (e.g. on cuda)
+        contenders["loader-device"] = project_factory(shard_dirs, args.batch_size, args.workers,
+                                                      decode_device=args.decode_device)
     if args.profile:
         make, count = contenders["loader"]
         print(profile_loader(make, count, args.warmup, args.clips, args.profile_top))
@@ -257,13 +262,15 @@ def run(args, tmp: Path) -> dict:
     results = {k: summarise(v) for k, v in rates.items()}
     pairs = [("loader", "folder"), ("loader", "ceiling+mask"), ("loader-frames", "ceiling"),
              ("loader", "ceiling")]
+    if "loader-device" in results:
+        pairs.append(("loader-device", "loader"))
     ratios = {f"{a}/{b}": results[a]["best"] / results[b]["best"] for a, b in pairs}
     ratios_median = {f"{a}/{b}": results[a]["median"] / results[b]["median"] for a, b in pairs}
     return {
         "benchmark": "loader_throughput", "data": what, "clips_in_data": len(clips),
         "clip": f"{DELTA + 1} frames {SIZE[1]}x{SIZE[0]}", "augment": "tcb_pretrain",
         "workers": args.workers, "batch_size": args.batch_size, "warmup_clips": args.warmup,
-        "buffer_slots": args.buffer_slots,
+        "buffer_slots": args.buffer_slots, "decode_device": args.decode_device,
         "timed_clips": args.clips, "repeats": args.repeats,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "clips_per_s": results, "ratios": ratios,
@@ -296,6 +303,9 @@ def parse_args(argv=None):
                    help="DataLoader worker processes, the same for all contenders "
                         "(default 0: in-process)")
     p.add_argument("--batch-size", type=int, default=3, help="clips per batch (authors' TCB: 3)")
+    p.add_argument("--decode-device", default=None,
+                   help="also time the loader with JPEGs decoded in this process on this device "
+                        "(cuda, cpu): contender loader-device")
     p.add_argument("--buffer-slots", type=int, default=None,
                    help="batch buffers each worker reuses (default: the loader's; 0: a fresh "
                         "shared-memory buffer per batch, the loader before the buffer pool)")

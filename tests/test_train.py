@@ -322,3 +322,15 @@ def test_random_full_depth_backbones_are_warned_about(caplog):
     with_weights = load_config(ModelConfig, CONFIGS / "model" / "stcnn.yaml",
                                ["spatial.backbone.weights=/data/resnet101.pth"])
     assert warn_random_backbones(with_weights, ["spatial"]) == []
+
+
+def test_gan_phase_with_jpegs_decoded_by_the_trainer_matches_worker_decoding(train_lake, tmp_path):
+    """``data.decode_device`` (here ``cpu``: the CUDA path's code on this machine): the TCB
+    pretraining phase trains on batches the trainer decoded from JPEG bytes, and ends with the
+    same weights as with worker decoding (same pixels, same flips)."""
+    a = run_phase("gan", tiny("gan"), overrides(train_lake, tmp_path / "workers", "steps=3"))
+    b = run_phase("gan", tiny("gan"), overrides(train_lake, tmp_path / "device", "steps=3",
+                                                 "data.decode_device=cpu"))
+    assert a["completed"] and b["completed"]
+    assert_same_tensors(load_state(tmp_path / "workers")["models"],
+                        load_state(tmp_path / "device")["models"], "decode_device")

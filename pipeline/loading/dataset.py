@@ -10,7 +10,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import webdataset as wds
-from pipeline.loading.process import flip_only, process_sample
+from pipeline.loading.device_decode import collate_bytes, split_sample
+from pipeline.loading.process import count_failure, flip_only, process_sample
 
 from pipeline.core.seeds import seed_int
 from pipeline.lake.listing import (assign_shards, check_shard_counts, ShardSet, split_by_rank,
@@ -64,6 +65,7 @@ class ShardDataset(wds.DataPipeline):
         self._repeat = 0        # iterations at an unchanged epoch (persistent workers)
         self.stats = ReadStats()
         self.pool: BufferPool | None = None  # reused batch buffers (make_loader sets it)
+        self.decode_device: str | None = None  # JPEG bytes to the trainer (make_loader sets it)
         self._reported: dict[str, int] = {}  # what batches have reported of self.stats so far
 
     def set_epoch(self, epoch: int) -> None:
@@ -149,6 +151,34 @@ class ShardDataset(wds.DataPipeline):
 
         return decode
 
+    def _splitter(self, worker: int, n_parts: int, gen: torch.Generator) -> Callable:
+        """``raw -> split sample`` (JPEG bytes kept, :mod:`pipeline.loading.device_decode`) for
+        ``wds.map``: None for a counted failure."""
+        failures = 0
+
+        def split(raw: dict[str, Any]) -> dict[str, Any] | None:
+            nonlocal failures
+            if raw.get("__bad__"):
+                return None
+            try:
+                s = split_sample(raw, self.augment, gen, masks=self.masks,
+                                 merge_objects=self.merge_objects)
+            except (ValueError, RuntimeError, OSError) as exn:
+                count_failure(self.stats, raw, exn)
+                failures += 1
+                self._guard(worker, failures, n_parts)
+                return None
+            failures = 0
+            self.stats.samples += 1
+            return s
+
+        return split
+
+    def _collate_bytes(self, group: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = collate_bytes(group)
+        batch["stats"] = self.stats.delta_since(self._reported)
+        return batch
+
     def _decode_into_batches(self, worker: int, n_parts: int, gen: torch.Generator) -> Callable:
         """A stage ``raw samples -> batches`` for a flip-only config: the pixels are decoded
         straight into the batch tensor (in shared memory inside a worker), so nothing is copied
@@ -218,7 +248,12 @@ class ShardDataset(wds.DataPipeline):
         worker, parts, seed, gen = self._start()
         n_parts = sum(len(p) for p in parts)
         stages = self._raw_stages(worker, parts, seed)
-        if self.batch_size and flip_only(self.augment):
+        if self.decode_device is not None:  # bytes for the trainer's device decoder
+            stages.append(wds.map(self._splitter(worker, n_parts, gen)))
+            if self.batch_size:
+                stages.append(wds.batched(self.batch_size, partial=self.partial,
+                                          collation_fn=self._collate_bytes))
+        elif self.batch_size and flip_only(self.augment):
             stages.append(self._decode_into_batches(worker, n_parts, gen))
         else:
             stages.append(wds.map(self._decoder(worker, n_parts, gen)))

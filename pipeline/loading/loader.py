@@ -80,6 +80,7 @@ from pipeline.lake.contract import split_member
 from pipeline.core.seeds import seed_int
 from pipeline.loading.bufferpool import BufferPool, POOL_KEY, PoolWatcher
 from pipeline.loading.dataset import ShardDataset
+from pipeline.loading.device_decode import check_config, decode_batch
 
 __all__ = [
     "CorruptSampleWarning",
@@ -173,10 +174,13 @@ class ShardLoader(wds.WebLoader):
         self._explicit_epoch = False
         self._started = True
         watcher = self.pool_watcher
+        device = self.dataset.decode_device
         for batch in super().__iter__():
             st = batch.get("stats")
             if st:
                 self.stats.add(st)
+            if device is not None:  # JPEG bytes: decoded here, on the trainer's device
+                batch = decode_batch(batch, device, self.dataset.augment, self.stats)
             key = batch.pop(POOL_KEY, None)
             if watcher is not None:
                 watcher.receive(key, [t for t in (batch.get("frames"), batch.get("image"),
@@ -202,8 +206,8 @@ def make_loader(shard_dirs: "str | os.PathLike | Sequence[str | os.PathLike]", b
                 shuffle_buffer: int = 100, merge_objects: bool = False, masks: bool = True,
                 weights: Sequence[float] | None = None, pin_memory: bool = False,
                 persistent_workers: bool = False, prefetch_factor: int | None = None,
-                multiprocessing_context: Any = None, buffer_slots: int | None = None
-                ) -> ShardLoader:
+                multiprocessing_context: Any = None, buffer_slots: int | None = None,
+                decode_device: str | None = None) -> ShardLoader:
     """A DDP-safe loader: exactly ``epoch_batches`` batches of ``batch_size`` per rank and epoch.
 
     Shards are resampled (see :func:`make_dataset`), batched inside the workers, and the loader is
@@ -214,15 +218,24 @@ def make_loader(shard_dirs: "str | os.PathLike | Sequence[str | os.PathLike]", b
     ``buffer_slots``: batch buffers each worker reuses (default ``prefetch_factor + 2``; 0 =
     a fresh shared-memory buffer per batch); a slot is written again only once no tensor of its
     last batch is left in this process (:mod:`pipeline.loading.bufferpool`).
+    ``decode_device``: None decodes in the workers; a device (``"cuda"``, ``"cpu"``) makes the
+    workers send JPEG bytes that this process decodes there, a batch at a time
+    (:mod:`pipeline.loading.device_decode`; flip-only presets, clips).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if buffer_slots is None:
         buffer_slots = (prefetch_factor if prefetch_factor is not None else 2) + 2
+    if decode_device is not None:
+        check_config(resolve_augment(augment))
+        if kind != "clip":
+            raise ValueError("decode_device: only clip samples decode on the device (kind='clip')")
+        buffer_slots = 0  # bytes are small: nothing to reuse
     ds = make_dataset(shard_dirs, kind=kind, augment=augment, seed=seed, rank=rank,
                       world_size=world_size, num_workers=num_workers, resampled=True,
                       shuffle_buffer=shuffle_buffer, merge_objects=merge_objects, masks=masks,
                       weights=weights, batch_size=batch_size)
+    ds.decode_device = decode_device
     kw: dict[str, Any] = dict(num_workers=num_workers, pin_memory=pin_memory)
     if num_workers > 0 and buffer_slots > 0:
         # per worker: the batches in flight (prefetch_factor), the one held, one being built

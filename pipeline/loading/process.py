@@ -17,7 +17,7 @@ from pipeline.loading.readstats import ReadStats
 # one raw sample -> a decoded, augmented sample
 
 
-def _count_failure(stats: ReadStats, raw: Mapping[str, Any], exn: Exception) -> None:
+def count_failure(stats: ReadStats, raw: Mapping[str, Any], exn: Exception) -> None:
     if isinstance(exn, (CorruptSampleError, IncompleteSampleError)):
         stats.record(exn.reason, raw.get("__url__"), raw.get("__key__"), str(exn))
     else:
@@ -52,7 +52,7 @@ def process_sample(raw: Mapping[str, Any], kind: Kind | None, merge_objects: boo
         sample = decode_sample(raw, kind, merge_objects=merge_objects, masks=masks,
                                out=slot if fast else None, hflip=flip)
     except _DECODE_ERRORS as exn:
-        _count_failure(stats, raw, exn)
+        count_failure(stats, raw, exn)
         return None
     stats.samples += 1
     if cfg.is_identity:

@@ -41,6 +41,9 @@ class DataConfig:
     epoch_batches: int = 1000          # batches per rank and epoch (bounds the replay on resume)
     shuffle_buffer: int = 100
     merge_objects: bool = True         # object ids -> one foreground (binary segmentation)
+    # None: JPEGs decoded in the DataLoader workers; "cuda" (or "cpu"): workers send JPEG bytes
+    # and the trainer decodes each batch there (flip-only presets: pipeline/loading/device_decode.py)
+    decode_device: str | None = None
 
 
 @dataclass

@@ -53,7 +53,7 @@ def build_loader(cfg: DataConfig, batch_size: int, *, kind: str, masks: bool, se
                        seed=seed, augment=augment, kind=kind, masks=masks,
                        shuffle_buffer=cfg.shuffle_buffer, merge_objects=cfg.merge_objects,
                        weights=cfg.weights, pin_memory=pin_memory,
-                       persistent_workers=False)
+                       persistent_workers=False, decode_device=cfg.decode_device)
 
 
 class FFCVStream:
