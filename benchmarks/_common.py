@@ -108,6 +108,13 @@ def run_and_report(args, run, print_table, prefix: str) -> int:
     return 0
 
 
+def add_run_args(p, quick_help: str = "tiny run (smoke test)") -> None:
+    """The options every benchmark takes: --quick, --json, --tmp-dir."""
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--json", action="store_true", help="print one JSON object only")
+    p.add_argument("--tmp-dir", help="temporary folder for the outputs (default: system temp)")
+
+
 def add_data_args(p) -> None:
     """The data options every data-path benchmark takes."""
     p.add_argument("--davis-root", help="DAVIS-2016 root (default: <repo>/../shared/data/DAVIS, "

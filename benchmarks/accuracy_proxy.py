@@ -54,7 +54,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import yaml  # noqa: E402
 
 from pipeline.core.atomic import atomic_write_text  # noqa: E402
 

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 from _common import (  # the repo is put on sys.path there
-                     REPO, SPLITS, add_data_args, davis_source, run_and_report,
+                     REPO, SPLITS, add_data_args, add_run_args, davis_source, run_and_report,
                      sequences, source_files, split_sequences, warm_page_cache)
 
 from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
@@ -205,9 +205,7 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true", help="cProfile one workers=1 run first")
     p.add_argument("--profile-top", type=int, default=25, help="functions shown by --profile")
     p.add_argument("--repeats", type=int, default=3, help="runs of each (best and median kept)")
-    p.add_argument("--quick", action="store_true", help="tiny run (smoke test): 1 repeat")
-    p.add_argument("--json", action="store_true", help="print one JSON object only")
-    p.add_argument("--tmp-dir", help="temporary folder for the outputs (default: system temp)")
+    add_run_args(p, "tiny run (smoke test): 1 repeat")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats = 1

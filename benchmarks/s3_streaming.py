@@ -29,9 +29,9 @@ import urllib.request
 from pathlib import Path
 
 from _common import (  # the repo is put on sys.path there
-                     SPLITS, add_data_args, davis_source, run_and_report, split_sequences,
+                     SPLITS, add_data_args, add_run_args, davis_source, run_and_report, split_sequences,
                      summarise)
-from loader_throughput import consume, list_clips, preprocess_shards, project_factory
+from loader_throughput import list_clips, preprocess_shards, project_factory, time_one
 
 from pipeline.lake import store
 
@@ -55,16 +55,6 @@ def start_moto(port: int) -> subprocess.Popen:
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"moto_server did not answer on port {port} within 60 s")
-
-
-def time_loader(make, count, warmup: int, n_clips: int) -> float:
-    it = make()
-    consume(it, count, warmup)
-    start = time.perf_counter()
-    got = consume(it, count, n_clips)
-    seconds = time.perf_counter() - start
-    del it
-    return got / seconds
 
 
 def run(args, tmp: Path) -> dict:
@@ -94,7 +84,7 @@ def run(args, tmp: Path) -> dict:
         rates: dict[str, list[float]] = {k: [] for k in contenders}
         for _ in range(args.repeats):
             for name, (make, count) in contenders.items():
-                rates[name].append(time_loader(make, count, args.warmup, args.clips))
+                rates[name].append(time_one(make, count, args.warmup, args.clips))
     finally:
         server.kill()
         server.wait()
@@ -129,9 +119,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--shard-max-count", type=int, default=10)
     p.add_argument("--target", type=float, default=0.5, help="floor for s3/local")
-    p.add_argument("--quick", action="store_true", help="tiny run (smoke test)")
-    p.add_argument("--json", action="store_true", help="print one JSON object only")
-    p.add_argument("--tmp-dir", help="temporary folder (default: system temp)")
+    add_run_args(p)
     args = p.parse_args(argv)
     if args.quick:
         args.clips, args.warmup, args.repeats = 12, 3, 1
