@@ -76,12 +76,12 @@ class EvaluationError(FileProblem):
 def _open_png(path: Path, what: str) -> np.ndarray:
     """The stored values of a mask PNG (the one mask reader, :mod:`pipeline.core.mask_png`):
     uint8 [H, W], or [H, W, C] for a colour PNG (callers decide what colour means)."""
-    if not path.is_file():
+    try:  # (no stat first: a missing file is the open's FileNotFoundError)
+        return read_mask_values(path, allow_colour=True)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise EvaluationError(path, f"{what} does not exist",
                               "write one PNG per evaluated ground-truth frame, named like the "
-                              "ground-truth frame (<results>/<sequence>/<frame>.png)")
-    try:
-        return read_mask_values(path, allow_colour=True)
+                              "ground-truth frame (<results>/<sequence>/<frame>.png)") from None
     except OSError as e:
         raise EvaluationError(path, f"cannot read {what} ({e.strerror or e})",
                               "check that it is a readable file (permissions, disk)") from e

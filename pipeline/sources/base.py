@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -184,3 +185,23 @@ def frame_number(path: Path, prefix: str = "") -> int:
                           "keep the official frame names (or remove stray files from the folder)",
                           BAD_NAME)
     return int(digits)
+
+
+class FolderFiles:
+    """``is_file`` answered from one ``os.scandir`` per folder (cached), not a ``stat`` per
+    path: list files name thousands of frames in a few dozen folders. Same answer as
+    ``Path.is_file`` (symlinks followed) for files that do not change while a listing runs."""
+
+    def __init__(self) -> None:
+        self._names: dict[Path, frozenset[str]] = {}
+
+    def is_file(self, path: Path) -> bool:
+        names = self._names.get(path.parent)
+        if names is None:
+            try:
+                with os.scandir(path.parent) as it:
+                    names = frozenset(e.name for e in it if e.is_file())
+            except OSError:  # no such folder (or unreadable): nothing in it is a file
+                names = frozenset()
+            self._names[path.parent] = names
+        return path.name in names

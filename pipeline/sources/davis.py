@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline.sources.base import Source, frame_number
+from pipeline.sources.base import FolderFiles, Source, frame_number
 from pipeline.sources.types import (BAD_LIST, MISSING_IMAGE, MISSING_MASK, SKIP_HINT, Sequence,
                                     SourceError)
 
@@ -49,10 +49,11 @@ class _Davis(Source):
         if files is None:
             return None
         ann = self.root / "Annotations" / RES / name
+        present = FolderFiles()  # one scandir of the annotation folder, not a stat per frame
         rows = []
         for n, img in files:
             png = ann / f"{img.stem}.png"
-            mask = png if png.is_file() else None
+            mask = png if present.is_file(png) else None
             must = require_masks or n == files[0][0]  # 2017: the first frame is always annotated
             if mask is None and must:
                 self.fail(SourceError(png, f"mask of frame {img.name} of {name!r} does not exist",
@@ -93,6 +94,7 @@ class Davis2016(_Davis):
         list_file = self.root / "ImageSets" / RES / f"{split}.txt"
         rows: dict[str, list[tuple[int, str, Path, Path | None]]] = {}
         broken: set[str] = set()
+        present = FolderFiles()  # one scandir per folder instead of a stat per listed file
         for lineno, line in enumerate(self.read_split_list(split, list_file), 1):
             where = f"(listed in {list_file.name} line {lineno})"
             parsed = self._parse_pair(list_file, lineno, line)
@@ -104,7 +106,7 @@ class Davis2016(_Davis):
                 continue
             try:
                 n = frame_number(img)
-                if not img.is_file():
+                if not present.is_file(img):
                     raise SourceError(img, f"frame {img.name} of {name!r} {where} does not exist",
                                       f"restore it from the official release, {SKIP_HINT} (the "
                                       "whole sequence is then left out)", MISSING_IMAGE)
@@ -112,7 +114,7 @@ class Davis2016(_Davis):
                 self.fail(err)
                 broken.add(name)
                 continue
-            mask = png if png.is_file() else None
+            mask = png if present.is_file(png) else None
             if mask is None:
                 self.fail(SourceError(png, f"mask of frame {img.name} of {name!r} {where} does "
                                            "not exist",
