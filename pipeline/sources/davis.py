@@ -129,14 +129,15 @@ class Davis2016(_Davis):
     def _parse_pair(self, list_file: Path, lineno: int,
                     line: str) -> tuple[str, Path, Path] | None:
         parts = line.split()
-        img_rel = Path(parts[0].lstrip("/")) if parts else Path()
-        if len(parts) != 2 or img_rel.parts[:2] != ("JPEGImages", RES) or len(img_rel.parts) != 4:
+        # string parts, not a Path: this runs once per listed frame
+        rel = [q for q in parts[0].strip("/").split("/") if q not in ("", ".")] if parts else []
+        if len(parts) != 2 or rel[:2] != ["JPEGImages", RES] or len(rel) != 4:
             self.fail(SourceError(list_file, f"line {lineno} is not '/JPEGImages/{RES}/<seq>/"
                                              f"<frame>.jpg /Annotations/{RES}/<seq>/<frame>.png'"
                                              f": {line!r}",
                                   "restore the list file from the official release", BAD_LIST))
             return None
-        return img_rel.parts[2], self.root / img_rel, self.root / parts[1].lstrip("/")
+        return rel[2], self.root.joinpath(*rel), self.root / parts[1].lstrip("/")
 
 
 class Davis2017(_Davis):
