@@ -35,6 +35,11 @@ except ImportError:  # pragma: no cover - a torchvision without image decoding: 
     _turbo_decode_jpeg = None
 
 from pipeline.core.mask_png import read_mask_values
+
+try:  # cv2.flip writes a mirrored frame straight into the batch (torch.flip makes a copy first)
+    import cv2 as _cv2
+except ImportError:  # pragma: no cover - opencv-python-headless is a dependency
+    _cv2 = None
 from pipeline.loading.tarsamples import FRAME_RE
 
 Kind = Literal["clip", "image"]
@@ -81,6 +86,17 @@ def decode_jpeg(data: bytes) -> torch.Tensor:
     except Exception as exn:  # PIL raises many types; all mean "not a readable JPEG"
         raise CorruptSampleError(f"bad JPEG: {first}; PIL: {type(exn).__name__}: {exn}") from None
     return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+def _flip_into(src: torch.Tensor, dst: torch.Tensor) -> bool:
+    """Mirror an HWC uint8 frame left-right into ``dst`` in one pass (OpenCV); False when that
+    cannot be done in place (then the caller copies a ``torch.flip``)."""
+    if _cv2 is None or not (src.is_contiguous() and dst.is_contiguous()) \
+            or src.shape != dst.shape or src.shape[-1] not in (1, 3, 4):
+        return False
+    out = dst.numpy()
+    res = _cv2.flip(src.numpy(), 1, dst=out)
+    return res is not None and res.ctypes.data == out.ctypes.data
 
 
 def merge_object_ids(labels: np.ndarray) -> np.ndarray:
@@ -192,7 +208,8 @@ def decode_sample(raw: Mapping[str, Any], kind: Kind | None = None, *,
                                                                                   dtype=torch.uint8)
             for i, d in enumerate(decoded):
                 src = d.permute(1, 2, 0)
-                buf[i].copy_(src.flip(1) if hflip else src)
+                if not (hflip and _flip_into(src, buf[i])):
+                    buf[i].copy_(src.flip(1) if hflip else src)
             res["frames"] = buf.permute(0, 3, 1, 2)
         else:
             if "jpg" not in raw:
@@ -201,7 +218,8 @@ def decode_sample(raw: Mapping[str, Any], kind: Kind | None = None, *,
             hw = tuple(d.shape[-2:])
             src = d.permute(1, 2, 0)
             if out is not None and tuple(out.shape) == hw + (3,):
-                out.copy_(src.flip(1) if hflip else src)
+                if not (hflip and _flip_into(src, out)):
+                    out.copy_(src.flip(1) if hflip else src)
                 res["image"] = out.permute(2, 0, 1)
             else:
                 res["image"] = (src.flip(1) if hflip else src).permute(2, 0, 1)
