@@ -161,6 +161,39 @@ def peek_shape(raw: Mapping[str, Any], kind: Kind | None) -> tuple[int, ...] | N
     return (h, w, 3)
 
 
+def frame_members(raw: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
+    """A clip's frame member names ``00.jpg..NN.jpg``, checked against each other and the json's
+    ``frame_ids``; raises :class:`IncompleteSampleError`."""
+    names = sorted(k for k in raw if isinstance(k, str) and FRAME_RE.match(k))
+    if names != [f"{i:02d}.jpg" for i in range(len(names))]:
+        raise IncompleteSampleError(
+            f"frame members {names} are not 00.jpg..{len(names) - 1:02d}.jpg")
+    ids = meta.get("frame_ids")
+    if isinstance(ids, list) and len(ids) != len(names):
+        raise IncompleteSampleError(f"{len(names)} frame members but {len(ids)} frame_ids in json")
+    return names
+
+
+def mask_member(raw: Mapping[str, Any], meta: Mapping[str, Any], hw: tuple[int, int],
+                merge_objects: bool, hflip: bool) -> torch.Tensor | None:
+    """The sample's ``mask.png`` as labels ``[H, W]`` (mirrored with ``hflip``), None when it
+    has none and needs none; raises for a bad, mis-sized or missing-but-announced mask."""
+    mask_format = meta.get("mask_format")
+    if "mask.png" not in raw:
+        if mask_format:
+            raise IncompleteSampleError(f"mask_format {mask_format!r} but no mask.png member")
+        return None
+    try:
+        labels = decode_mask(raw["mask.png"], mask_format, merge_objects)
+    except Exception as exn:  # PIL raises many types; all mean "not a readable mask"
+        raise CorruptSampleError(f"bad mask.png: {type(exn).__name__}: {exn}") from None
+    if labels.shape != hw:
+        raise CorruptSampleError(
+            f"mask is {labels.shape[1]}x{labels.shape[0]}, frames {hw[1]}x{hw[0]}")
+    m = torch.from_numpy(labels)
+    return m.flip(-1) if hflip else m
+
+
 def decode_sample(raw: Mapping[str, Any], kind: Kind | None = None, *,
                   merge_objects: bool = False, masks: bool = True,
                   out: torch.Tensor | None = None, hflip: bool = False) -> dict[str, Any]:
@@ -187,15 +220,7 @@ def decode_sample(raw: Mapping[str, Any], kind: Kind | None = None, *,
         if kind == "clip":
             if found != "clip":
                 raise IncompleteSampleError("not a clip sample (no 00.jpg member)")
-            names = sorted(k for k in raw if isinstance(k, str) and FRAME_RE.match(k))
-            expected = [f"{i:02d}.jpg" for i in range(len(names))]
-            if names != expected:
-                raise IncompleteSampleError(
-                    f"frame members {names} are not 00.jpg..{len(names) - 1:02d}.jpg")
-            ids = meta.get("frame_ids")
-            if isinstance(ids, list) and len(ids) != len(names):
-                raise IncompleteSampleError(
-                    f"{len(names)} frame members but {len(ids)} frame_ids in json")
+            names = frame_members(raw, meta)
             decoded = [decode_jpeg(raw[n]) for n in names]
             shape = decoded[0].shape
             if any(d.shape != shape for d in decoded):
@@ -225,21 +250,10 @@ def decode_sample(raw: Mapping[str, Any], kind: Kind | None = None, *,
                 res["image"] = (src.flip(1) if hflip else src).permute(2, 0, 1)
     except RuntimeError as exn:  # e.g. out of memory on a huge frame
         raise CorruptSampleError(f"{type(exn).__name__}: {exn}") from None
-    mask_format = meta.get("mask_format")
-    if not masks:
-        pass
-    elif "mask.png" in raw:
-        try:
-            labels = decode_mask(raw["mask.png"], mask_format, merge_objects)
-        except Exception as exn:  # PIL raises many types; all mean "not a readable mask"
-            raise CorruptSampleError(f"bad mask.png: {type(exn).__name__}: {exn}") from None
-        if labels.shape != hw:
-            raise CorruptSampleError(
-                f"mask is {labels.shape[1]}x{labels.shape[0]}, frames {hw[1]}x{hw[0]}")
-        m = torch.from_numpy(labels)
-        res["mask"] = m.flip(-1) if hflip else m
-    elif mask_format:
-        raise IncompleteSampleError(f"mask_format {mask_format!r} but no mask.png member")
+    if masks:
+        m = mask_member(raw, meta, hw, merge_objects, hflip)
+        if m is not None:
+            res["mask"] = m
     meta["shard"] = url
     res["meta"] = meta
     return res

@@ -23,8 +23,8 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from pipeline.loading.augment import AugmentConfig, augment_clip, coin
-from pipeline.loading.decode import (CorruptSampleError, FRAME_RE, IncompleteSampleError, _parse_json,
-                                     decode_mask)
+from pipeline.loading.decode import (CorruptSampleError, FRAME_RE, IncompleteSampleError,
+                                     _parse_json, frame_members, mask_member)
 from pipeline.loading.process import flip_only
 from pipeline.loading.readstats import ReadStats
 
@@ -52,15 +52,10 @@ def split_sample(raw: Mapping[str, Any], cfg: AugmentConfig, gen: torch.Generato
     """A raw clip sample -> ``{"key", "jpeg": [T uint8 1-D tensors], "mask" [H, W] (flipped),
     "hw", "meta"}`` for :func:`decode_batch`. Raises like
     :func:`pipeline.loading.decode.decode_sample` for corrupt or incomplete samples."""
-    names = sorted(k for k in raw if isinstance(k, str) and FRAME_RE.match(k))
-    if not names:
+    if not any(isinstance(k, str) and FRAME_RE.match(k) for k in raw):
         raise IncompleteSampleError("not a clip sample (no 00.jpg member)")
-    if names != [f"{i:02d}.jpg" for i in range(len(names))]:
-        raise IncompleteSampleError(f"frame members {names} are not 00.jpg..{len(names) - 1:02d}.jpg")
     meta = _parse_json(raw)
-    ids = meta.get("frame_ids")
-    if isinstance(ids, list) and len(ids) != len(names):
-        raise IncompleteSampleError(f"{len(names)} frame members but {len(ids)} frame_ids in json")
+    names = frame_members(raw, meta)
     sizes = {_jpeg_size(raw[n]) for n in names}
     if len(sizes) != 1:
         raise CorruptSampleError(f"frames of different sizes: {sorted(sizes)}")
@@ -69,19 +64,10 @@ def split_sample(raw: Mapping[str, Any], cfg: AugmentConfig, gen: torch.Generato
     out: dict[str, Any] = {"key": raw.get("__key__"), "hw": hw,
                            "jpeg": [torch.frombuffer(bytearray(raw[n]), dtype=torch.uint8)
                                     for n in names]}
-    mask_format = meta.get("mask_format")
-    if masks and "mask.png" in raw:
-        try:
-            labels = decode_mask(raw["mask.png"], mask_format, merge_objects)
-        except Exception as exn:  # all mean "not a readable mask"
-            raise CorruptSampleError(f"bad mask.png: {type(exn).__name__}: {exn}") from None
-        if labels.shape != hw:
-            raise CorruptSampleError(f"mask is {labels.shape[1]}x{labels.shape[0]}, frames "
-                                     f"{hw[1]}x{hw[0]}")
-        m = torch.from_numpy(labels)
-        out["mask"] = m.flip(-1) if flip else m
-    elif masks and mask_format:
-        raise IncompleteSampleError(f"mask_format {mask_format!r} but no mask.png member")
+    if masks:
+        m = mask_member(raw, meta, hw, merge_objects, flip)
+        if m is not None:
+            out["mask"] = m
     meta["shard"] = raw.get("__url__")
     meta["augment"] = None if cfg.is_identity else {"hflip": flip, "angle": 0.0, "scale": 1.0,
                                                     "crop": None, "time_reverse": False}
