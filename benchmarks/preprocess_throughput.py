@@ -193,11 +193,13 @@ def parse_args(argv=None):
     add_data_args(p)
     p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
                    help="comma-separated --workers values of the preprocessing job (default 1,2)")
-    p.add_argument("--copies", type=int, default=1,
-                   help="copy every sequence K times first (a bigger source, so that fixed "
-                        "costs matter less)")
-    p.add_argument("--shard-max-count", type=int, default=16,
-                   help="clips per shard (several shards per split, so that workers have work)")
+    p.add_argument("--copies", type=int, default=None,
+                   help="copy every sequence K times first, so that each split has several "
+                        "shards of the job's default size for the workers (default 10; 1 with "
+                        "--quick)")
+    p.add_argument("--shard-max-count", type=int, default=PreprocessConfig.shard_max_count,
+                   help="clips per shard (default: the job's, %(default)s); small shards show "
+                        "the per-shard fixed costs (3 files created and fsynced, a parquet)")
     p.add_argument("--clip-stride", type=int, default=1,
                    help="the job's --clip-stride (1: every frame is stored in delta+1 clips)")
     p.add_argument("--cli", action="store_true",
@@ -209,6 +211,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.repeats = 1
+    if args.copies is None:
+        args.copies = 1 if args.quick else 10
     return args
 
 

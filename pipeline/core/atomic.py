@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from pipeline.core.writeback import WriteBehindFile
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -65,13 +67,15 @@ def _disk_full(exc: OSError, path: Path) -> DiskFullError:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
-    """``with atomic_open(p) as f: f.write(...)``: ``p`` appears whole, or not at all."""
+def atomic_open(path: str | Path, sync_dir: bool = True) -> Iterator[BinaryIO]:
+    """``with atomic_open(p) as f: f.write(...)``: ``p`` appears whole, or not at all.
+    ``sync_dir=False`` leaves the folder's fsync (the rename's durability) to the caller, who
+    writes several files and syncs the folder once (:func:`fsync_dir`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
-        f = open(tmp, "wb")
+        f = WriteBehindFile(open(tmp, "wb"))  # the closing fsync then waits for the tail only
     except OSError as exc:
         if exc.errno in _DISK_FULL:
             raise _disk_full(exc, path) from exc
@@ -82,7 +86,8 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
         os.fsync(f.fileno())
         f.close()
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        if sync_dir:
+            fsync_dir(path.parent)
     except BaseException as exc:
         with contextlib.suppress(OSError):   # flushing the buffer can fail again (disk full)
             f.close()

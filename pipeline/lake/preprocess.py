@@ -1,9 +1,10 @@
 """The preprocessing job: an official layout -> ``shards/<dataset>/<split>/`` (docs/architecture.md).
 
 Per split: list the source, plan the samples and their shards (independent of how the work is
-split), write ``manifest.json``, write this task's shards (shard i belongs to task
-i % num_tasks) with ``workers`` processes, and, once every shard of the split is finished
-(by this task or another), write ``catalog.parquet``, the union of the per-shard parquet files.
+split), write ``manifest.json``. Then write this task's shards of every split (shard i belongs
+to task i % num_tasks) with ``workers`` processes, and, once every shard of a split is finished
+(by this task or another), write its ``catalog.parquet``, the union of the per-shard parquet
+files.
 """
 
 from __future__ import annotations
@@ -85,8 +86,22 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="shard", disable=not enabled, leave=False)
 
 
-def preprocess_split(cfg: PreprocessConfig, source: Source, split: str,
-                     task_index: int, num_tasks: int) -> dict:
+@dataclasses.dataclass
+class _SplitPlan:
+    """One split, planned: its folder, manifest and this task's shard jobs."""
+    split: str
+    set_dir: Path
+    n_shards: int
+    n_specs: int
+    mine: list[int]
+    jobs: list[tuple]
+    amplification: float | None
+    t0: float
+
+
+def plan_split(cfg: PreprocessConfig, source: Source, split: str,
+               task_index: int, num_tasks: int) -> _SplitPlan:
+    """List and plan one split, write its ``manifest.json``; the shards are written later."""
     t0 = time.perf_counter()
     if source.kind == "clip":
         specs = plan_clips(source.sequences(split), cfg.delta, cfg.clip_stride)
@@ -124,44 +139,68 @@ def preprocess_split(cfg: PreprocessConfig, source: Source, split: str,
     throttle = float(os.environ.get(THROTTLE_ENV, "0") or 0)
     jobs = [(set_dir, i, shards[i], source, source.name, split, digests[i], cfg.verify, throttle)
             for i in mine]
-    results, skipped_files = [], []
-    desc = f"{source.name}/{split}"
-    with _progress(len(jobs), desc, cfg.progress) as bar:
-        if cfg.workers > 1 and len(jobs) > 1:
-            with cf.ProcessPoolExecutor(max_workers=cfg.workers) as pool:
-                for result, items in pool.map(_write_one, jobs):
-                    results.append(result)
-                    skipped_files += items
-                    bar.update(1)
-        else:
-            for job in jobs:
-                result, items = _write_one(job)
-                results.append(result)
-                skipped_files += items
-                bar.update(1)
-    done = finished(set_dir, len(shards))
-    catalog = write_catalog(set_dir, len(shards)) if all(done) else None
+    return _SplitPlan(split, set_dir, len(shards), len(specs), mine, jobs,
+                      manifest["amplification_planned"], t0)
+
+
+def finish_split(plan: _SplitPlan, outcomes: list[tuple], source: Source, task_index: int,
+                 num_tasks: int) -> dict:
+    """After this task's shards of the split are written (``outcomes`` of :func:`_write_one`):
+    the catalog, once every shard of the split is finished, and the split's summary."""
+    results = [r for r, _ in outcomes]
+    skipped_files = [item for _, items in outcomes for item in items]
+    done = finished(plan.set_dir, plan.n_shards)
+    catalog = write_catalog(plan.set_dir, plan.n_shards) if all(done) else None
     written = [r for r in results if not r.skipped]
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - plan.t0
     out_bytes = sum(r.bytes for r in written)
     failures: dict[str, int] = {}
     for r in results:
         for k, v in r.failures.items():
             failures[k] = failures.get(k, 0) + v
     return {
-        "dataset": source.name, "split": split, "dir": str(set_dir),
-        "task": f"{task_index}/{num_tasks}", "shards_total": len(shards),
-        "shards_this_task": len(mine), "shards_written": len(written),
+        "dataset": source.name, "split": plan.split, "dir": str(plan.set_dir),
+        "task": f"{task_index}/{num_tasks}", "shards_total": plan.n_shards,
+        "shards_this_task": len(plan.mine), "shards_written": len(written),
         "shards_already_finished": len(results) - len(written),
         "shards_unfinished": done.count(False),
-        "samples_this_task": sum(r.count for r in results), "samples_planned": len(specs),
+        "samples_this_task": sum(r.count for r in results), "samples_planned": plan.n_specs,
         "failures": failures, "skipped_files": skipped_files,
         "listing_skips": source.skips.as_dict()["by_reason"],
-        "amplification": manifest["amplification_planned"],
+        "amplification": plan.amplification,
         "written_bytes": out_bytes, "seconds": round(seconds, 3),
         "mb_per_s": round(out_bytes / seconds / 1e6, 2) if written else None,
         "catalog": str(catalog) if catalog else None,
     }
+
+
+def write_splits(cfg: PreprocessConfig, source: Source, plans: list[_SplitPlan],
+                 task_index: int, num_tasks: int) -> list[dict]:
+    """Write the shards of every planned split, ``cfg.workers`` processes for all of them
+    together (one pool: no start-up and no idle tail per split), and finish each split as soon
+    as its last shard is in (its catalog is written while the next split's shards are)."""
+    total = sum(len(p.jobs) for p in plans)
+    desc = f"{source.name}/{'+'.join(p.split for p in plans)}"
+    summaries = []
+    with _progress(total, desc, cfg.progress) as bar:
+        if cfg.workers > 1 and total > 1:
+            with cf.ProcessPoolExecutor(max_workers=min(cfg.workers, total)) as pool:
+                futures = [[pool.submit(_write_one, job) for job in p.jobs] for p in plans]
+                for plan, split_futures in zip(plans, futures):
+                    outcomes = []
+                    for fut in split_futures:
+                        outcomes.append(fut.result())
+                        bar.update(1)
+                    summaries.append(finish_split(plan, outcomes, source, task_index,
+                                                  num_tasks))
+        else:
+            for plan in plans:
+                outcomes = []
+                for job in plan.jobs:
+                    outcomes.append(_write_one(job))
+                    bar.update(1)
+                summaries.append(finish_split(plan, outcomes, source, task_index, num_tasks))
+    return summaries
 
 
 def _run_to_store(cfg: PreprocessConfig) -> list[dict]:
@@ -205,4 +244,5 @@ def run_preprocess(cfg: PreprocessConfig) -> list[dict]:
     if unknown:
         raise SourceError(source.root, f"split(s) {unknown} not found in {cfg.dataset}",
                           f"choose among {source.splits()}")
-    return [preprocess_split(cfg, source, split, task_index, num_tasks) for split in splits]
+    plans = [plan_split(cfg, source, split, task_index, num_tasks) for split in splits]
+    return write_splits(cfg, source, plans, task_index, num_tasks)

@@ -13,16 +13,16 @@ import dataclasses
 import hashlib
 import io
 import json
-import tarfile
 import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.core.atomic import atomic_open, atomic_write_text, remove_stale_temps
+from pipeline.core.atomic import atomic_open, atomic_write_text, fsync_dir, remove_stale_temps
 from pipeline.lake.contract import read_stats, shard_paths
 from pipeline.lake.plan import SampleSpec
+from pipeline.lake.tarwrite import TarWriter
 from pipeline.sources.base import Source
 from pipeline.sources.types import ImageData, SourceError
 from pipeline.sources.validate import check_same_size
@@ -44,7 +44,7 @@ CATALOG_SCHEMA = pa.schema([
     ("empty_mask", pa.bool_()),
     ("members", pa.list_(pa.string())),  # member extensions, in tar order
     ("bytes", pa.int64()),  # payload bytes of the sample's members
-    ("sha256", pa.string()),  # over (member name, data) of the sample, in order
+    ("sha256", pa.string()),  # over (name, size, SHA-256 of data) of each member, in order
 ])
 
 
@@ -55,13 +55,13 @@ class ShardPlanMismatch(RuntimeError):
 def plan_digest(specs: list[SampleSpec], root: Path, settings: dict) -> str:
     """Identifies what a shard is built from: its samples' source files (relative) and settings."""
 
-    def rel(p: Path | None) -> str | None:
+    prefix = root.as_posix().rstrip("/") + "/"
+
+    def rel(p: Path | None) -> str | None:  # Path.relative_to, by string (3k paths per split)
         if p is None:
             return None
-        try:
-            return p.relative_to(root).as_posix()
-        except ValueError:
-            return p.as_posix()
+        text = p.as_posix()
+        return text[len(prefix):] if text.startswith(prefix) else text
 
     doc = {"settings": settings,
            "samples": [[s.key, [rel(p) for p in s.images], rel(s.mask), s.est_bytes] for s in specs]}
@@ -78,27 +78,20 @@ class ShardResult:
     skipped: bool = False  # already finished by an earlier run
 
 
-def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.size = size
-    ti.mode = 0o644
-    ti.mtime = 0
-    ti.uid = ti.gid = 0
-    ti.uname = ti.gname = ""
-    return ti
-
-
 class _ImageCache:
-    """Consecutive clips share delta of their delta+1 frames: read each file once."""
+    """Consecutive clips share delta of their delta+1 frames: read (and hash) each file once."""
 
     def __init__(self, source: Source, decode: bool, size: int = 32):
         self.source, self.decode, self.size = source, decode, size
-        self.items: collections.OrderedDict[Path, ImageData] = collections.OrderedDict()
+        self.items: collections.OrderedDict[Path, tuple[ImageData, bytes]] = \
+            collections.OrderedDict()
 
-    def get(self, path: Path) -> ImageData:
+    def get(self, path: Path) -> tuple[ImageData, bytes]:
+        """The image and the SHA-256 digest of its bytes."""
         hit = self.items.get(path)
         if hit is None:
-            hit = self.source.load_image(path, decode=self.decode)
+            image = self.source.load_image(path, decode=self.decode)
+            hit = (image, member_digest(image.data))
             self.items[path] = hit
             if len(self.items) > self.size:
                 self.items.popitem(last=False)
@@ -110,7 +103,8 @@ class _ImageCache:
 def build_sample(spec: SampleSpec, cache: _ImageCache, dataset: str, split: str
                  ) -> tuple[list[tuple[str, bytes]], dict]:
     """The sample's tar members (name, bytes) and its catalog row. Raises SourceError."""
-    images = [cache.get(p) for p in spec.images]
+    cached = [cache.get(p) for p in spec.images]
+    images = [img for img, _ in cached]
     first = images[0]
     for p, img in zip(spec.images[1:], images[1:]):
         if (img.width, img.height) != (first.width, first.height):
@@ -130,32 +124,42 @@ def build_sample(spec: SampleSpec, cache: _ImageCache, dataset: str, split: str
         members = [(f"{i:02d}.jpg", img.data) for i, img in enumerate(images)]
     else:
         members = [("jpg", first.data)]
+    digests = [d for _, d in cached]
     if mask is not None:
         members.append(("mask.png", mask.data))
     members.append(("json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()))
+    digests += [member_digest(data) for _, data in members[len(digests):]]
     row = {"key": spec.key, "dataset": dataset, "split": split, "sequence": spec.sequence,
            "frame_ids": meta.get("frame_ids"), "frame_index": spec.frame_index,
            "height": first.height, "width": first.width, "n_objects": len(meta["objects"]),
            "objects": meta["objects"], "mask_format": spec.mask_format,
            "has_mask": mask is not None, "empty_mask": mask is not None and not mask.objects,
            "members": [n for n, _ in members], "bytes": sum(len(d) for _, d in members),
-           "sha256": sample_digest(members)}
+           "sha256": sample_digest(members, digests)}
     return members, row
 
 
-def sample_digest(members: list[tuple[str, bytes]]) -> str:
-    """Checksum of a sample's members (names and bytes, in order); the catalog's ``sha256``."""
+def member_digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def sample_digest(members: list[tuple[str, bytes]], digests: list[bytes] | None = None) -> str:
+    """The catalog's ``sha256`` of a sample: SHA-256 over (name, size, SHA-256 of the data) of
+    each member, in order. Hashing members one by one lets the writer hash a frame once for the
+    delta+1 clips that hold it (``digests``: the members' :func:`member_digest`, if known)."""
+    if digests is None:
+        digests = [member_digest(data) for _, data in members]
     h = hashlib.sha256()
-    for name, data in members:
-        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+    for (name, data), digest in zip(members, digests, strict=True):
+        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little") + digest)
     return h.hexdigest()
 
 
-def write_parquet(path: Path, rows: list[dict]) -> None:
+def write_parquet(path: Path, rows: list[dict], sync_dir: bool = True) -> None:
     table = pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    with atomic_open(path) as f:
+    with atomic_open(path, sync_dir=sync_dir) as f:
         f.write(buf.getvalue())
 
 
@@ -178,8 +182,8 @@ def write_shard(out_dir: Path, index: int, specs: list[SampleSpec], source: Sour
     before = collections.Counter(source.skips.counts)
     rows = []
     shard_file = tar_path.name
-    with atomic_open(tar_path) as f:
-        with tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT) as tar:
+    with atomic_open(tar_path, sync_dir=False) as f:
+        with TarWriter(f) as tar:
             for spec in specs:
                 try:
                     members, row = build_sample(spec, cache, dataset, split)
@@ -187,13 +191,14 @@ def write_shard(out_dir: Path, index: int, specs: list[SampleSpec], source: Sour
                     source.fail(err)
                     continue
                 for name, data in members:
-                    tar.addfile(_tarinfo(f"{spec.key}.{name}", len(data)), io.BytesIO(data))
+                    tar.add(f"{spec.key}.{name}", data)
                     if throttle:  # fault-injection hook for the kill/resume tests
                         time.sleep(throttle)
                 row["shard"] = shard_file
                 rows.append(row)
     size = tar_path.stat().st_size
-    write_parquet(pq_path, rows)
+    write_parquet(pq_path, rows, sync_dir=False)
+    fsync_dir(out_dir)  # both renames durable before the stats file marks the shard finished
     failures = dict(source.skips.counts - before)
     result = ShardResult(index, len(rows), size, time.perf_counter() - start, failures)
     atomic_write_text(stats_path, json.dumps({
