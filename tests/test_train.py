@@ -15,7 +15,7 @@ import torch
 from pipeline.core.config import ConfigError, load_config
 from pipeline.model.config import ModelConfig
 from pipeline.train.config import BatchConfig, load_model_config, load_train_config, plan_batch
-from pipeline.train.runner import _phases, run_phase
+from pipeline.train.runner import phase_classes, run_phase
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -69,7 +69,7 @@ def test_batch_plan():
 
 def test_paper_configs_hold_the_paper_hyperparameters():
     """Every number of paper Sec. 3.3 / 4.1 is the default of configs/<phase>.yaml."""
-    phases = _phases()
+    phases = phase_classes()
     paper_model = load_config(ModelConfig, CONFIGS / "model" / "stcnn.yaml")
 
     gan = load_train_config(phases["gan"][1], CONFIGS / "pretrain_tcb.yaml", [])
@@ -120,7 +120,7 @@ def test_paper_configs_hold_the_paper_hyperparameters():
 
 def test_config_errors_name_the_problem(train_lake, tmp_path):
     with pytest.raises(ConfigError, match="gan.lamda_adv"):
-        load_train_config(_phases()["gan"][1], tiny("gan"), ["gan.lamda_adv=1"])
+        load_train_config(phase_classes()["gan"][1], tiny("gan"), ["gan.lamda_adv=1"])
     with pytest.raises(ConfigError, match="nope/train.*do not exist"):
         run_phase("gan", tiny("gan"), overrides(train_lake, tmp_path / "r", "data.sets=[nope/train]"))
     with pytest.raises(ConfigError, match="has no weights for G, D, SSB"):

@@ -44,7 +44,7 @@ from pipeline.train.phases.alternating import AlternatingPhase, AlternatingTrain
 log = logging.getLogger(__name__)
 
 
-def _phases() -> dict[str, tuple[type, type]]:
+def phase_classes() -> dict[str, tuple[type, type]]:
     return {"gan": (GanPhase, GanTrainConfig),
             "segmentation": (SegmentationPhase, SegmentationTrainConfig),
             "alternating": (AlternatingPhase, AlternatingTrainConfig)}
@@ -112,7 +112,7 @@ def resume(manager: CheckpointManager, phase: Any, cfg: TrainConfig, ctx) -> Any
 def run_phase(phase_name: str, config_path: str | Path | None, overrides: list[str],
               *, tracker_factory=None) -> dict:
     """Train one phase; returns a summary (also written to ``run_dir/summary.json`` by rank 0)."""
-    phase_cls, cfg_cls = _phases()[phase_name]
+    phase_cls, cfg_cls = phase_classes()[phase_name]
     cfg: TrainConfig = load_train_config(cfg_cls, config_path, overrides)
     ctx = init_distributed(cfg.dist)
     try:

@@ -170,10 +170,10 @@ def _cli(script: str) -> list[str]:
 
 
 def test_malformed_config(tmp_path):
-    from pipeline.train.runner import _phases
+    from pipeline.train.runner import phase_classes
     from pipeline.train.config import load_train_config
 
-    cfg_cls = _phases()["gan"][1]
+    cfg_cls = phase_classes()["gan"][1]
     broken = tmp_path / "broken.yaml"
     broken.write_text("steps: [1,\nbatch: {size: 4\n")
     with pytest.raises(ConfigError, match=r"(?s)broken\.yaml: not valid YAML.*fix the syntax"):

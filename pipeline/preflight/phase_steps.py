@@ -1,0 +1,165 @@
+"""A few training steps of each phase at its configuration, on synthetic batches of the
+configured size, through the training loop itself: step time, samples/s, peak memory, FLOPs
+counted by torch's FLOP counter, achieved FLOP/s and MFU.
+
+The phase, its engines (DDP or DeepSpeed, precision, memory format, SyncBatchNorm, compile) and
+the loop are the ones ``launch/pretrain_tcb.py`` etc. build; only the data differs (random
+frames and masks, made before timing, so that the loader is measured on its own:
+:mod:`pipeline.preflight.loader_speed`). The per-rank batch is the config's global batch (the
+paper trains on one GPU), i.e. ``batch.size`` is multiplied by the world size.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import resource
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from pipeline.core.config import REPO
+from pipeline.core.dist import DistContext, autocast, seed_everything, seed_model_init
+from pipeline.loading.augment import resolve_augment
+from pipeline.preflight.peaks import peak_flops
+from pipeline.train.config import load_model_config, load_train_config, plan_batch
+from pipeline.train.hooks import LossHistoryHook, TimerHook
+from pipeline.train.loop import TrainLoop
+
+# phase -> launcher (its config is configs/<launcher>.yaml, or configs/tiny/ with --quick)
+LAUNCHERS = {"gan": "pretrain_tcb", "segmentation": "pretrain_ssb", "alternating": "train_offline"}
+DEFAULT_SIZE = (480, 854)
+
+
+def config_path(phase: str, quick: bool) -> str:
+    return str(REPO / "configs" / ("tiny" if quick else "") / f"{LAUNCHERS[phase]}.yaml")
+
+
+def phase_config(phase: str, quick: bool, world_size: int, overrides: list[str]):
+    from pipeline.train.runner import phase_classes
+
+    _, cfg_cls = phase_classes()[phase]
+    base = load_train_config(cfg_cls, config_path(phase, quick), [])
+    extra = [f"batch.size={base.batch.size * world_size}", "batch.micro_size=null",
+             "init_missing=random", "tracking.enabled=false"]
+    if phase == "alternating":  # both kinds of step within a few steps
+        extra += ["alternating.tcb_steps=1", "alternating.ssb_steps=1"]
+    return load_train_config(cfg_cls, config_path(phase, quick), extra + list(overrides))
+
+
+def synthetic_batches(kind: str, masks: bool, micro: int, delta: int, size: tuple[int, int],
+                      n: int, seed: int) -> list[dict]:
+    """``n`` loader-like batches: uint8 frames (clips) or images, 0/1 masks with a box of
+    foreground, keys and metas."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    out = []
+    for i in range(n):
+        shape = (micro, delta + 1, 3, h, w) if kind == "clip" else (micro, 3, h, w)
+        batch = {"frames" if kind == "clip" else "image":
+                 torch.randint(0, 256, shape, dtype=torch.uint8, generator=g),
+                 "key": [f"preflight/{i}/{j}" for j in range(micro)],
+                 "meta": [{} for _ in range(micro)]}
+        if masks:
+            m = torch.zeros(micro, h, w, dtype=torch.uint8)
+            m[:, h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1
+            batch["mask"] = m
+        out.append(batch)
+    return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+                "memory_what": "torch.cuda.max_memory_allocated"}
+    return {"peak_memory_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "memory_what": "process peak RSS (CPU)"}
+
+
+def measure_phase(phase_name: str, ctx: DistContext, *, quick: bool, steps: int, warmup: int,
+                  overrides: list[str] = (), flops_per_step: float | None = None,
+                  device_name: str = "", dropout_off: bool = False) -> dict:
+    """``warmup`` + ``steps`` steps of ``phase_name``; the timed steps are the last ``steps``.
+    FLOPs are counted on extra steps after them (the counter slows a step down) unless given
+    (``flops_per_step``, e.g. from the eager run for a compiled one). ``dropout_off``: dropout
+    layers set to p=0 (numerics: a bf16 tensor draws other dropout masks than an fp32 one)."""
+    from pipeline.train.runner import phase_classes
+
+    phase_cls, _ = phase_classes()[phase_name]
+    cfg = phase_config(phase_name, quick, ctx.world_size, list(overrides))
+    plan = plan_batch(cfg.batch, ctx.world_size)
+    model_cfg = load_model_config(cfg)
+    size = resolve_augment(dict(cfg.data.augment)).size or DEFAULT_SIZE
+    with seed_model_init(cfg.seed):
+        phase = phase_cls(cfg, model_cfg, ctx, plan, init={})
+    dropouts = [m for e in phase.engines.values() for m in e.module.modules()
+                if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+    if dropout_off:
+        for m in dropouts:
+            m.p = 0.0
+    delta = model_cfg.temporal.delta
+    flop_steps = 2 if phase_name == "alternating" else 1   # a TCB and an SSB step
+    batches = synthetic_batches(phase.kind, phase.masks, plan.micro_size, delta, tuple(size),
+                                warmup + steps + flop_steps, seed=cfg.seed + ctx.rank)
+    total = warmup + steps
+    timer, history = TimerHook(ctx.world_size), LossHistoryHook(total + flop_steps)
+    loop = TrainLoop(phase, itertools.cycle(batches), total, accum=plan.accum,
+                     hooks=[timer, history], autocast=lambda: autocast(cfg.dist, ctx.device))
+    if ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+    seed_everything(cfg.seed, ctx.rank)  # dropout draws: the same in every run (numerics)
+    start = time.perf_counter()
+    loop.run()
+    _sync(ctx.device)
+    wall = time.perf_counter() - start
+    times = timer.step_times[warmup:]
+    mean_step = sum(times) / len(times)
+    memory = _peak_memory(ctx.device)
+    counted = flops_per_step is None
+    if counted:
+        with FlopCounterMode(display=False) as counter:
+            for _ in range(flop_steps):
+                loop.metrics = loop.run_step()
+                loop.step += 1
+        flops_per_step = counter.get_total_flops() / flop_steps
+    achieved = flops_per_step / mean_step
+    peak, peak_what = peak_flops(device_name, cfg.dist.precision,
+                                 tf32=torch.backends.cudnn.allow_tf32)
+    if ctx.device.type != "cuda":
+        peak, peak_what = None, "CPU: no peak table for CPUs (MFU not computed)"
+    sync_bn = any(isinstance(m, torch.nn.SyncBatchNorm)
+                  for e in phase.engines.values() for m in e.module.modules())
+    channels_last = [n for n, e in phase.engines.items() if _is_channels_last(e.module)]
+    result = {
+        "phase": phase_name, "config": config_path(phase_name, quick),
+        "model": cfg.model, "input_hw": list(size), "per_rank_batch": plan.micro_size * plan.accum,
+        "global_batch": plan.global_size, "precision": cfg.dist.precision,
+        "channels_last": cfg.dist.channels_last, "channels_last_engines": channels_last,
+        "compile": cfg.dist.compile, "engine": cfg.dist.engine, "sync_bn": sync_bn,
+        "dropout_layers": len(dropouts), "dropout_off": dropout_off,
+        "warmup_steps": warmup, "timed_steps": steps, "first_step_s": timer.step_times[0],
+        "step_s": mean_step, "step_s_all": timer.step_times,
+        "samples_per_s": plan.global_size / mean_step, "wall_s": wall,
+        "flops_per_step": flops_per_step, "flops_counted": counted,
+        "achieved_tflops": achieved / 1e12,
+        "mfu": achieved / peak if peak else None, "peak": peak_what,
+        "losses": {k: v[:total] for k, v in history.as_dict().items() if k != "steps"},
+        **memory,
+    }
+    del loop, phase, batches
+    gc.collect()
+    if ctx.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def _is_channels_last(module: torch.nn.Module) -> bool:
+    """Whether the module's 4-d weights (its convolutions) are in channels_last layout."""
+    conv = [p for p in module.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+    return bool(conv) and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv)
