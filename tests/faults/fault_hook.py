@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from pipeline.train.loop import HookBase
@@ -74,6 +75,40 @@ class FaultHook(HookBase):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def from_env(ctx) -> FaultHook | None:
+class HoldHook(HookBase):
+    """``STCNN_FAULT=hold:step=S:dir=DIR``: after step ``S`` every rank writes its pid to
+    ``DIR/rank_<R>.pid`` and waits (at most ``timeout`` s) until ``DIR/go`` exists. A test sends
+    its signals meanwhile and then creates ``go``: the signal lands at a known point of a real
+    run (after step S's stop check, so the run stops after step S+1). ``dir=`` comes last."""
+
+    def __init__(self, rank: int, *, step: int, folder: str, timeout: float = 120.0):
+        self.rank, self.step, self.folder, self.timeout = int(rank), int(step), Path(folder), timeout
+
+    def after_step(self) -> None:
+        if self.loop.step != self.step:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".rank_{self.rank}.pid"
+        tmp.write_text(str(os.getpid()))
+        tmp.rename(self.folder / f"rank_{self.rank}.pid")
+        deadline = time.monotonic() + self.timeout
+        while not (self.folder / "go").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.folder / 'go'} never appeared")
+            time.sleep(0.05)
+
+
+def parse_hold(spec: str, rank: int) -> HoldHook:
+    head, sep, folder = spec.partition(":dir=")
+    fields = dict(part.partition("=")[::2] for part in head.split(":")[1:])
+    if not sep or not folder or set(fields) != {"step"}:
+        raise ValueError(f"${FAULT_ENV}={spec!r}: expected hold:step=S:dir=DIR")
+    return HoldHook(rank, step=int(fields["step"]), folder=folder)
+
+
+def from_env(ctx) -> HookBase | None:
     """The hook factory named in the training config: ``hooks=[fault_hook:from_env]``."""
+    spec = os.environ.get(FAULT_ENV)
+    if spec and spec.startswith("hold:"):
+        return parse_hold(spec, ctx.rank)
     return FaultHook.from_env(ctx.rank)

@@ -43,17 +43,24 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def torchrun_cmd(phase: str, lake: Path, run_dir: Path, *extra: str, nproc: int = 2,
+                 launcher_args: tuple[str, ...] = (), tracking: bool = False) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc_per_node=N [launcher_args]
+    launch/<phase>.py --config configs/tiny/... data.lake=... run_dir=... [extra]``."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}", *launcher_args,
+            str(REPO / "launch" / f"{LAUNCHERS[phase]}.py"), "--config", str(tiny(phase)),
+            f"data.lake={lake}", f"run_dir={run_dir}",
+            *([] if tracking else ["tracking.enabled=false"]), *extra]
+
+
 def torchrun(phase: str, lake: Path, run_dir: Path, *extra: str, nproc: int = 2,
              launcher_args: tuple[str, ...] = (), env: dict[str, str] | None = None,
              tracking: bool = False, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python -m torch.distributed.run --standalone --nproc_per_node=N [launcher_args]
-    launch/<phase>.py --config configs/tiny/... data.lake=... run_dir=... [extra]``; not checked."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", *launcher_args,
-           str(REPO / "launch" / f"{LAUNCHERS[phase]}.py"), "--config", str(tiny(phase)),
-           f"data.lake={lake}", f"run_dir={run_dir}",
-           *([] if tracking else ["tracking.enabled=false"]), *extra]
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    """:func:`torchrun_cmd`, run to its end; not checked."""
+    cmd = torchrun_cmd(phase, lake, run_dir, *extra, nproc=nproc, launcher_args=launcher_args,
+                       tracking=tracking)
     return subprocess.run(cmd, env=env or clean_env(), cwd=str(run_dir.parent),
                           capture_output=True, text=True, timeout=timeout)
 

@@ -1,0 +1,97 @@
+"""Pre-emption by signal, as SLURM does it: SIGTERM to ``torchrun`` (which forwards it to its
+workers; what ``launch/slurm/train.sbatch`` turns SLURM's warning signal into), or SIGUSR1 sent
+straight to the training processes (``srun --signal``), while a 2-rank run is between
+checkpoints. Both ranks stop after the same step, that stop writes its own checkpoint, the same
+command resumes from it, and the final state is bit-identical to an uninterrupted run.
+
+The signal's moment is fixed by ``STCNN_FAULT=hold:step=3:dir=D`` (:class:`fault_hook.HoldHook`):
+after step 3 the ranks publish their pids and wait until the test has signalled them; the
+signal is then seen at step 4's stop check, so the run must stop after step 4, two steps before
+its end and far from a periodic checkpoint (``checkpoint.every=100``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from faultlib import (FAULT_HOOK, failure, fault_env, resumed_steps, summary, torchrun,
+                      torchrun_cmd)
+from test_train import assert_same_tensors, last_checkpoint_state, load_state
+
+pytestmark = pytest.mark.slow
+COMMON = ("steps=6", "checkpoint.every=100", "log.every=1")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(train_lake, tmp_path_factory):
+    ref = tmp_path_factory.mktemp("preempt") / "uninterrupted"
+    proc = torchrun("gan", train_lake, ref, *COMMON)
+    assert proc.returncode == 0, failure(proc)
+    return ref
+
+
+def _wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(p.exists() for p in paths):
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"run ended (exit {proc.returncode}) before step 3:\n"
+                                 f"{out[-3000:]}\n{err[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"no {paths} after {timeout} s")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", ["TERM to torchrun", "USR1 to the workers"])
+def test_signal_mid_interval_stops_both_ranks_with_a_checkpoint_and_resumes_bit_identically(
+        how, uninterrupted, train_lake, tmp_path):
+    run_dir, hold = tmp_path / "run", tmp_path / "hold"
+    cmd = torchrun_cmd("gan", train_lake, run_dir, *COMMON, FAULT_HOOK)
+    proc = subprocess.Popen(cmd, env=fault_env(f"hold:step=3:dir={hold}"), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids = [hold / "rank_0.pid", hold / "rank_1.pid"]
+    _wait_for(pids, proc)
+    if how == "TERM to torchrun":
+        proc.send_signal(signal.SIGTERM)           # the agent forwards it to both workers
+        time.sleep(1.0)                            # ... which takes the agent a moment
+    else:
+        for p in pids:
+            os.kill(int(p.read_text()), signal.SIGUSR1)
+    (hold / "go").touch()
+    out, err = proc.communicate(timeout=300)
+    log = out + err
+    # both ranks stopped after step 4, the step in which they saw the signal, and said so
+    assert "stopping after step 4 (signal" in log, failure(proc)
+    assert "[gan] step 5/6" not in log
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*"))
+    assert ckpts == ["step_00000004"], f"the stop did not write its own checkpoint: {ckpts}"
+    for r in (0, 1):
+        assert (run_dir / "checkpoints" / "step_00000004" / f"rank_{r:05d}.pt").is_file()
+    assert not (run_dir / "weights.pt").exists(), "a stopped run must not export weights"
+    # the same command resumes from the stop and finishes
+    proc2 = torchrun("gan", train_lake, run_dir, *COMMON, FAULT_HOOK, env=fault_env(""))
+    assert proc2.returncode == 0, failure(proc2)
+    assert resumed_steps(proc2.stdout + proc2.stderr) == [4]
+    s = summary(run_dir)
+    assert s["completed"] and s["start_step"] == 4 and s["steps"] == 6
+    assert s["resumed_from"].endswith("step_00000004")
+    # bit-identical to the uninterrupted run: weights, engines (optimizers, schedulers), phase,
+    # and each rank's RNG state and data position
+    assert_same_tensors(load_state(uninterrupted)["models"], load_state(run_dir)["models"],
+                        "weights")
+    a, b = last_checkpoint_state(uninterrupted), last_checkpoint_state(run_dir)
+    assert a["step"] == b["step"] == 6
+    assert_same_tensors(a["engines"], b["engines"], "engines")
+    assert_same_tensors(a["phase"], b["phase"], "phase")
+    for r in (0, 1):
+        name = f"checkpoints/step_00000006/rank_{r:05d}.pt"
+        assert_same_tensors(torch.load(uninterrupted / name, weights_only=True)["state"],
+                            torch.load(run_dir / name, weights_only=True)["state"], name)
