@@ -126,11 +126,18 @@ def test_training_completes_with_the_server_stopped(server, train_lake, tmp_path
                            "--tracking-uri", server.uri], capture_output=True, text=True,
                           timeout=300)
     assert sync.returncode == 0, sync.stderr[-3000:]
-    state = json.loads((run_dir / "tracking.json").read_text())
-    run_id = state.get("run_id")
+    # the run the sync created is the one tracking.json names (no other fixture's run)...
+    run_id = json.loads((run_dir / "tracking.json").read_text())["run_id"]
     c = server.client()
-    runs = c.search_runs([c.get_experiment_by_name("stcnn-test").experiment_id],
-                         "tags.phase = 'gan'")
-    synced = [r for r in runs if r.info.run_id == run_id] or runs
-    hist = c.get_metric_history(synced[0].info.run_id, "G/loss")
-    assert sorted(m.step for m in hist)[-STEPS:] == list(range(1, STEPS + 1))
+    run = c.get_run(run_id)
+    assert run.data.tags["phase"] == "gan" and run.info.status == "FINISHED"
+    # ... and it holds every spooled metric at exactly the spooled steps, nothing more or less
+    expected: dict[str, list[int]] = {}
+    for e in spool:
+        if e["kind"] == "metrics":
+            for key in e["payload"]:
+                expected.setdefault(key, []).append(e["step"])
+    assert expected["G/loss"] == list(range(1, STEPS + 1)), expected["G/loss"]
+    for key, steps in expected.items():
+        got = sorted(m.step for m in c.get_metric_history(run_id, key))
+        assert got == sorted(steps), f"{key}: synced steps {got}, spooled {sorted(steps)}"
