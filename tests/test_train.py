@@ -152,11 +152,27 @@ GPU_OPTIONS = ("dist.precision=bf16", "dist.channels_last=true")
 def test_bf16_and_channels_last_run_and_resume_on_the_cpu(phase, train_lake, tmp_path):
     """The GPU options (bf16 autocast, NHWC) through the same code on the CPU: the run computes
     other losses than fp32 (autocast is on), exports fp32 weights under the same names, and
-    resumes bit-identically. (torch.compile works on the CPU too, but compiling the tiny GAN
+    resumes bit-identically; a probe on every convolution sees NHWC bf16 computations.
+    (torch.compile works on the CPU too, but compiling the tiny GAN
     takes ~4.5 min here: checked by hand, not in CI.)"""
-    fp32 = run_phase(phase, tiny(phase), overrides(train_lake, tmp_path / "fp32", "steps=3"))
+    import conv_probe_hook
+
+    probe = "hooks=[conv_probe_hook:probe]"
+    fp32 = run_phase(phase, tiny(phase), overrides(train_lake, tmp_path / "fp32", "steps=3",
+                                                   probe))
+    plain = list(conv_probe_hook.CALLS)
     full = run_phase(phase, tiny(phase), overrides(train_lake, tmp_path / "full", "steps=3",
-                                                   *GPU_OPTIONS))
+                                                   *GPU_OPTIONS, probe))
+    # the convolutions really ran on NHWC inputs (all but the first conv of a branch, fed by
+    # the NCHW batch) and in bf16; the fp32 run's neither
+    probed = conv_probe_hook.CALLS
+    nhwc = sum(c["channels_last"] for c in probed)
+    assert probed and nhwc >= 0.9 * len(probed), f"{nhwc} of {len(probed)} conv inputs NHWC"
+    assert all(c["output_dtype"] == torch.bfloat16 for c in probed)
+    # (fp32 without the option: D's real frames arrive NHWC from the loader's HWC decode and
+    # its convolutions keep that layout; G's and the SSB's are NCHW)
+    assert plain and not any(c["channels_last"] for c in plain if c["engine"] != "D")
+    assert all(c["output_dtype"] == torch.float32 for c in plain)
     assert full["completed"] and all(math.isfinite(v) for v in full["last_metrics"].values())
     assert full["last_metrics"] != fp32["last_metrics"]
     a, b = load_state(tmp_path / "fp32")["models"], load_state(tmp_path / "full")["models"]
