@@ -106,9 +106,41 @@ def parse_hold(spec: str, rank: int) -> HoldHook:
     return HoldHook(rank, step=int(fields["step"]), folder=folder)
 
 
+class PerturbHook(HookBase):
+    """``STCNN_FAULT=perturb:rank=R:step=S``: just before step ``S``, rank ``R`` adds 1e-3 to
+    the first parameter of its first engine, silently: the replicas differ, as after a bit flip
+    or a rank that skipped an update. What :class:`ReplicaCheckHook` must catch."""
+
+    def __init__(self, rank: int, *, bad_rank: int, step: int):
+        self.rank, self.bad_rank, self.step = int(rank), int(bad_rank), int(step)
+        self.perturbed: str | None = None
+
+    def before_step(self) -> None:
+        if self.rank != self.bad_rank or self.loop.step != self.step - 1:
+            return
+        import torch
+
+        name, engine = next(iter(self.loop.phase.engines.items()))
+        pname, p = next(iter(engine.module.named_parameters()))
+        with torch.no_grad():
+            p.add_(1e-3)
+        self.perturbed = f"{name}.{pname}"
+        print(f"{FAULT_ENV}: rank {self.rank} perturbed {self.perturbed} before step {self.step}",
+              file=sys.stderr, flush=True)
+
+
+def parse_perturb(spec: str, rank: int) -> PerturbHook:
+    fields = dict(part.partition("=")[::2] for part in spec.split(":")[1:])
+    if set(fields) != {"rank", "step"}:
+        raise ValueError(f"${FAULT_ENV}={spec!r}: expected perturb:rank=R:step=S")
+    return PerturbHook(rank, bad_rank=int(fields["rank"]), step=int(fields["step"]))
+
+
 def from_env(ctx) -> HookBase | None:
     """The hook factory named in the training config: ``hooks=[fault_hook:from_env]``."""
     spec = os.environ.get(FAULT_ENV)
     if spec and spec.startswith("hold:"):
         return parse_hold(spec, ctx.rank)
+    if spec and spec.startswith("perturb:"):
+        return parse_perturb(spec, ctx.rank)
     return FaultHook.from_env(ctx.rank)
