@@ -53,8 +53,12 @@ def chained(server, train_lake, tmp_path_factory):
     env = {"MLFLOW_TRACKING_URI": server.uri, "STCNN_PARENT_RUN_ID": parent}
     launch("gan", train_lake, root / "tcb", env, nproc=2)
     launch("segmentation", train_lake, root / "ssb", env)
-    launch("alternating", train_lake, root / "offline", env, "init_missing=error",
-           "init_from=[models:/stcnn-tcb@candidate,models:/stcnn-ssb@candidate]")
+    dump_env = dict(env, STCNN_INIT_DUMP=str(root / "offline_init.pt"),
+                    PYTHONPATH=os.pathsep.join([str(REPO / "tests"),
+                                                os.environ.get("PYTHONPATH", "")]))
+    launch("alternating", train_lake, root / "offline", dump_env, "init_missing=error",
+           "init_from=[models:/stcnn-tcb@candidate,models:/stcnn-ssb@candidate]",
+           "hooks=[init_dump_hook:dump]")
     client.set_terminated(parent)
     runs = {d: json.loads((root / d / "summary.json").read_text())["mlflow_run_id"]
             for d in ("tcb", "ssb", "offline")}
@@ -108,6 +112,16 @@ def test_offline_phase_started_from_registered_models(chained):
     local = torch.load(chained["root"] / "ssb" / "weights.pt", weights_only=True)
     for k, v in local["models"]["SSB"].items():
         assert torch.equal(v, got["models"]["SSB"][k])
+    # and the offline run started from exactly those weights: G and D of the TCB run, the SSB
+    # of the SSB run (its engines' state before step 1, dumped by tests/init_dump_hook.py)
+    start = torch.load(chained["root"] / "offline_init.pt", weights_only=True)
+    tcb = torch.load(chained["root"] / "tcb" / "weights.pt", weights_only=True)["models"]
+    sources = {"G": tcb["G"], "D": tcb["D"], "SSB": local["models"]["SSB"]}
+    assert set(start) == set(sources)
+    for branch, weights in sources.items():
+        assert set(start[branch]) == set(weights), branch
+        for k, v in weights.items():
+            assert torch.equal(start[branch][k], v), f"{branch}.{k} is not the exported weight"
 
 
 def test_training_completes_with_the_server_stopped(server, train_lake, tmp_path):
