@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,9 @@ from pipeline.synthetic import SyntheticSpec, write_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "lake"
-FAKE_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+# a secret no other string of a run can contain by chance (moto accepts any credentials)
+SECRET = f"stcnn-secret-{uuid.uuid4().hex}"
+FAKE_ENV = {"AWS_ACCESS_KEY_ID": "AKIASTCNNTEST0000001", "AWS_SECRET_ACCESS_KEY": SECRET,
             "AWS_DEFAULT_REGION": "us-east-1"}
 # no credentials or endpoint of this machine's user leak into the tests
 CLEARED = ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3", OS.ENDPOINT_ENV,
@@ -307,8 +310,10 @@ def test_preprocess_cli_to_s3_then_read_back(s3, local_lake, tmp_path):
         assert s["dir"] == f"{out}/davis2016/{s['split']}"
         assert s["upload"]["shards_uploaded"] == s["shards_total"]
         assert s["catalog"] == f"{out}/davis2016/{s['split']}/catalog.parquet"
-    # no secret in what the job prints
-    assert FAKE_ENV["AWS_SECRET_ACCESS_KEY"] not in r.stdout.replace('"testing"', "")
+    # no secret in what the job prints, nor in what it wrote
+    assert SECRET not in r.stdout + r.stderr
+    for f in staging.rglob("*"):
+        assert not f.is_file() or SECRET.encode() not in f.read_bytes(), f
     keys = _keys(_client(), "cli/davis2016/train/")
     assert "cli/davis2016/train/manifest.json" in keys
     _same_samples(list(iter_samples(_set_dir(local_lake))),
@@ -418,7 +423,7 @@ def test_cli_error_for_a_missing_bucket(s3, local_lake):
                        capture_output=True, text=True, timeout=120, env=dict(os.environ))
     assert r.returncode == 2
     assert "no-such-bucket" in r.stderr and "does not exist" in r.stderr
-    assert "testing" not in r.stderr  # the (fake) secret is never printed
+    assert SECRET not in r.stdout + r.stderr  # the (fake) secret is never printed
 
 
 def test_stcnn_endpoint_variable(s3, monkeypatch):
@@ -464,9 +469,13 @@ def test_mlflow_artifacts_and_models_land_on_s3(mlflow_s3, tmp_path):
     assert got.read_text() == "step 4\n"
     weights = resolve_init(model_uri, tmp_path / "dl2", tracking_uri=mlflow_s3)
     assert torch.equal(torch.load(weights, weights_only=True)["w"], state["w"])
-    # the params of the run hold no credential
-    params = json.dumps(__import__("mlflow").MlflowClient(mlflow_s3).get_run(run_id).data.params)
-    assert "testing" not in params
+    # neither the run's params and tags nor any of its artifacts hold the secret
+    client = __import__("mlflow").MlflowClient(mlflow_s3)
+    data = client.get_run(run_id).data
+    assert SECRET not in json.dumps(data.params) + json.dumps(data.tags)
+    local = Path(client.download_artifacts(run_id, "", str(tmp_path / "all_artifacts")))
+    files = [f for f in local.rglob("*") if f.is_file()]
+    assert files and not [f for f in files if SECRET.encode() in f.read_bytes()]
 
 
 def test_training_data_config_takes_an_s3_lake(s3, local_lake):
