@@ -143,9 +143,14 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(synth_davis, tmp_path
     n_ref = len(list((tmp_path / "ref").rglob("*_stats.json")))
     assert 2 <= len(list(out.rglob("*_stats.json"))) < n_ref, "the kill came too late to test resume"
     assert list(out.rglob("*.tmp")), "expected the killed run to leave a temp file mid-shard"
-    run("davis2017", synth_davis, out, *args)
+    done_at_kill = {p.relative_to(out) for p in out.rglob("*_stats.json")}
+    r = run("davis2017", synth_davis, out, *args, "--json")
     assert not list(out.rglob("*.tmp"))
     assert lake_files(out) == lake_files(tmp_path / "ref")
+    # the re-run resumed: it skipped exactly the shards finished at the kill, wrote the rest
+    summaries = [json.loads(line) for line in r.stdout.splitlines()]
+    assert sum(s["shards_already_finished"] for s in summaries) == len(done_at_kill)
+    assert sum(s["shards_written"] for s in summaries) == n_ref - len(done_at_kill)
 
 
 def test_two_array_tasks_produce_the_samples_of_one(synth_davis, tmp_path):

@@ -115,9 +115,15 @@ def test_preprocessing_killed_at_ten_random_points_then_completed(small_davis, r
             proc.wait()
             finished_at_kill.append(finished())
         assert len(list(out.rglob("*_stats.json"))) < n_ref, "the kills came too late"
-        r = subprocess.run(cmd, env=clean_env(), capture_output=True, text=True, timeout=300)
+        before_final = finished()
+        r = subprocess.run([*cmd, "--json"], env=clean_env(), capture_output=True, text=True,
+                           timeout=300)
         assert r.returncode == 0, r.stderr
     n = assert_complete_and_exact(out, reference_lake)
+    # the final run resumed: it skipped exactly the shards finished by the killed attempts
+    summaries = [json.loads(line) for line in r.stdout.splitlines()]
+    assert sum(s["shards_already_finished"] for s in summaries) == before_final
+    assert sum(s["shards_written"] for s in summaries) == n_ref - before_final
     assert mid_file >= 1, "no kill landed while a file was being written"
     record("preprocess-kill", fault=f"{kills} SIGKILLs of preprocessing at seeded random points",
            where=f"launch/preprocess.py writing shards (davis2017, {n_ref} shards)", times=kills,
