@@ -110,6 +110,60 @@ def test_deepspeed_zero2_gan_phase_and_resume(train_lake, tmp_path):
     assert set(w) == {"G", "D"} and all(torch.isfinite(t.float()).all() for t in w["G"].values())
 
 
+def _deepspeed_files(ckpt: Path) -> dict[str, dict]:
+    """Every file DeepSpeed wrote for engines G and D in a checkpoint folder (module states, and
+    per rank the ZeRO partitions of the fp32 weights and of Adam's moments), loaded."""
+    out = {}
+    for f in sorted((ckpt / "engines").rglob("*.pt")):
+        out[str(f.relative_to(ckpt))] = torch.load(f, map_location="cpu", weights_only=False)
+    return out
+
+
+def _tensors(obj, prefix=""):
+    """The tensors and numbers inside a (nested) DeepSpeed state, by path."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            yield from _tensors(obj[k], f"{prefix}/{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{prefix}/{i}")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield prefix, obj
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_deepspeed_zero_resume_matches_an_uninterrupted_run_tensor_for_tensor(stage, train_lake,
+                                                                              tmp_path):
+    """ZeRO-1/2, 2 ranks: stopped after step 2 and resumed to step 4 == 4 steps straight, for
+    the weights and for every tensor DeepSpeed saved: the fp32 master partitions and Adam's
+    exp_avg / exp_avg_sq of each rank's partition, and the step counts."""
+    ds = ["dist.engine=deepspeed", f"dist.zero_stage={stage}", "steps=4",
+          "checkpoint.every=100"]
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    torchrun("gan", train_lake, full, *ds)
+    torchrun("gan", train_lake, parts, *ds, "checkpoint.stop_after=2")
+    torchrun("gan", train_lake, parts, *ds)
+    assert summary(parts)["start_step"] == 2 and summary(parts)["completed"]
+    assert_same_tensors(load_state(full)["models"], load_state(parts)["models"], "weights")
+    a = _deepspeed_files(full / "checkpoints" / "step_00000004")
+    b = _deepspeed_files(parts / "checkpoints" / "step_00000004")
+    assert set(a) == set(b) and any("optim_states" in k for k in a), sorted(a)
+    moments = 0
+    for name in a:
+        ta, tb = dict(_tensors(a[name])), dict(_tensors(b[name]))
+        assert set(ta) == set(tb), name
+        for path, x in ta.items():
+            y = tb[path]
+            if isinstance(x, torch.Tensor):
+                assert torch.equal(x, y), f"{name}{path} differs after the resume"
+                moments += "exp_avg" in path
+            elif "time" not in path:
+                assert x == y, f"{name}{path}: {x} != {y}"
+    assert moments > 0, "no Adam moments found in DeepSpeed's optimizer files"
+
+
 def test_deepspeed_launcher_runs_the_gan_phase(train_lake, tmp_path):
     """``deepspeed --num_gpus 2 launch/pretrain_tcb.py ...`` (it appends --local_rank; on the CPU
     DeepSpeed's accelerator is the CPU one, over gloo) with ZeRO-1."""
