@@ -127,6 +127,14 @@ def test_online_speed_benchmark_json(tmp_path):
     assert not any(tmp_path.iterdir()), "the benchmark left files behind"
 
 
+def test_lucid_dream_speed_benchmark_json(tmp_path):
+    """The lucid-dream speed target (64x64 < 0.1 s, once a unit test) is judged here."""
+    r = json.loads(_run("lucid_dream_speed.py", "--json", tmp_path=tmp_path))
+    row = r["results"]["64x64"]
+    assert len(row["runs"]) == 2 and _positive(row["median_s"])
+    assert r["pass"]["64x64"] == (row["median_s"] < r["target_small_s"] == 0.1)
+
+
 @pytest.mark.slow
 def test_accuracy_proxy_trains_and_evaluates_on_a_davis_root(tmp_path):
     """``accuracy_proxy.py`` end to end on a generated DAVIS-2016 root (train + val), at a budget

@@ -552,9 +552,11 @@ def test_unanswering_server_costs_one_timeout(tmp_path, caplog):
         t_steps = time.monotonic() - t0 - t_start
         tr.end()
         t_total = time.monotonic() - t0
-    assert 0.9 < t_start < 6, t_start
-    assert t_steps < 1.0, t_steps
-    assert 2 <= t_total - t_start - t_steps < 2 + 3, t_total   # final_retry_s + one probe
+    # bounds wide enough for a loaded machine (load average 4), narrow enough to tell "waited
+    # for the server" apart: one timeout at start, none per step (200 x 1 s), end ~ final_retry
+    assert 0.9 < t_start < 15, t_start
+    assert t_steps < 20, t_steps
+    assert 2 <= t_total - t_start - t_steps < 2 + 15, t_total   # final_retry_s + one probe
     assert len(_outage_records(caplog)) == 1
     assert len([e for e in read_spool(tmp_path / "run") if e["kind"] == "metrics"]) == 200
 
