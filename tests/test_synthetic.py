@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -419,10 +418,8 @@ def test_deterministic_and_seed_dependent(tiny, tmp_path):
 
 
 def test_full_size_and_odd_sizes(tmp_path):
-    t0 = time.perf_counter()
     spec = SyntheticSpec(size="full", n_sequences=1, n_frames=2)
     root = write_dataset("davis2016", tmp_path / "full", spec)
-    assert time.perf_counter() - t0 < 10
     for f in root.glob("JPEGImages/480p/*/*.jpg"):
         _check_jpeg(f, size=(854, 480))
         mask = root / "Annotations" / "480p" / f.parent.name / f"{f.stem}.png"
