@@ -64,6 +64,7 @@ def test_preprocess_benchmark_json(tmp_path):
     assert not any(tmp_path.iterdir()), "the benchmark left files behind"
 
 
+@pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
 def test_s3_streaming_benchmark_json(tmp_path):
     pytest.importorskip("moto.server")
     r = json.loads(_run("s3_streaming.py", "--synthetic", "--json", tmp_path=tmp_path))
@@ -96,6 +97,7 @@ def test_evaluation_equals_vos_benchmark_on_real_davis(tmp_path, root, split):
     assert not any(tmp_path.iterdir()), "the benchmark left files behind"
 
 
+@pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
 def test_train_step_benchmark_json(tmp_path):
     """One real segmentation run at 1 rank (tiny config, synthetic lake): positive figures."""
     proc = subprocess.run([sys.executable, str(BENCH / "train_step.py"), "--phase", "segmentation",
@@ -117,6 +119,7 @@ def test_train_step_benchmark_json(tmp_path):
     assert not any(tmp_path.iterdir()), "the benchmark left files behind"
 
 
+@pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
 def test_online_speed_benchmark_json(tmp_path):
     """Tuning and inference s/frame (tiny model, CPU) against the paper's 3.90 s/frame."""
     r = json.loads(_run("online_speed.py", "--quick", "--synthetic", "--json", tmp_path=tmp_path))

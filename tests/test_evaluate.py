@@ -348,6 +348,7 @@ def test_youtube_objects_mean_iou(tmp_path):
 # --------------------------------------------------------------------------------------------
 # benchmark smoke test (no speed asserted)
 # --------------------------------------------------------------------------------------------
+@pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
 def test_benchmark_quick_runs_and_prints_a_ratio(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "evaluate_speed.py"),
                            "--quick", "--tmp-dir", str(tmp_path), "--workers", "1"],

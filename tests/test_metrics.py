@@ -131,6 +131,7 @@ def test_decay_with_true_indices_past_256_frames():
         M.decay_bins(10, "int16")
 
 
+@pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
 def test_t_equals_the_official_values(cases):
     worst = 0.0
     for c, pred, gt in cases:

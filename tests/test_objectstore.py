@@ -357,6 +357,7 @@ def test_catalog_cli_summarises_and_validates_an_s3_lake(s3, local_lake):
     assert rebuild.returncode == 2 and "works on a local lake" in rebuild.stderr
 
 
+@pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
 @pytest.mark.ffcv
 def test_ffcv_store_from_an_s3_lake_equals_one_from_the_local_lake(s3, tmp_path):
     pytest.importorskip("ffcv")

@@ -127,6 +127,7 @@ def run_segment_cli(args: list[str], env_extra: dict | None = None, nproc: int =
     return proc
 
 
+@pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
 def test_davis2017_results_layout_and_evaluation(checkpoint, davis17, tmp_path):
     out = tmp_path / "results"
     proc = run_segment_cli(["--checkpoint", str(checkpoint), "--davis-root", str(davis17),
@@ -154,6 +155,7 @@ def test_davis2017_results_layout_and_evaluation(checkpoint, davis17, tmp_path):
     assert (out / "lucid_dream_examples.png").is_file()
 
 
+@pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
 def test_youtube_objects_results_named_like_the_labels_and_evaluated(checkpoint, tmp_path):
     from pipeline.synthetic import SyntheticSpec, write_dataset
     spec = SyntheticSpec(size=(64, 48), n_sequences=3, n_frames=7, label_every=3, seed=2)
@@ -214,6 +216,7 @@ def test_two_ranks_write_the_same_results_as_one(checkpoint, davis17, tmp_path):
     assert ranks == {0, 1}                                    # both ranks segmented
 
 
+@pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
 def test_user_video_frames_and_mp4(checkpoint, tmp_path):
     from pipeline.inference.masks import save_mask_png
     from pipeline.inference.video import write_overlay_video
@@ -263,6 +266,7 @@ def _off():
     return TrackingConfig(enabled=False)
 
 
+@pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
 def test_real_davis_beats_copying_the_first_mask(real_davis, checkpoint):
     """Tuned on lucid dreams of blackswan's first frame (tiny model, 150 Adam steps at 120x214),
     the later frames' J beats copying the first mask (the swan moves)."""

@@ -86,6 +86,7 @@ def test_preflight_under_torchrun_with_two_gloo_ranks(tmp_path):
     _check_result(json.loads(out.read_text()), 2)
 
 
+@pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
 def test_preflight_fails_and_says_so_when_bf16_disagrees(tmp_path):
     """A tolerance no arithmetic meets: the numerics check fails, the exit code says so."""
     out = tmp_path / "preflight.json"
@@ -99,6 +100,7 @@ def test_preflight_fails_and_says_so_when_bf16_disagrees(tmp_path):
     assert "FAIL" in proc.stdout
 
 
+@pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
 def test_unreachable_rendezvous_is_an_error_naming_rank_host_and_fix(tmp_path):
     """Rank 1 of 2 with nobody at MASTER_ADDR: a bounded wait, then exit 3 and a one-line
     diagnosis."""

@@ -296,6 +296,7 @@ def test_resume_with_loader_workers_is_bit_identical(train_lake, tmp_path):
     assert_same_tensors(load_state(full)["models"], load_state(parts)["models"], "weights")
 
 
+@pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
 @pytest.mark.ffcv
 def test_ffcv_backend_resume_is_bit_identical(train_lake, ffcv_beton, tmp_path):
     """SSB pretraining on an FFCV store, stopped after 3 steps and resumed == uninterrupted (the

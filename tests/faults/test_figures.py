@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from faultlib import REPO, clean_env, record
 
 SCRIPT = REPO / "benchmarks" / "fault_figures.py"
@@ -17,6 +19,7 @@ def _run(*args: str, env=None) -> subprocess.CompletedProcess:
                           timeout=600, cwd=REPO, env=env or clean_env())
 
 
+@pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
 def test_preprocess_kill_scenario_json(tmp_path):
     proc = _run("--only", "preprocess-kill", "--kills", "2", "--json", "--tmp-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
