@@ -252,6 +252,32 @@ def test_unknown_dataset_and_missing_root(tmp_path):
 
 # -- catalog validation --------------------------------------------------------------------------
 
+def test_validate_accepts_the_checksums_of_lakes_written_before_member_digests(synth_davis,
+                                                                              tmp_path):
+    """Lakes written before 2026-12-03 hold sha256 over the members' bytes; they still validate,
+    and a checksum that is neither definition is still a mismatch."""
+    import pyarrow as pa
+
+    from pipeline.lake.catalog import _read_tar
+    from pipeline.lake.writer import legacy_sample_digest
+
+    run("davis2017", synth_davis, tmp_path, "--shard-max-count", "4")
+    set_dir = tmp_path / "davis2017" / "train"
+    pq_path = sorted(set_dir.glob("*.parquet"))[0]
+    if pq_path.name == "catalog.parquet":
+        pq_path = sorted(set_dir.glob("0*.parquet"))[0]
+    samples = _read_tar(pq_path.with_suffix(".tar"))
+    table = pq.read_table(pq_path)
+    legacy = [legacy_sample_digest(samples[k]) for k in table.column("key").to_pylist()]
+    assert legacy != table.column("sha256").to_pylist()
+    i = table.schema.get_field_index("sha256")
+    pq.write_table(table.set_column(i, "sha256", pa.array(legacy)), pq_path)
+    assert validate_set(set_dir).ok, validate_set(set_dir).errors
+    pq.write_table(table.set_column(i, "sha256", pa.array(["0" * 64] * len(legacy))), pq_path)
+    v = validate_set(set_dir)
+    assert not v.ok and "checksum mismatch" in "\n".join(v.errors)
+
+
 def test_validate_finds_truncation_corruption_and_unfinished_shards(synth_davis, tmp_path):
     run("davis2017", synth_davis, tmp_path, "--shard-max-count", "4")
     set_dir = tmp_path / "davis2017" / "train"

@@ -139,6 +139,15 @@ def build_sample(spec: SampleSpec, cache: _ImageCache, dataset: str, split: str
     return members, row
 
 
+def legacy_sample_digest(members: list[tuple[str, bytes]]) -> str:
+    """The catalog ``sha256`` of lakes written before 2026-12-03 (SHA-256 over name, size and
+    data of each member, in order): still accepted by ``launch/catalog.py --validate --deep``."""
+    h = hashlib.sha256()
+    for name, data in members:
+        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()
+
+
 def member_digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
