@@ -20,19 +20,10 @@ SPLITS = ("train", "val")  # disjoint: together they hold every sequence once
 
 
 def find_davis(explicit: str | os.PathLike | None = None) -> Path | None:
-    """The real DAVIS-2016 root, or None when it is not there."""
-    candidates = []
-    if explicit:
-        candidates.append(Path(explicit))
-    if os.environ.get("STCNN_SHARED_DAVIS"):
-        candidates.append(Path(os.environ["STCNN_SHARED_DAVIS"]))
-    candidates.append(REPO.parent / "shared" / "data" / "DAVIS")
-    for c in candidates:
-        if (c / "JPEGImages" / "480p").is_dir():
-            return c
-    if explicit:
-        raise FileNotFoundError(f"--davis-root {explicit}: no JPEGImages/480p under it")
-    return None
+    """The real DAVIS-2016 root, or None when it is not there (pipeline.sources.davis)."""
+    from pipeline.sources.davis import find_davis as find
+
+    return find(explicit)
 
 
 def synthetic_davis(root: Path, n_sequences: int, n_frames: int) -> Path:

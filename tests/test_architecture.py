@@ -28,7 +28,7 @@ ALLOWED = {
     "train": {"core", "lake", "loading", "model", "tracking"},
     "jobs": {"core", "sources", "synthetic", "lake", "loading", "model", "tracking", "train",
              "inference", "evaluation"},
-    "preflight": {"core", "synthetic", "lake", "loading", "model", "train"},
+    "preflight": {"core", "sources", "synthetic", "lake", "loading", "model", "train"},
     "cli": {"core", "sources", "synthetic", "lake", "loading", "model", "tracking", "train",
             "inference", "evaluation", "jobs", "preflight"},
 }

@@ -13,7 +13,7 @@ import torch
 
 from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
 from pipeline.loading.loader import make_loader
-from pipeline.preflight.online_speed import find_davis
+from pipeline.sources.davis import find_davis
 
 
 def _lake(davis_root: str | None, tmp: Path, quick: bool) -> tuple[list[Path], str]:

@@ -3,34 +3,18 @@ sequence, in seconds per frame, against the paper's 3.90 s/frame (Table 1, one G
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.core.config import REPO, load_config
+from pipeline.core.config import load_config
 from pipeline.core.dist import DistConfig
 from pipeline.model.config import ModelConfig
+from pipeline.sources.davis import find_davis
 
 PAPER_S_PER_FRAME = 3.90
-
-
-def find_davis(explicit: str | None) -> Path | None:
-    """A DAVIS-2016 root (``JPEGImages/480p``): the given one, ``$STCNN_SHARED_DAVIS``, or the
-    sample next to the repository; None when there is none."""
-    candidates = [Path(explicit)] if explicit else []
-    if os.environ.get("STCNN_SHARED_DAVIS"):
-        candidates.append(Path(os.environ["STCNN_SHARED_DAVIS"]))
-    candidates.append(REPO.parent / "shared" / "data" / "DAVIS")
-    for c in candidates:
-        if (c / "JPEGImages" / "480p").is_dir():
-            return c
-    if explicit:
-        raise FileNotFoundError(f"--davis-root {explicit}: no JPEGImages/480p under it; point "
-                                "it at a DAVIS-2016 release folder")
-    return None
 
 
 def davis_root_or_synthetic(explicit: str | None, tmp: Path) -> tuple[Path, str]:

@@ -7,6 +7,16 @@ def _f(x, fmt: str = ".3g", none: str = "-") -> str:
     return none if x is None else format(x, fmt)
 
 
+def _section(out: list[str], title: str, entry: dict | None, line) -> None:
+    out.append(f"\n== {title}")
+    if entry is None:
+        out.append("not run")
+    elif "error" in entry:
+        out.append(f"FAILED: {entry['error']}")
+    else:
+        out.append(line(entry))
+
+
 def table(r: dict) -> str:
     out = [f"STCNN preflight ({'quick, ' if r['quick'] else ''}{r['device']}, "
            f"{r['world_size']} rank(s)): {'PASS' if r['ok'] else 'FAIL'}"]
@@ -75,29 +85,16 @@ def table(r: dict) -> str:
     sbn = r.get("sync_bn")
     if sbn:
         out.append(f"SyncBatchNorm: {sbn['status']}")
-    o = r.get("online")
-    out.append("\n== online tuning + inference (one sequence)")
-    if o is None:
-        out.append("not run")
-    elif "error" in o:
-        out.append(f"FAILED: {o['error']}")
-    else:
-        out.append(f"{o['sequence']} ({o['data']}), {o['frames']} frames at "
-                   f"{'x'.join(map(str, o['size']))}, {o['iterations']} iterations, "
-                   f"{o['dreams']} dreams, {o['model']}: tuning {o['tune_s_per_frame']:.3f} + "
-                   f"inference {o['infer_s_per_frame']:.3f} = {o['total_s_per_frame']:.3f} "
-                   f"s/frame ({o['ratio_to_paper']:.2f}x the paper's {o['paper_s_per_frame']} "
-                   f"s/frame; lower is faster)")
-    ld = r.get("loader")
-    out.append("\n== loader (clips/s, frames only)")
-    if ld is None:
-        out.append("not run")
-    elif "error" in ld:
-        out.append(f"FAILED: {ld['error']}")
-    else:
-        out.append(f"{ld['data']}: {ld['workers']} CPU workers decoding "
-                   f"{ld['cpu_workers_clips_per_s']:.1f}; JPEG bytes decoded on "
-                   f"{ld['device_decode_on']} {ld['device_decode_clips_per_s']:.1f} "
-                   f"({ld['ratio_device_to_workers']:.2f}x)")
+    _section(out, "online tuning + inference (one sequence)", r.get("online"), lambda o: (
+        f"{o['sequence']} ({o['data']}), {o['frames']} frames at "
+        f"{'x'.join(map(str, o['size']))}, {o['iterations']} iterations, {o['dreams']} dreams, "
+        f"{o['model']}: tuning {o['tune_s_per_frame']:.3f} + inference "
+        f"{o['infer_s_per_frame']:.3f} = {o['total_s_per_frame']:.3f} s/frame "
+        f"({o['ratio_to_paper']:.2f}x the paper's {o['paper_s_per_frame']} s/frame; lower is "
+        "faster)"))
+    _section(out, "loader (clips/s, frames only)", r.get("loader"), lambda ld: (
+        f"{ld['data']}: {ld['workers']} CPU workers decoding "
+        f"{ld['cpu_workers_clips_per_s']:.1f}; JPEG bytes decoded on {ld['device_decode_on']} "
+        f"{ld['device_decode_clips_per_s']:.1f} ({ld['ratio_device_to_workers']:.2f}x)"))
     out.append(f"\n{r['seconds']:.0f} s in all; written: {r['json']}")
     return "\n".join(out)

@@ -4,6 +4,7 @@ subset of the 2017 package) and ``davis2017``."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from pipeline.sources.base import FolderFiles, Source, frame_number
@@ -156,3 +157,22 @@ class Davis2017(_Davis):
 
     def sequences(self, split: str) -> list[Sequence]:
         return self._sequences_by_name(split, require_masks=False)
+
+
+def find_davis(explicit: str | os.PathLike | None = None) -> Path | None:
+    """A DAVIS-2016 root (one with ``JPEGImages/480p``): ``explicit``, else
+    ``$STCNN_SHARED_DAVIS``, else the sample next to the repository (``../shared/data/DAVIS``);
+    None when there is none. An ``explicit`` root without that folder is an error."""
+    from pipeline.core.config import REPO
+
+    candidates = [Path(explicit)] if explicit else []
+    if os.environ.get("STCNN_SHARED_DAVIS"):
+        candidates.append(Path(os.environ["STCNN_SHARED_DAVIS"]))
+    candidates.append(REPO.parent / "shared" / "data" / "DAVIS")
+    for c in candidates:
+        if (c / "JPEGImages" / "480p").is_dir():
+            return c
+    if explicit:
+        raise FileNotFoundError(f"--davis-root {explicit}: no JPEGImages/480p under it; point "
+                                "it at a DAVIS-2016 release folder")
+    return None
