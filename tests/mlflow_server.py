@@ -3,7 +3,6 @@ free port (``conftest.py`` shares one per test session as the ``server`` fixture
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -15,11 +14,7 @@ from typing import Iterator
 import mlflow
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support import free_port  # noqa: F401 - re-exported to the tests
 
 
 def answers(url: str, timeout: float = 1.0) -> bool:

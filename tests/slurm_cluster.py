@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from support import free_port  # noqa: F401 - re-exported to the tests
+
 INSTALL_HINT = "apt-get install -y slurm-wlm munge"
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "sinfo", "scontrol", "scancel", "squeue")
@@ -49,12 +51,6 @@ def which(name: str) -> str | None:
 def missing_tools() -> list[str]:
     """The SLURM/munge programs this module needs that are not installed."""
     return [n for n in (*DAEMONS, *CLIENTS) if which(n) is None]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def free_ports(n: int) -> list[int]:

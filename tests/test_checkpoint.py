@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
-import subprocess
 import sys
 from pathlib import Path
 
@@ -349,15 +347,9 @@ def _rank_main(out_dir: str) -> None:
 @pytest.mark.slow
 def test_torchrun_two_ranks_ddp_and_deepspeed(tmp_path):
     pytest.importorskip("deepspeed")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
-    env["OMP_NUM_THREADS"] = "1"
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(Path(__file__).resolve()), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True,
-                          timeout=600)
+    from support import launcher, run
+
+    proc = run(launcher(2) + [str(Path(__file__).resolve()), str(tmp_path)], cwd=tmp_path)
     assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
 
     res = {r: json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -66,15 +65,10 @@ def test_torchrun_two_ranks_disjoint_and_equal_length(tmp_path):
     shards = [str(p) for p in write_clip_set(shard_dir, 8, per_shard=3, h=32, w=40)]
     out = tmp_path / "out"
     out.mkdir()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
-    env["OMP_NUM_THREADS"] = "1"
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(Path(__file__).resolve()), str(shard_dir), str(out)]
-    proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True,
-                          timeout=600)
+    from support import launcher, run
+
+    proc = run(launcher(2) + [str(Path(__file__).resolve()), str(shard_dir), str(out)],
+               cwd=tmp_path)
     assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
 
     res = {r: json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)}

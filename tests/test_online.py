@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -114,15 +111,10 @@ def test_bf16_and_channels_last_apply_to_tuning_and_inference(checkpoint, davis1
 
 
 def run_segment_cli(args: list[str], env_extra: dict | None = None, nproc: int = 0):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MLFLOW_TRACKING_URI",
-                        "STCNN_PARENT_RUN_ID")}
-    env["OMP_NUM_THREADS"] = "1"
-    env.update(env_extra or {})
-    head = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-             f"--nproc_per_node={nproc}"] if nproc else [sys.executable])
-    proc = subprocess.run(head + [str(REPO / "launch" / "segment.py")] + args, env=env,
-                          capture_output=True, text=True, timeout=900)
+    from support import child_env, launcher, run
+
+    proc = run(launcher(nproc) + [str(REPO / "launch" / "segment.py")] + args,
+               env=child_env(**(env_extra or {})), timeout=900)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 

@@ -5,7 +5,6 @@ and our GPU runs read; and its parts report what they measure."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from pipeline.preflight.environment import check_devices, diagnose
 from pipeline.preflight.numerics import compare_losses
 from pipeline.preflight.peaks import peak_flops
+from support import child_env, launcher, run
 
 REPO = Path(__file__).resolve().parents[1]
 PREFLIGHT = REPO / "launch" / "preflight.py"
@@ -25,9 +25,7 @@ PHASE_FIELDS = {"phase", "config", "input_hw", "per_rank_batch", "global_batch",
 
 
 def _env(**extra) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return env
+    return child_env(PYTHONUNBUFFERED="1", **extra)
 
 
 def _check_result(r: dict, world_size: int) -> None:
@@ -76,10 +74,8 @@ def test_preflight_cpu_quick_passes_prints_the_table_and_writes_the_json(tmp_pat
 @pytest.mark.slow
 def test_preflight_under_torchrun_with_two_gloo_ranks(tmp_path):
     out = tmp_path / "preflight.json"
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node=2", str(PREFLIGHT), "--device", "cpu", "--quick",
-                           "--out", str(out)], cwd=tmp_path, env=_env(), capture_output=True,
-                          text=True, timeout=900)
+    proc = run(launcher(2) + [str(PREFLIGHT), "--device", "cpu", "--quick", "--out", str(out)],
+               cwd=tmp_path, env=_env(), timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("STCNN preflight") == 1, "only rank 0 prints the table"
     assert "all-reduce 16.0 MB" in proc.stdout

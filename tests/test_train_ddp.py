@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from support import free_port, run, torchrun_head
 from test_train import LAUNCHERS, assert_same_tensors, last_checkpoint_state, load_state, tiny
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,17 +23,10 @@ pytestmark = pytest.mark.slow
 
 def torchrun(phase: str, lake: Path, run_dir: Path, *extra: str, nproc: int = 2,
              expect_ok: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-              "MLFLOW_TRACKING_URI", "STCNN_PARENT_RUN_ID"):
-        env.pop(k, None)
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", str(REPO / "launch" / f"{LAUNCHERS[phase]}.py"),
-           "--config", str(tiny(phase)), f"data.lake={lake}", f"run_dir={run_dir}",
-           "tracking.enabled=false", *extra]
-    proc = subprocess.run(cmd, env=env, cwd=str(run_dir.parent), capture_output=True, text=True,
-                          timeout=600)
+    cmd = torchrun_head(nproc) + [
+        str(REPO / "launch" / f"{LAUNCHERS[phase]}.py"), "--config", str(tiny(phase)),
+        f"data.lake={lake}", f"run_dir={run_dir}", "tracking.enabled=false", *extra]
+    proc = run(cmd, cwd=run_dir.parent)
     if expect_ok:
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
@@ -172,7 +166,7 @@ def test_deepspeed_launcher_runs_the_gan_phase(train_lake, tmp_path):
     env["OMP_NUM_THREADS"] = "1"
     run_dir = tmp_path / "dsl"
     cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2",
-           "--master_port", str(_free_port()), str(REPO / "launch" / "pretrain_tcb.py"),
+           "--master_port", str(free_port()), str(REPO / "launch" / "pretrain_tcb.py"),
            "--config", str(tiny("gan")), f"data.lake={train_lake}", f"run_dir={run_dir}",
            "steps=2", "tracking.enabled=false", "dist.engine=deepspeed", "dist.zero_stage=1"]
     proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True,
@@ -182,8 +176,4 @@ def test_deepspeed_launcher_runs_the_gan_phase(train_lake, tmp_path):
     assert s["completed"] and s["world_size"] == 2
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+

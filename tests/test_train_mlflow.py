@@ -27,18 +27,13 @@ STEPS = 3
 
 
 def launch(phase: str, lake: Path, run_dir: Path, env_extra: dict, *extra: str, nproc: int = 1):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                        "MLFLOW_TRACKING_URI", "STCNN_PARENT_RUN_ID")}
-    env.update(env_extra)
-    env["OMP_NUM_THREADS"] = "1"
-    script = str(REPO / "launch" / f"{LAUNCHERS[phase]}.py")
-    head = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-             f"--nproc_per_node={nproc}", script] if nproc > 1 else [sys.executable, script])
-    cmd = head + ["--config", str(tiny(phase)), f"data.lake={lake}", f"run_dir={run_dir}",
-                  f"steps={STEPS}", "tracking.experiment=stcnn-test", *extra]
-    proc = subprocess.run(cmd, env=env, cwd=str(run_dir.parent), capture_output=True, text=True,
-                          timeout=600)
+    from support import child_env, launcher, run
+
+    cmd = launcher(nproc) + [str(REPO / "launch" / f"{LAUNCHERS[phase]}.py"),
+                             "--config", str(tiny(phase)), f"data.lake={lake}",
+                             f"run_dir={run_dir}", f"steps={STEPS}",
+                             "tracking.experiment=stcnn-test", *extra]
+    proc = run(cmd, env=child_env(**env_extra), cwd=run_dir.parent)
     assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 

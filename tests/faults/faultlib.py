@@ -12,17 +12,14 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from support import child_env, torchrun_head
 from test_train import LAUNCHERS, tiny
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT_ENV = "STCNN_FAULT_REPORT"
-_SCRUB = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "MLFLOW_TRACKING_URI",
-          "STCNN_PARENT_RUN_ID", "STCNN_FAULT", "TORCHELASTIC_RESTART_COUNT")
-
 
 FAULTS = Path(__file__).resolve().parent
 FAULT_HOOK = "hooks=[fault_hook:from_env]"   # the training config's extra hook (fault_hook.py)
@@ -37,8 +34,7 @@ def fault_env(spec: str, **extra: str) -> dict[str, str]:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without launcher/tracking variables, one thread per rank."""
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
-    env["OMP_NUM_THREADS"] = "1"
+    env = child_env()
     env.update(extra)
     return env
 
@@ -48,8 +44,7 @@ def torchrun_cmd(phase: str, lake: Path, run_dir: Path, *extra: str, nproc: int 
     """``python -m torch.distributed.run --standalone --nproc_per_node=N [launcher_args]
     launch/<phase>.py --config configs/tiny/... data.lake=... run_dir=... [extra]``."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={nproc}", *launcher_args,
+    return [*torchrun_head(nproc, *launcher_args),
             str(REPO / "launch" / f"{LAUNCHERS[phase]}.py"), "--config", str(tiny(phase)),
             f"data.lake={lake}", f"run_dir={run_dir}",
             *([] if tracking else ["tracking.enabled=false"]), *extra]
