@@ -23,6 +23,7 @@ except Exception as e:  # pragma: no cover - depends on the environment
     HAVE_FFCV, FFCV_ERROR = False, f"{type(e).__name__}: {e}"
 
 from pipeline.loading import ffcv as fs  # noqa: E402  (imports without ffcv)
+from support import write_shard as shard_writer  # noqa: E402
 
 needs_ffcv = pytest.mark.skipif(not HAVE_FFCV, reason=f"ffcv is not importable ({FFCV_ERROR}); "
                                                       f"{fs.INSTALL_HINT}")
@@ -70,29 +71,13 @@ def _voc_mask(rng, h, w) -> np.ndarray:
     return m
 
 
-def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    ti = tarfile.TarInfo(name)
-    ti.size = len(data)
-    ti.mtime = 0
-    tf.addfile(ti, io.BytesIO(data))
-
-
 def write_shard(folder: Path, index: int, samples: list[dict], *, finished: bool = True,
                 extra: dict[str, bytes] | None = None) -> Path:
-    """samples: dicts with key, jpg, png, meta. Writes NNNNN.tar (+ _stats.json if finished)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tar = folder / f"{index:05d}.tar"
-    with tarfile.open(tar, "w", format=tarfile.USTAR_FORMAT) as tf:
-        for s in samples:
-            _add(tf, f"{s['key']}.jpg", s["jpg"])
-            _add(tf, f"{s['key']}.mask.png", s["png"])
-            _add(tf, f"{s['key']}.json", json.dumps(s["meta"]).encode())
-        for name, data in (extra or {}).items():
-            _add(tf, name, data)
-    if finished:
-        (folder / f"{index:05d}_stats.json").write_text(json.dumps(
-            {"count": len(samples), "bytes": tar.stat().st_size, "failures": 0, "seconds": 0.0}))
-    return tar
+    """samples: dicts with key, jpg, png, meta: :func:`support.write_shard` of their members."""
+    return shard_writer(folder, index, [
+        {"key": s["key"], "members": {"jpg": s["jpg"], "mask.png": s["png"],
+                                      "json": json.dumps(s["meta"]).encode()}}
+        for s in samples], finished=finished, extra_members=extra)
 
 
 def make_samples(dataset: str, split: str, sizes, seed: int, prefix: str) -> list[dict]:

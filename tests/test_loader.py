@@ -23,6 +23,7 @@ from PIL import Image
 from pipeline.loading import loader as L
 from pipeline.loading.augment import (AugmentConfig, augment_clip, augment_image, get_preset,
                                    resolve_augment, to_float)
+from support import write_shard
 
 # ----------------------------------------------------------------------------------------------
 # fixture builder (contract-conformant shards)
@@ -92,30 +93,6 @@ def image_sample(image_id: str, *, h: int = 40, w: int = 56, mask_format: str = 
             "mask_format": mask_format}
     return {"key": image_id, "members": {"jpg": jpeg_bytes(arr), "mask.png": mask,
                                          "json": json.dumps(meta).encode()}}
-
-
-def write_shard(folder: Path, index: int, samples: list[dict], *, finished: bool = True,
-                extra_members: dict[str, bytes] | None = None) -> Path:
-    """``NNNNN.tar`` (+ ``NNNNN_stats.json`` when finished; ``NNNNN.parquet`` is not needed by the
-    loader). ``extra_members``: raw member name -> bytes, appended after the samples."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{index:05d}.tar"
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
-        def add(name: str, data: bytes):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = 0
-            tf.addfile(info, io.BytesIO(data))
-        for s in samples:
-            for ext, data in s["members"].items():
-                add(f"{s['key']}.{ext}", data)
-        for name, data in (extra_members or {}).items():
-            add(name, data)
-    if finished:
-        stats = {"count": len(samples), "bytes": path.stat().st_size, "failures": 0,
-                 "seconds": 0.0}
-        (folder / f"{index:05d}_stats.json").write_text(json.dumps(stats))
-    return path
 
 
 def write_clip_set(folder: Path, n_shards: int, per_shard: int = 4, **kw) -> list[Path]:
