@@ -5,6 +5,7 @@ and our GPU runs read; and its parts report what they measure."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -187,3 +188,22 @@ def test_full_mode_uses_the_paper_configs_with_their_per_gpu_batch():
         resnet101 = [3, 4, 23, 3]
         assert m.spatial.backbone.blocks == resnet101 and m.temporal.backbone.blocks == resnet101
         assert m.spatial.backbone.width_div == m.temporal.backbone.width_div == 1
+
+
+def test_ranks_from_srun_environment(monkeypatch):
+    """Under ``srun`` without a launcher: rank, world size, local rank and the rendezvous host
+    (the node list's first host) come from SLURM's variables."""
+    from pipeline.cli.preflight import _slurm_env, first_host
+
+    assert first_host("gpu[07-09,12],cpu3") == "gpu07"
+    assert first_host("n1,n2[3-4]") == "n1"
+    assert first_host("node17") == "node17" and first_host("") == ""
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "a[3-4]")
+    _slurm_env()
+    assert [os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")] == \
+        ["5", "8", "1", "a3"]

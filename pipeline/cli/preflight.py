@@ -41,9 +41,23 @@ def _slurm_env() -> None:
     env.setdefault("MASTER_PORT", "29512")
     if "MASTER_ADDR" not in env:
         nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "")
-        first = nodes.split(",")[0].split("[")[0] + (
-            nodes.split("[")[1].split("-")[0].split(",")[0] if "[" in nodes else "")
-        env["MASTER_ADDR"] = first or "127.0.0.1"
+        env["MASTER_ADDR"] = first_host(nodes) or "127.0.0.1"
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list (``gpu[07-09,12],cpu3`` -> ``gpu07``), as
+    ``scontrol show hostnames`` would name it first."""
+    head, depth = "", 0
+    for ch in nodelist:          # the first entry: up to a comma outside brackets
+        if ch == "," and depth == 0:
+            break
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        head += ch
+    prefix, _, ranges = head.partition("[")
+    if not ranges:
+        return prefix
+    first = ranges.rstrip("]").split(",")[0].split("-")[0]
+    return prefix + first
 
 
 def parse_args(argv=None) -> argparse.Namespace:

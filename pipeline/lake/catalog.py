@@ -49,7 +49,10 @@ def finished(set_dir: Path, n_shards: int) -> list[bool]:
 def write_catalog(set_dir: Path, n_shards: int) -> Path:
     """``catalog.parquet``: the per-shard parquet files concatenated in shard order."""
     # ParquetFile.read: ~0.8 ms a file against read_table's ~1.3 ms (no dataset discovery)
-    tables = [pq.ParquetFile(shard_paths(set_dir, i)[1]).read() for i in range(n_shards)]
+    tables = []
+    for i in range(n_shards):
+        with pq.ParquetFile(shard_paths(set_dir, i)[1]) as f:
+            tables.append(f.read())
     path = Path(set_dir) / CATALOG
     with atomic_open(path) as f:
         pq.write_table(pa.concat_tables(tables), f, compression="zstd")
@@ -184,7 +187,8 @@ def validate_set(set_dir: Path, *, deep: bool = True) -> Validation:
             if names != row["members"]:
                 v.error(f"{tar_path}: sample {row['key']!r} has members {names}, "
                         f"expected {row['members']}")
-            elif row["sha256"] not in (sample_digest(members), legacy_sample_digest(members)):
+            elif (row["sha256"] != sample_digest(members)   # the older definition only then
+                  and row["sha256"] != legacy_sample_digest(members)):
                 v.error(f"{tar_path}: sample {row['key']!r} checksum mismatch")
             v.samples_checked += 1
     if v.unfinished:

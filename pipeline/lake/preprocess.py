@@ -10,6 +10,7 @@ files.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import json
 import logging
@@ -182,24 +183,18 @@ def write_splits(cfg: PreprocessConfig, source: Source, plans: list[_SplitPlan],
     total = sum(len(p.jobs) for p in plans)
     desc = f"{source.name}/{'+'.join(p.split for p in plans)}"
     summaries = []
-    with _progress(total, desc, cfg.progress) as bar:
-        if cfg.workers > 1 and total > 1:
-            with cf.ProcessPoolExecutor(max_workers=min(cfg.workers, total)) as pool:
-                futures = [[pool.submit(_write_one, job) for job in p.jobs] for p in plans]
-                for plan, split_futures in zip(plans, futures):
-                    outcomes = []
-                    for fut in split_futures:
-                        outcomes.append(fut.result())
-                        bar.update(1)
-                    summaries.append(finish_split(plan, outcomes, source, task_index,
-                                                  num_tasks))
-        else:
-            for plan in plans:
-                outcomes = []
-                for job in plan.jobs:
-                    outcomes.append(_write_one(job))
-                    bar.update(1)
-                summaries.append(finish_split(plan, outcomes, source, task_index, num_tasks))
+    with _progress(total, desc, cfg.progress) as bar, contextlib.ExitStack() as stack:
+        pool = (stack.enter_context(cf.ProcessPoolExecutor(max_workers=min(cfg.workers, total)))
+                if cfg.workers > 1 and total > 1 else None)
+        # all jobs submitted at once to the pool; without one, each runs when its turn comes
+        pending = [[pool.submit(_write_one, job) if pool else job for job in p.jobs]
+                   for p in plans]
+        for plan, items in zip(plans, pending):
+            outcomes = []
+            for item in items:
+                outcomes.append(item.result() if pool else _write_one(item))
+                bar.update(1)
+            summaries.append(finish_split(plan, outcomes, source, task_index, num_tasks))
     return summaries
 
 

@@ -139,12 +139,16 @@ def build_sample(spec: SampleSpec, cache: _ImageCache, dataset: str, split: str
     return members, row
 
 
+def _member_key(name: str, data: bytes) -> bytes:
+    return name.encode() + b"\0" + len(data).to_bytes(8, "little")
+
+
 def legacy_sample_digest(members: list[tuple[str, bytes]]) -> str:
     """The catalog ``sha256`` of lakes written before 2026-12-03 (SHA-256 over name, size and
     data of each member, in order): still accepted by ``launch/catalog.py --validate --deep``."""
     h = hashlib.sha256()
     for name, data in members:
-        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+        h.update(_member_key(name, data) + data)
     return h.hexdigest()
 
 
@@ -160,7 +164,7 @@ def sample_digest(members: list[tuple[str, bytes]], digests: list[bytes] | None 
         digests = [member_digest(data) for _, data in members]
     h = hashlib.sha256()
     for (name, data), digest in zip(members, digests, strict=True):
-        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little") + digest)
+        h.update(_member_key(name, data) + digest)
     return h.hexdigest()
 
 
