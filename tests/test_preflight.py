@@ -190,7 +190,7 @@ def test_full_mode_uses_the_paper_configs_with_their_per_gpu_batch():
         assert m.spatial.backbone.width_div == m.temporal.backbone.width_div == 1
 
 
-def test_ranks_from_srun_environment(monkeypatch):
+def test_ranks_from_srun_environment():
     """Under ``srun`` without a launcher: rank, world size, local rank and the rendezvous host
     (the node list's first host) come from SLURM's variables."""
     from pipeline.cli.preflight import _slurm_env, first_host
@@ -198,12 +198,9 @@ def test_ranks_from_srun_environment(monkeypatch):
     assert first_host("gpu[07-09,12],cpu3") == "gpu07"
     assert first_host("n1,n2[3-4]") == "n1"
     assert first_host("node17") == "node17" and first_host("") == ""
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("SLURM_PROCID", "5")
-    monkeypatch.setenv("SLURM_NTASKS", "8")
-    monkeypatch.setenv("SLURM_LOCALID", "1")
-    monkeypatch.setenv("SLURM_JOB_NODELIST", "a[3-4]")
-    _slurm_env()
-    assert [os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")] == \
+    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
+           "SLURM_JOB_NODELIST": "a[3-4]"}
+    _slurm_env(env)   # a dict, not os.environ: nothing leaks into later tests
+    assert [env[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")] == \
         ["5", "8", "1", "a3"]
+    assert "RANK" not in os.environ

@@ -30,9 +30,10 @@ from pipeline.core.dist import DistConfig, barrier, destroy, init_distributed
 PHASES = ["gan", "segmentation", "alternating"]
 
 
-def _slurm_env() -> None:
-    """Ranks from ``srun`` (one task per GPU) when no launcher set them."""
-    env = os.environ
+def _slurm_env(env=None) -> None:
+    """Ranks from ``srun`` (one task per GPU) when no launcher set them (in ``env``, default
+    ``os.environ``)."""
+    env = os.environ if env is None else env
     if "RANK" in env or "SLURM_PROCID" not in env or "SLURM_NTASKS" not in env:
         return
     env.setdefault("RANK", env["SLURM_PROCID"])
