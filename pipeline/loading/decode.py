@@ -3,7 +3,10 @@
 Only three member kinds are decoded, by this module's own code (nothing is unpickled):
 
 * ``*.jpg``: :func:`decode_jpeg`, torchvision's libjpeg-turbo decoder in RGB mode, PIL when it
-  refuses a file; no EXIF rotation.
+  refuses a file; no EXIF rotation. When the pixels go into a given buffer (a slot of a batch),
+  :func:`decode_jpeg_into` first: simplejpeg (libjpeg-turbo's TurboJPEG API, same pixels) writes
+  them straight there, with no decoder-owned frame to copy (torchvision's decoder has no output
+  argument); anything it refuses takes the general path.
 * ``mask.png``: :func:`decode_mask`, through the one mask reader (``mask_png.py``): P images as
   stored indices (palette ids are kept, never turned into colours), L as grey values, LA as its
   grey channel (the official DAVIS-2016 has such a file), mode 1 as 0/1. Then the
@@ -35,6 +38,11 @@ except ImportError:  # pragma: no cover - a torchvision without image decoding: 
     _turbo_decode_jpeg = None
 
 from pipeline.core.mask_png import read_mask_values
+
+try:  # decodes into a caller's buffer (torchvision cannot): a frame copy saved per frame
+    import simplejpeg as _sj
+except ImportError:  # pragma: no cover - a dependency; without it every frame is copied once
+    _sj = None
 
 try:  # cv2.flip writes a mirrored frame straight into the batch (torch.flip makes a copy first)
     import cv2 as _cv2
@@ -86,6 +94,30 @@ def decode_jpeg(data: bytes) -> torch.Tensor:
     except Exception as exn:  # PIL raises many types; all mean "not a readable JPEG"
         raise CorruptSampleError(f"bad JPEG: {first}; PIL: {type(exn).__name__}: {exn}") from None
     return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+def decode_jpeg_into(data: bytes, dst: torch.Tensor, hflip: bool = False) -> bool:
+    """Decode JPEG bytes straight into ``dst`` (contiguous uint8 [H, W, 3], the frame's size),
+    mirrored in place with ``hflip``: simplejpeg (libjpeg-turbo's TurboJPEG API: the same pixels
+    as :func:`decode_jpeg`, checked on real DAVIS frames by the tests). False, with ``dst`` not to
+    be trusted, when that cannot be done (no simplejpeg, another size, a file it refuses in strict
+    mode: truncated, CMYK, ...): the caller then takes :func:`decode_jpeg`."""
+    if _sj is None or not dst.is_contiguous() or dst.dtype != torch.uint8 or dst.dim() != 3 \
+            or dst.shape[-1] != 3:
+        return False
+    try:
+        h, w = _sj.decode_jpeg_header(data)[:2]
+        if (h, w) != tuple(dst.shape[:2]):
+            return False
+        out = dst.numpy()
+        res = _sj.decode_jpeg(data, colorspace="RGB", buffer=out, strict=True)
+    except ValueError:
+        return False
+    if res.ctypes.data != out.ctypes.data:  # pragma: no cover - not written in place
+        return False
+    if hflip and not _flip_into(dst, dst):  # OpenCV mirrors in place
+        dst.copy_(dst.flip(1))
+    return True
 
 
 def _flip_into(src: torch.Tensor, dst: torch.Tensor) -> bool:
@@ -194,6 +226,44 @@ def mask_member(raw: Mapping[str, Any], meta: Mapping[str, Any], hw: tuple[int, 
     return m.flip(-1) if hflip else m
 
 
+def decode_frames(raw: Mapping[str, Any], names: list[str], out: torch.Tensor | None = None,
+                  hflip: bool = False) -> torch.Tensor:
+    """A clip's frames ``names`` -> uint8 [T, 3, H, W], a channels-last view of [T, H, W, 3]
+    memory (``out`` when it has that shape: each frame decoded straight into it by
+    :func:`decode_jpeg_into`, else copied out of :func:`decode_jpeg`), mirrored with ``hflip``.
+    Raises :class:`CorruptSampleError` for a bad frame or frames of different sizes."""
+    if out is not None and out.dim() == 4 and out.shape[0] == len(names) \
+            and all(decode_jpeg_into(raw[n], out[i], hflip) for i, n in enumerate(names)):
+        return out.permute(0, 3, 1, 2)
+    decoded = [decode_jpeg(raw[n]) for n in names]
+    shape = decoded[0].shape
+    if any(d.shape != shape for d in decoded):
+        raise CorruptSampleError(f"frames of different sizes: {[tuple(d.shape) for d in decoded]}")
+    # the decoders give HWC memory; keep it (channels-last) instead of a transposing copy
+    want = (len(decoded),) + tuple(shape[-2:]) + (3,)
+    buf = out if out is not None and tuple(out.shape) == want else torch.empty(want,
+                                                                            dtype=torch.uint8)
+    for i, d in enumerate(decoded):
+        src = d.permute(1, 2, 0)
+        if not (hflip and _flip_into(src, buf[i])):
+            buf[i].copy_(src.flip(1) if hflip else src)
+    return buf.permute(0, 3, 1, 2)
+
+
+def decode_image(data: bytes, out: torch.Tensor | None = None, hflip: bool = False
+                 ) -> torch.Tensor:
+    """An image sample's ``jpg`` -> uint8 [3, H, W], a channels-last view (of ``out``, [H, W, 3],
+    when it has the image's size), mirrored with ``hflip``."""
+    if out is not None and decode_jpeg_into(data, out, hflip):
+        return out.permute(2, 0, 1)
+    src = decode_jpeg(data).permute(1, 2, 0)  # HWC view of the decoder's memory
+    if out is not None and tuple(out.shape) == tuple(src.shape):
+        if not (hflip and _flip_into(src, out)):
+            out.copy_(src.flip(1) if hflip else src)
+        return out.permute(2, 0, 1)
+    return (src.flip(1) if hflip else src).permute(2, 0, 1)
+
+
 def decode_sample(raw: Mapping[str, Any], kind: Kind | None = None, *,
                   merge_objects: bool = False, masks: bool = True,
                   out: torch.Tensor | None = None, hflip: bool = False) -> dict[str, Any]:
@@ -220,34 +290,13 @@ def decode_sample(raw: Mapping[str, Any], kind: Kind | None = None, *,
         if kind == "clip":
             if found != "clip":
                 raise IncompleteSampleError("not a clip sample (no 00.jpg member)")
-            names = frame_members(raw, meta)
-            decoded = [decode_jpeg(raw[n]) for n in names]
-            shape = decoded[0].shape
-            if any(d.shape != shape for d in decoded):
-                raise CorruptSampleError(
-                    f"frames of different sizes: {[tuple(d.shape) for d in decoded]}")
-            hw = tuple(shape[-2:])
-            # the decoders give HWC memory; keep it (channels-last) instead of a transposing copy
-            want = (len(decoded),) + hw + (3,)
-            buf = out if out is not None and tuple(out.shape) == want else torch.empty(want,
-                                                                                  dtype=torch.uint8)
-            for i, d in enumerate(decoded):
-                src = d.permute(1, 2, 0)
-                if not (hflip and _flip_into(src, buf[i])):
-                    buf[i].copy_(src.flip(1) if hflip else src)
-            res["frames"] = buf.permute(0, 3, 1, 2)
+            res["frames"] = decode_frames(raw, frame_members(raw, meta), out, hflip)
+            hw = tuple(res["frames"].shape[-2:])
         else:
             if "jpg" not in raw:
                 raise IncompleteSampleError("not an image sample (no jpg member)")
-            d = decode_jpeg(raw["jpg"])  # [3, H, W] view of HWC memory
-            hw = tuple(d.shape[-2:])
-            src = d.permute(1, 2, 0)
-            if out is not None and tuple(out.shape) == hw + (3,):
-                if not (hflip and _flip_into(src, out)):
-                    out.copy_(src.flip(1) if hflip else src)
-                res["image"] = out.permute(2, 0, 1)
-            else:
-                res["image"] = (src.flip(1) if hflip else src).permute(2, 0, 1)
+            res["image"] = decode_image(raw["jpg"], out, hflip)
+            hw = tuple(res["image"].shape[-2:])
     except RuntimeError as exn:  # e.g. out of memory on a huge frame
         raise CorruptSampleError(f"{type(exn).__name__}: {exn}") from None
     if masks:

@@ -8,8 +8,8 @@ Reading rules (docs/architecture.md); each lives in a module of its own, re-expo
   (``["shards/msra10k/train", "shards/voc2012/train"]``).
 * **No unpickling, ever.** Tar members are read by our own reader (:func:`read_tar`, in
   :mod:`pipeline.loading.tarsamples`) and only three kinds are decoded, by our own code
-  (:func:`decode_sample`, in :mod:`pipeline.loading.decode`): ``*.jpg`` (torchvision
-  ``decode_jpeg``, RGB), ``mask.png`` (PIL, ``np.array`` of the P/L image: palette ids are kept)
+  (:func:`decode_sample`, in :mod:`pipeline.loading.decode`): ``*.jpg`` (libjpeg-turbo, RGB:
+  simplejpeg into the batch, torchvision ``decode_jpeg`` otherwise; same pixels), ``mask.png`` (PIL, ``np.array`` of the P/L image: palette ids are kept)
   and ``json`` (``json.loads``). Any other member (``.pyd``, ``.pickle``, ``.pth``, ``.npy``, ...)
   is not even read: it is counted in ``ignored_members``.
 * **Masks.** ``mask_format`` ``binary`` (0/255 sources) -> {0, 1}; ``palette`` / ``voc`` / null ->
@@ -52,8 +52,9 @@ JPEG decoder writes: no transposing copy, ~30% of the decode time saved). Torch 
 layout; merge dims with ``.reshape`` (not ``.view``), or call ``.contiguous()``.
 
 Speed: with a flip-only config (``hflip``, and ``size`` equal to the source size or None) the
-frames are copied out of the decoder straight into the batch tensor, mirrored on the way, so the
-loader runs at ~85-95% of pure decoding (measured on 5-frame 854x480 DAVIS clips).
+frames are decoded straight into the batch tensor (simplejpeg writes into a given buffer;
+torchvision's decoder cannot) and mirrored there in place, so the loader runs at ~0.9x of pure
+decoding into a reused buffer, with 2 DataLoader workers too (benchmarks/loader_throughput.py).
 
 For inspection and tests without DDP or DataLoader: :func:`iter_samples` yields decoded samples
 of every finished shard in order, once.
