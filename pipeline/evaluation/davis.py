@@ -51,6 +51,7 @@ from typing import Iterable, Literal
 import numpy as np
 
 from pipeline.core.mask_png import MaskFormatError, read_mask_values
+from pipeline.core.png_rows import FastPathGate
 from pipeline.core.errors import FileProblem
 
 from pipeline.evaluation import metrics
@@ -73,11 +74,11 @@ class EvaluationError(FileProblem):
 # --------------------------------------------------------------------------------------------
 # reading masks
 # --------------------------------------------------------------------------------------------
-def _open_png(path: Path, what: str) -> np.ndarray:
+def _open_png(path: Path, what: str, gate: FastPathGate | None = None) -> np.ndarray:
     """The stored values of a mask PNG (the one mask reader, :mod:`pipeline.core.mask_png`):
     uint8 [H, W], or [H, W, C] for a colour PNG (callers decide what colour means)."""
     try:  # (no stat first: a missing file is the open's FileNotFoundError)
-        return read_mask_values(path, allow_colour=True)
+        return read_mask_values(path, allow_colour=True, gate=gate)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise EvaluationError(path, f"{what} does not exist",
                               "write one PNG per evaluated ground-truth frame, named like the "
@@ -89,10 +90,10 @@ def _open_png(path: Path, what: str) -> np.ndarray:
         raise EvaluationError(path, f"cannot read {what}: {e.problem}", e.fix) from e
 
 
-def read_gt(path: Path, year: int) -> np.ndarray:
+def read_gt(path: Path, year: int, gate: FastPathGate | None = None) -> np.ndarray:
     """A ground-truth frame: bool (2016, foreground = value > 0) or uint8 ids with void zeroed
-    (2017)."""
-    arr = _open_png(path, "ground-truth mask")
+    (2017). ``gate``: the sequence's (speed only, :class:`FastPathGate`)."""
+    arr = _open_png(path, "ground-truth mask", gate)
     if arr.ndim == 3:
         if year == 2016:
             return np.any(arr[..., :3] > 0, axis=-1)
@@ -108,9 +109,10 @@ def read_gt(path: Path, year: int) -> np.ndarray:
     return ids.astype(np.uint8)
 
 
-def read_result(path: Path, year: int, shape: tuple[int, int], n_objects: int) -> np.ndarray:
+def read_result(path: Path, year: int, shape: tuple[int, int], n_objects: int,
+                gate: FastPathGate | None = None) -> np.ndarray:
     """A result frame: bool (2016) or object ids (2017), checked against the ground truth."""
-    arr = _open_png(path, "result frame")
+    arr = _open_png(path, "result frame", gate)
     if arr.shape[:2] != tuple(shape):
         raise EvaluationError(path, f"result is {arr.shape[1]}x{arr.shape[0]} (WxH) but the "
                                     f"ground truth is {shape[1]}x{shape[0]}",
@@ -194,29 +196,33 @@ def evaluate_sequence(job: _Job) -> SequenceResult:
         raise EvaluationError(folder, f"no results for sequence {job.name!r}",
                               "write <results>/<sequence>/<frame>.png for every sequence of the "
                               "split")
-    gt = np.empty((len(ev),) + first.shape, bool if job.year == 2016 else np.uint8)
-    res = np.empty_like(gt)
+    # frame by frame: both masks of a frame are scored while they are in the cache (and no
+    # [frames, H, W] stacks: their fresh pages cost a worker more than the scoring of a frame)
+    J = np.empty((n_obj, len(ev)))
+    F = np.empty((n_obj, len(ev)))
+    kernel = metrics.disk(metrics.boundary_radius(first.shape))
+    kept = [] if job.temporal and job.year == 2016 else None  # result masks, for T
+    folder_s = os.fspath(folder)
+    gt_gate, res_gate = FastPathGate(), FastPathGate()  # each folder has one writer
     for t, p in enumerate(ev):
-        g = read_gt(p, job.year)
+        g = read_gt(p, job.year, gt_gate)
         if g.shape != first.shape:
             raise EvaluationError(p, f"ground-truth frame is {g.shape[1]}x{g.shape[0]}, the first "
                                      f"frame {first.shape[1]}x{first.shape[0]}",
                                   "use the official annotations (one resolution per sequence)")
-        if job.year == 2017:
+        r = read_result(os.path.join(folder_s, frames[t] + ".png"), job.year, first.shape,
+                        n_obj, res_gate)
+        if job.year == 2016:
+            J[0, t], F[0, t] = metrics.frame_scores(g, r, kernel)
+        else:
             g = np.where(g > n_obj, 0, g)  # ids absent from the first frame are not objects
-        gt[t] = g
-        res[t] = read_result(folder / f"{p.stem}.png", job.year, first.shape, n_obj)
-    J = np.empty((n_obj, len(ev)))
-    F = np.empty((n_obj, len(ev)))
-    kernel = metrics.disk(metrics.boundary_radius(first.shape))
-    for t in range(len(ev)):
-        g, r = gt[t], res[t]
-        for k in range(n_obj):
-            gk, rk = (g, r) if job.year == 2016 else (g == k + 1, r == k + 1)
-            J[k, t], F[k, t] = metrics.frame_scores(gk, rk, kernel)
+            for k in range(n_obj):
+                J[k, t], F[k, t] = metrics.frame_scores(g == k + 1, r == k + 1, kernel)
+        if kept is not None:
+            kept.append(r)
     T = None
-    if job.temporal and job.year == 2016:
-        T = metrics.T_SCALE * metrics.temporal_instability_sequence(list(res), job.exact_ties)
+    if kept is not None:
+        T = metrics.T_SCALE * metrics.temporal_instability_sequence(kept, job.exact_ties)
     return SequenceResult(job.name, frames, J, F, T, job.eval_t)
 
 

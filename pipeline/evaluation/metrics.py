@@ -107,11 +107,13 @@ def boundary_map(seg: np.ndarray) -> np.ndarray:
     column only the bottom one, and the bottom-right corner is never boundary."""
     s = np.asarray(seg).astype(bool, copy=False)
     b = np.zeros(s.shape, bool)
-    # interior: right, bottom, bottom-right
-    core = s[..., :-1, :-1]
-    b[..., :-1, :-1] = (core ^ s[..., :-1, 1:]) | (core ^ s[..., 1:, :-1]) | (core ^ s[..., 1:, 1:])
-    b[..., -1, :-1] = s[..., -1, :-1] ^ s[..., -1, 1:]  # last row: right neighbour
-    b[..., :-1, -1] = s[..., :-1, -1] ^ s[..., 1:, -1]  # last column: bottom neighbour
+    # interior: right, bottom, bottom-right (written in place: no temporaries of the window)
+    core, inner = s[..., :-1, :-1], b[..., :-1, :-1]
+    np.not_equal(core, s[..., :-1, 1:], out=inner)
+    inner |= core ^ s[..., 1:, :-1]
+    inner |= core ^ s[..., 1:, 1:]
+    np.not_equal(s[..., -1, :-1], s[..., -1, 1:], out=b[..., -1, :-1])  # last row: right
+    np.not_equal(s[..., :-1, -1], s[..., 1:, -1], out=b[..., :-1, -1])  # last column: bottom
     return b
 
 
@@ -200,10 +202,15 @@ def boundary_f(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None = None,
     return float(out[0]) if not lead else out.reshape(lead)
 
 
-def _window(m_a: np.ndarray, m_b: np.ndarray):
+def _window(m_a: np.ndarray, m_b: np.ndarray, union: np.ndarray | None = None):
     """Rows/cols [r0, r1) x [c0, c1) that hold every boundary pixel of two 2-D masks (their
     union's bounding box grown by one pixel up and left), or None when both are empty."""
-    u = m_a | m_b
+    u = (m_a | m_b) if union is None else union
+    if _cv2 is not None and u.dtype == bool and u.flags.c_contiguous:
+        x, y, w, h = _cv2.boundingRect(u.view(np.uint8))  # the non-zero pixels' box, in C
+        if w == 0:
+            return None
+        return max(y - 1, 0), y + h, max(x - 1, 0), x + w
     rows = np.flatnonzero(u.any(axis=1))
     if rows.size == 0:
         return None
@@ -219,21 +226,33 @@ def boundary_map_window(seg: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> 
     return e[..., :r1 - r0, :c1 - c0]
 
 
+def _matched(b: np.ndarray, other: np.ndarray, kernel: np.ndarray) -> int:
+    """Boundary pixels of ``b`` within the kernel of a boundary pixel of ``other``."""
+    if _cv2 is not None:  # on uint8 views of the bool maps: no conversion copies
+        return int(np.count_nonzero(b.view(np.uint8) & _cv2.dilate(other.view(np.uint8), kernel)))
+    return int(np.count_nonzero(b & dilate(other, kernel)))
+
+
 def frame_scores(gt: np.ndarray, pred: np.ndarray, kernel: np.ndarray) -> tuple[float, float]:
     """(J, F) of one frame's 2-D boolean masks, working only on the window that holds both
     objects and their boundaries: the same numbers as :func:`jaccard` and :func:`boundary_f`."""
-    win = _window(gt, pred)
+    gt = np.asarray(gt).astype(bool, copy=False)
+    pred = np.asarray(pred).astype(bool, copy=False)
+    u = gt | pred
+    win = _window(gt, pred, u)
     if win is None:
         return 1.0, 1.0  # both empty: J = 1; no boundary on either side: F = 1
     r0, r1, c0, c1 = win
-    g = gt[r0:r1, c0:c1]
-    p = pred[r0:r1, c0:c1]
-    inter = np.count_nonzero(g & p)
-    union = np.count_nonzero(g | p)
+    inter = np.count_nonzero(gt[r0:r1, c0:c1] & pred[r0:r1, c0:c1])
+    union = np.count_nonzero(u[r0:r1, c0:c1])
     j = 1.0 if union == 0 else inter / union
-    f = f_from_boundaries(boundary_map_window(pred, r0, r1, c0, c1),
-                          boundary_map_window(gt, r0, r1, c0, c1), kernel)
-    return float(j), f
+    pb = boundary_map_window(pred, r0, r1, c0, c1)
+    gb = boundary_map_window(gt, r0, r1, c0, c1)
+    # the window holds every boundary pixel: dilating it = dilating the image (zero outside)
+    n_fg, n_gt = int(np.count_nonzero(pb)), int(np.count_nonzero(gb))
+    if n_fg == 0 or n_gt == 0:
+        return float(j), _f_from_counts(n_fg, n_gt, 0, 0)
+    return float(j), _f_from_counts(n_fg, n_gt, _matched(pb, gb, kernel), _matched(gb, pb, kernel))
 
 
 # --------------------------------------------------------------------------------------------
