@@ -22,8 +22,9 @@ processes:
            batching, nothing sent back from workers).
   ceiling-torchvision  the same with torchvision's decode_jpeg (for information: the ceiling the
            loader was judged against before it decoded into its slots).
-  ceiling+mask  the ceiling plus the PIL decode of each clip's mask PNG: decode-only of all the
-           bytes the loader decodes for annotated clips.
+  ceiling+mask  the ceiling plus the decode of each clip's mask PNG by the loader's own reader
+           (pipeline/core/mask_png.py: zlib-ng for the releases' None/Sub-filtered masks,
+           libspng, Pillow): decode-only of all the bytes the loader decodes for annotated clips.
 
 Each is warmed up, then timed over ``--clips`` clips; that is repeated ``--repeats`` times
 (round-robin over the contenders) and the best and median are kept. Targets (judged on the best
@@ -52,7 +53,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -65,6 +65,7 @@ from _common import (  # the repo is put on sys.path there
                      SPLITS, add_data_args, davis_source, run_and_report, sequences,
                      source_files, split_sequences, summarise, warm_page_cache)
 
+from pipeline.core.mask_png import read_mask_values
 from pipeline.loading.loader import make_loader
 from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
 
@@ -156,9 +157,8 @@ class DecodeOnly(Dataset):
             if self.buf is None or self.buf.shape != (h, w, 3):
                 self.buf = np.empty((h, w, 3), np.uint8)
             simplejpeg.decode_jpeg(raw, colorspace="RGB", buffer=self.buf)
-        if self.with_mask:
-            with Image.open(io.BytesIO(self.masks[index])) as im:
-                np.array(im)
+        if self.with_mask:  # the fastest mask decode we have: the loader's own reader
+            read_mask_values(self.masks[index])
         return 1
 
 
