@@ -34,6 +34,10 @@ Outputs (:func:`write_outputs`), in ``out``:
 Decay past 256 frames: by default the bin edges are cast to uint8 as in the official code
 (wrong: it wraps around, usually giving a NaN decay); ``decay_index="int"`` uses the true
 indices.
+
+One job, long because the protocol's reading rules, its per-sequence scoring and the official
+tool's exact output files belong together: each depends on the others' conventions (which
+frames count, how objects are numbered, how a NaN is written).
 """
 
 from __future__ import annotations
