@@ -78,7 +78,7 @@ class EvaluationError(FileProblem):
 # --------------------------------------------------------------------------------------------
 # reading masks
 # --------------------------------------------------------------------------------------------
-def _open_png(path: Path, what: str, gate: FastPathGate | None = None) -> np.ndarray:
+def _open_png(path: str | Path, what: str, gate: FastPathGate | None = None) -> np.ndarray:
     """The stored values of a mask PNG (the one mask reader, :mod:`pipeline.core.mask_png`):
     uint8 [H, W], or [H, W, C] for a colour PNG (callers decide what colour means)."""
     try:  # (no stat first: a missing file is the open's FileNotFoundError)
@@ -113,7 +113,7 @@ def read_gt(path: Path, year: int, gate: FastPathGate | None = None) -> np.ndarr
     return ids.astype(np.uint8)
 
 
-def read_result(path: Path, year: int, shape: tuple[int, int], n_objects: int,
+def read_result(path: str | Path, year: int, shape: tuple[int, int], n_objects: int,
                 gate: FastPathGate | None = None) -> np.ndarray:
     """A result frame: bool (2016) or object ids (2017), checked against the ground truth."""
     arr = _open_png(path, "result frame", gate)

@@ -160,23 +160,24 @@ def _f_from_counts(n_fg, n_gt, m_fg, m_gt) -> float:
     return float(2 * precision * recall / (precision + recall))
 
 
-def f_from_boundaries(pred_b: np.ndarray, gt_b: np.ndarray, kernel: np.ndarray) -> float:
-    """F of one frame from its two boundary maps. Both dilations are computed on the bounding
-    box of the boundary pixels only (no boundary pixel lies outside it, so the result is the
-    same as dilating the whole image)."""
+def f_from_boundaries(pred_b: np.ndarray, gt_b: np.ndarray, kernel: np.ndarray,
+                      crop: bool = True) -> float:
+    """F of one frame from its two boundary maps. With ``crop``, both dilations are computed on
+    the bounding box of the boundary pixels only (no boundary pixel lies outside it, so the
+    result is the same as dilating the whole image); a caller whose maps are already that
+    window (:func:`frame_scores`) passes ``crop=False``."""
     n_fg = int(np.count_nonzero(pred_b))
     n_gt = int(np.count_nonzero(gt_b))
     if n_fg == 0 or n_gt == 0:
         return _f_from_counts(n_fg, n_gt, 0, 0)
-    both = pred_b | gt_b
-    rows = np.flatnonzero(both.any(axis=1))
-    cols = np.flatnonzero(both.any(axis=0))
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    pb = pred_b[r0:r1, c0:c1]
-    gb = gt_b[r0:r1, c0:c1]
-    m_fg = int(np.count_nonzero(pb & dilate(gb, kernel)))
-    m_gt = int(np.count_nonzero(gb & dilate(pb, kernel)))
-    return _f_from_counts(n_fg, n_gt, m_fg, m_gt)
+    if crop:
+        both = pred_b | gt_b
+        rows = np.flatnonzero(both.any(axis=1))
+        cols = np.flatnonzero(both.any(axis=0))
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        pred_b, gt_b = pred_b[r0:r1, c0:c1], gt_b[r0:r1, c0:c1]
+    return _f_from_counts(n_fg, n_gt, _matched(pred_b, gt_b, kernel),
+                          _matched(gt_b, pred_b, kernel))
 
 
 def boundary_f(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None = None,
@@ -228,6 +229,8 @@ def boundary_map_window(seg: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> 
 
 def _matched(b: np.ndarray, other: np.ndarray, kernel: np.ndarray) -> int:
     """Boundary pixels of ``b`` within the kernel of a boundary pixel of ``other``."""
+    b = np.asarray(b).astype(bool, copy=False)
+    other = np.asarray(other).astype(bool, copy=False)
     if _cv2 is not None:  # on uint8 views of the bool maps: no conversion copies
         return int(np.count_nonzero(b.view(np.uint8) & _cv2.dilate(other.view(np.uint8), kernel)))
     return int(np.count_nonzero(b & dilate(other, kernel)))
@@ -246,13 +249,10 @@ def frame_scores(gt: np.ndarray, pred: np.ndarray, kernel: np.ndarray) -> tuple[
     inter = np.count_nonzero(gt[r0:r1, c0:c1] & pred[r0:r1, c0:c1])
     union = np.count_nonzero(u[r0:r1, c0:c1])
     j = 1.0 if union == 0 else inter / union
-    pb = boundary_map_window(pred, r0, r1, c0, c1)
-    gb = boundary_map_window(gt, r0, r1, c0, c1)
     # the window holds every boundary pixel: dilating it = dilating the image (zero outside)
-    n_fg, n_gt = int(np.count_nonzero(pb)), int(np.count_nonzero(gb))
-    if n_fg == 0 or n_gt == 0:
-        return float(j), _f_from_counts(n_fg, n_gt, 0, 0)
-    return float(j), _f_from_counts(n_fg, n_gt, _matched(pb, gb, kernel), _matched(gb, pb, kernel))
+    f = f_from_boundaries(boundary_map_window(pred, r0, r1, c0, c1),
+                          boundary_map_window(gt, r0, r1, c0, c1), kernel, crop=False)
+    return float(j), f
 
 
 # --------------------------------------------------------------------------------------------

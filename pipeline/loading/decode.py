@@ -115,9 +115,16 @@ def decode_jpeg_into(data: bytes, dst: torch.Tensor, hflip: bool = False) -> boo
         return False
     if res.ctypes.data != out.ctypes.data:  # pragma: no cover - not written in place
         return False
-    if hflip and not _flip_into(dst, dst):  # OpenCV mirrors in place
-        dst.copy_(dst.flip(1))
+    if hflip:
+        _copy_into(dst, dst, True)  # OpenCV mirrors in place
     return True
+
+
+def _copy_into(src: torch.Tensor, dst: torch.Tensor, hflip: bool) -> None:
+    """An HWC frame into ``dst`` (same shape), mirrored with ``hflip`` (OpenCV in one pass when
+    it can, else a copy of ``torch.flip``)."""
+    if not (hflip and _flip_into(src, dst)):
+        dst.copy_(src.flip(1) if hflip else src)
 
 
 def _flip_into(src: torch.Tensor, dst: torch.Tensor) -> bool:
@@ -244,9 +251,7 @@ def decode_frames(raw: Mapping[str, Any], names: list[str], out: torch.Tensor | 
     buf = out if out is not None and tuple(out.shape) == want else torch.empty(want,
                                                                             dtype=torch.uint8)
     for i, d in enumerate(decoded):
-        src = d.permute(1, 2, 0)
-        if not (hflip and _flip_into(src, buf[i])):
-            buf[i].copy_(src.flip(1) if hflip else src)
+        _copy_into(d.permute(1, 2, 0), buf[i], hflip)
     return buf.permute(0, 3, 1, 2)
 
 
@@ -258,8 +263,7 @@ def decode_image(data: bytes, out: torch.Tensor | None = None, hflip: bool = Fal
         return out.permute(2, 0, 1)
     src = decode_jpeg(data).permute(1, 2, 0)  # HWC view of the decoder's memory
     if out is not None and tuple(out.shape) == tuple(src.shape):
-        if not (hflip and _flip_into(src, out)):
-            out.copy_(src.flip(1) if hflip else src)
+        _copy_into(src, out, hflip)
         return out.permute(2, 0, 1)
     return (src.flip(1) if hflip else src).permute(2, 0, 1)
 

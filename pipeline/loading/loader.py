@@ -9,7 +9,8 @@ Reading rules (docs/architecture.md); each lives in a module of its own, re-expo
 * **No unpickling, ever.** Tar members are read by our own reader (:func:`read_tar`, in
   :mod:`pipeline.loading.tarsamples`) and only three kinds are decoded, by our own code
   (:func:`decode_sample`, in :mod:`pipeline.loading.decode`): ``*.jpg`` (libjpeg-turbo, RGB:
-  simplejpeg into the batch, torchvision ``decode_jpeg`` otherwise; same pixels), ``mask.png`` (PIL, ``np.array`` of the P/L image: palette ids are kept)
+  simplejpeg into the batch, torchvision ``decode_jpeg`` otherwise; same pixels), ``mask.png``
+  (the one mask reader, ``pipeline/core/mask_png.py``: stored values, palette ids are kept)
   and ``json`` (``json.loads``). Any other member (``.pyd``, ``.pickle``, ``.pth``, ``.npy``, ...)
   is not even read: it is counted in ``ignored_members``.
 * **Masks.** ``mask_format`` ``binary`` (0/255 sources) -> {0, 1}; ``palette`` / ``voc`` / null ->
