@@ -41,6 +41,11 @@ fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PY=.venv/bin/python
+
+# A Docker Compose v2 CLI, to resolve docker/compose.yaml in tests/test_docker_lint.py (no Docker
+# engine is needed for `docker compose config`). As root: scripts/install_compose.sh puts one
+# in .venv/bin/docker-compose (from the system's packages, else Debian's own docker-compose 2.x).
+bash scripts/install_compose.sh .venv/bin || true
 EXTRAS="test,bench"
 have_ffcv_libs && EXTRAS="$EXTRAS,ffcv"
 STAMP=".venv/.setup-stamp"

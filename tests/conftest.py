@@ -1,5 +1,6 @@
 """Shared fixtures. The real DAVIS sequences live outside the project (``../shared/data``):
-tests that use them skip cleanly when the folder is absent."""
+tests that use them skip cleanly when the folder is absent, unless ``STCNN_REQUIRE_ALL=1``
+(``tests/support/require_all.py``; set by ``.ci/run``) makes every skip a failure."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import os
 from pathlib import Path
 
 import pytest
+
+# STCNN_REQUIRE_ALL=1: skips become failures naming what is missing
+pytest_plugins = ["support.require_all"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,7 +78,6 @@ def train_lake(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """One real ``mlflow server`` (sqlite) on 127.0.0.1 for the whole session."""
-    pytest.importorskip("mlflow")
-    from mlflow_server import start_server
+    from support.mlflow_server import start_server
 
     yield from start_server(tmp_path_factory.mktemp("mlflow_server"))

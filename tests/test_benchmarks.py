@@ -66,7 +66,6 @@ def test_preprocess_benchmark_json(tmp_path):
 
 @pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
 def test_s3_streaming_benchmark_json(tmp_path):
-    pytest.importorskip("moto.server")
     r = json.loads(_run("s3_streaming.py", "--synthetic", "--json", tmp_path=tmp_path))
     assert set(r["clips_per_s"]) == {"local", "s3"}
     assert all(_positive(v["best"]) and _positive(v["median"]) for v in r["clips_per_s"].values())

@@ -351,7 +351,7 @@ def test_merge_objects_keeps_void(beton):
 def test_augment_step_is_the_webdataset_augmentation(lake, beton):
     import torch
 
-    augment = pytest.importorskip("pipeline.loading.augment", reason="pipeline.loading.augment missing")
+    from pipeline.loading import augment
     out, _ = beton
     cfg = augment.AugmentConfig(size=(24, 32), hflip=1.0)  # deterministic: always flipped
     loader = fs.make_ffcv_loader(out, 4, size=None, augment=cfg, num_workers=1,
@@ -435,11 +435,8 @@ def test_loaders_do_not_corrupt_numba_types(beton):
 
 @pytest.fixture(scope="module")
 def synthetic_lake(tmp_path_factory):
-    try:
-        from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
-        from pipeline.synthetic import SyntheticSpec, write_dataset
-    except ImportError as e:  # pragma: no cover - while the other modules are being written
-        pytest.skip(f"synthetic data writer / preprocessing not available: {e}")
+    from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
+    from pipeline.synthetic import SyntheticSpec, write_dataset
     root = tmp_path_factory.mktemp("synth")
     dirs = []
     for name in ("msra10k", "voc2012"):
@@ -482,10 +479,7 @@ def test_synthetic_preprocessed_lake_round_trips(synthetic_lake):
 
 @needs_ffcv
 def test_same_samples_as_the_webdataset_loader(synthetic_lake, lake, beton):
-    try:
-        from pipeline.loading.loader import iter_samples
-    except ImportError as e:  # pragma: no cover - while the loader is being written
-        pytest.skip(f"pipeline.loading.loader not available: {e}")
+    from pipeline.loading.loader import iter_samples
     for dirs, out in ((synthetic_lake[0], synthetic_lake[1]), (lake["dirs"], beton[0])):
         ffcv_items = {(i["dataset"], i["key"]): i for i in fs.iter_beton(out)}
         n = 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_cluster import (INSTALL_HINT, ClusterStartError, SlurmCluster, clean_env, free_port,
+from support.slurm_cluster import (INSTALL_HINT, ClusterStartError, SlurmCluster, clean_env, free_port,
                            missing_tools, start_cluster)
 from test_preprocess import lake_files
 

@@ -498,7 +498,7 @@ def test_source_error_pickles():
 
 # -- every reader over the synthetic writer's output --------------------------------------------
 def test_readers_over_synthetic_datasets(tmp_path):
-    synthetic = pytest.importorskip("pipeline.synthetic")
+    from pipeline import synthetic
     spec = synthetic.SyntheticSpec(size=(64, 48), n_sequences=2, n_frames=5, n_images=3,
                                    test_dev_sequences=1)
     roots = dict(synthetic.write_all(tmp_path, spec))

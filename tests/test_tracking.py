@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-mlflow = pytest.importorskip("mlflow")
+import mlflow
 
-from mlflow_server import free_port as _free_port  # noqa: E402
+from support.mlflow_server import free_port as _free_port  # noqa: E402
 
 from pipeline.core.config import ConfigError  # noqa: E402
 from pipeline.tracking import (PARAM_VALUE_MAX, REJECTED_FILENAME, SPOOL_FILENAME,  # noqa: E402

@@ -18,8 +18,8 @@ import torch
 
 from test_train import LAUNCHERS, tiny
 
-mlflow = pytest.importorskip("mlflow")
-from mlflow_server import free_port  # noqa: E402
+import mlflow
+from support.mlflow_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -284,7 +284,7 @@ class MlflowServer:
     """``mlflow server`` on a fixed port and sqlite database that can be stopped and started."""
 
     def __init__(self, root: Path):
-        from mlflow_server import free_port
+        from support.mlflow_server import free_port
 
         self.root, self.port = root, free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
@@ -292,7 +292,7 @@ class MlflowServer:
         self.starts = 0
 
     def start(self, timeout: float = 120) -> None:
-        from mlflow_server import answers
+        from support.mlflow_server import answers
 
         self.root.mkdir(parents=True, exist_ok=True)
         log = open(self.root / f"server{self.starts}.log", "wb")
@@ -312,7 +312,7 @@ class MlflowServer:
             time.sleep(0.25)
 
     def stop(self) -> None:
-        from mlflow_server import answers
+        from support.mlflow_server import answers
 
         if self.proc is None:
             return
@@ -333,7 +333,6 @@ class MlflowServer:
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    pytest.importorskip("mlflow")
     s = MlflowServer(tmp_path / "mlflow")
     s.start()
     yield s
