@@ -81,3 +81,27 @@ def server(tmp_path_factory):
     from support.mlflow_server import start_server
 
     yield from start_server(tmp_path_factory.mktemp("mlflow_server"))
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A running single-host SLURM cluster of two virtual nodes (``support/slurm_cluster.py``),
+    one for the session; skips, naming the fix, where it cannot run."""
+    import sys
+
+    from support.slurm_cluster import (INSTALL_HINT, ClusterStartError, missing_tools,
+                                       start_cluster)
+    if sys.platform != "linux":
+        pytest.skip("SLURM daemons: Linux only")
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"SLURM/munge programs not found ({', '.join(missing)}): install them with "
+                    f"`{INSTALL_HINT}`")
+    if os.geteuid() != 0:
+        pytest.skip("a private SLURM cluster needs root (slurmd launches the jobs)")
+    try:
+        cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+    except ClusterStartError as e:
+        pytest.skip(f"could not start a single-host SLURM cluster: {e}")
+    yield cluster
+    cluster.stop()

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from support.slurm_cluster import (INSTALL_HINT, ClusterStartError, SlurmCluster, clean_env, free_port,
-                           missing_tools, start_cluster)
+from support import free_port
+from support.slurm_cluster import clean_env, job_env, outputs, sbatch
 from test_preprocess import lake_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,52 +29,6 @@ TRAIN = "launch/slurm/train.sbatch"
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(sys.platform != "linux", reason="SLURM daemons: Linux only")]
-
-
-@pytest.fixture(scope="session")
-def slurm(tmp_path_factory) -> SlurmCluster:
-    """A running single-host SLURM cluster of two virtual nodes; stopped after the session."""
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"SLURM/munge programs not found ({', '.join(missing)}): install them with "
-                    f"`{INSTALL_HINT}`")
-    if os.geteuid() != 0:
-        pytest.skip("a private SLURM cluster needs root (slurmd launches the jobs)")
-    try:
-        cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
-    except ClusterStartError as e:
-        pytest.skip(f"could not start a single-host SLURM cluster: {e}")
-    yield cluster
-    cluster.stop()
-
-
-def sbatch(cluster: SlurmCluster, *args: str, env: dict[str, str], timeout: float
-           ) -> subprocess.CompletedProcess:
-    """``sbatch --wait`` from the repository root; cancels the job if it outlives ``timeout``."""
-    cmd = ["sbatch", "--wait", "--parsable", f"--chdir={REPO}", *args]
-    try:
-        return cluster.run(*cmd, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        queue = cluster.run("squeue", "-o", "%i %T %R").stdout
-        cluster.run("scancel", "--user=root")
-        pytest.fail(f"{' '.join(cmd)} still running after {timeout} s:\n{queue}\n{cluster.logs()}")
-
-
-def job_env(cluster: SlurmCluster, **extra: str) -> dict[str, str]:
-    env = clean_env(cluster.env)
-    env["SLURM_CONF"] = cluster.env["SLURM_CONF"]
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-              "MLFLOW_TRACKING_URI", "OMP_NUM_THREADS"):
-        env.pop(k, None)
-    env = {k: v for k, v in env.items() if not k.startswith("STCNN_")}
-    env["STCNN_PYTHON"] = sys.executable
-    env.update(extra)
-    return env
-
-
-def outputs(folder: Path) -> str:
-    return "\n".join(f"--- {p.name}:\n{p.read_text(errors='replace')[-3000:]}"
-                     for p in sorted(folder.glob("*.out")))
 
 
 def test_preprocess_array_job_gives_the_lake_of_a_local_run(slurm, tmp_path):
@@ -88,7 +42,7 @@ def test_preprocess_array_job_gives_the_lake_of_a_local_run(slurm, tmp_path):
     # the script's header asks for 8 CPUs and 16G; a virtual node here has a share of this host
     r = sbatch(slurm, "--array=0-2", "--cpus-per-task=1", "--mem=200M",
                f"--output={logs}/%A_%a.out", PREPROCESS, *args, "--out", str(tmp_path / "array"),
-               env=job_env(slurm), timeout=240)
+               env=job_env(slurm, sys.executable), timeout=240)
     assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{outputs(logs)}\n{slurm.logs()}"
     job_id = r.stdout.strip().split(";")[0]
     outs = sorted(logs.glob(f"{job_id}_*.out"))
@@ -119,7 +73,7 @@ def test_train_job_runs_to_completion(slurm, train_lake, tmp_path, nodes, ranks_
     logs = tmp_path / "logs"
     logs.mkdir()
     run_dir = tmp_path / "run"
-    env = job_env(slurm, GPUS_PER_NODE=str(ranks_per_node), STCNN_RDZV_HOST="127.0.0.1",
+    env = job_env(slurm, sys.executable, GPUS_PER_NODE=str(ranks_per_node), STCNN_RDZV_HOST="127.0.0.1",
                   STCNN_RDZV_PORT=str(free_port()))
     # the header asks for 8 GPUs and 64 CPUs per node: a CPU-only cluster needs neither
     r = sbatch(slurm, f"--nodes={nodes}", "--ntasks-per-node=1", "--cpus-per-task=1",

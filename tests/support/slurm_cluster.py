@@ -281,3 +281,44 @@ def _wait(ready, cluster: SlurmCluster, what: str, timeout: float) -> None:
                 + (f"; exited: {', '.join(dead)}" if dead else "")
                 + (f"; sinfo: {states}" if states else "") + "\n" + cluster.logs())
         time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs on the cluster, as the tests submit them
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def sbatch(cluster: SlurmCluster, *args: str, env: dict[str, str], timeout: float,
+           wait: bool = True) -> subprocess.CompletedProcess:
+    """``sbatch [--wait] --parsable`` from the repository root. With ``wait``, a job that
+    outlives ``timeout`` is cancelled and the test fails with the queue and the daemons' logs."""
+    cmd = ["sbatch", *(["--wait"] if wait else []), "--parsable", f"--chdir={REPO}", *args]
+    try:
+        return cluster.run(*cmd, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        queue = cluster.run("squeue", "-o", "%i %T %R").stdout
+        cluster.run("scancel", f"--user={getpass.getuser()}")
+        raise AssertionError(f"{' '.join(cmd)} still running after {timeout} s:\n{queue}\n"
+                             f"{cluster.logs()}") from None
+
+
+def job_env(cluster: SlurmCluster, python: str, **extra: str) -> dict[str, str]:
+    """The environment of a submitted job: the cluster's, without launcher, tracking, thread and
+    project variables of the calling process, the scripts' interpreter ``python``; then
+    ``extra``."""
+    env = clean_env(cluster.env)
+    env["SLURM_CONF"] = cluster.env["SLURM_CONF"]
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
+              "MLFLOW_TRACKING_URI", "OMP_NUM_THREADS"):
+        env.pop(k, None)
+    env = {k: v for k, v in env.items() if not k.startswith("STCNN_")}
+    env["STCNN_PYTHON"] = python
+    env.update(extra)
+    return env
+
+
+def outputs(folder: Path) -> str:
+    """The tails of the job output files (``*.out``) in ``folder``, for failure messages."""
+    return "\n".join(f"--- {p.name}:\n{p.read_text(errors='replace')[-3000:]}"
+                     for p in sorted(folder.glob("*.out")))
