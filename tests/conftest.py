@@ -52,26 +52,12 @@ def real_layouts() -> Path:
                 "$STCNN_SHARED_REAL_LAYOUTS)")
 
 
-TRAIN_DATASETS = ("ilsvrc_vid", "msra10k", "voc2012", "davis2016")
-
-
-def build_train_lake(root: Path, size=(64, 48)) -> Path:
-    """A small data lake from the synthetic datasets: what the tiny training configs read.
-    Every set has >= 2 shards (two ranks each read their own)."""
-    from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
-    from pipeline.synthetic import SyntheticSpec, write_dataset
-
-    spec = SyntheticSpec(size=size, n_sequences=2, n_frames=8, n_images=8, seed=0)
-    lake = root / "shards"
-    for name in TRAIN_DATASETS:
-        src = write_dataset(name, root / "sources" / name, spec)
-        list(run_preprocess(PreprocessConfig(dataset=name, src=src, out=lake, delta=4,
-                                             shard_max_count=4, workers=1, progress=False)))
-    return lake
-
-
 @pytest.fixture(scope="session")
 def train_lake(tmp_path_factory) -> Path:
+    """The small synthetic lake the tiny training configs read
+    (:func:`support.lakes.build_train_lake`)."""
+    from support.lakes import build_train_lake
+
     return build_train_lake(tmp_path_factory.mktemp("train_lake"))
 
 

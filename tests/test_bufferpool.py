@@ -10,7 +10,7 @@ from pipeline.loading import loader as L
 from pipeline.loading.augment import AugmentConfig
 from pipeline.loading.bufferpool import BufferPool, PoolWatcher
 
-from test_loader import clip_sample, write_shard
+from support.lakes import clip_sample, write_shard
 
 
 def _clip_set(folder, n_shards=4, per_shard=5):

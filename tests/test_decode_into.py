@@ -14,8 +14,7 @@ from PIL import Image
 from pipeline.loading import decode as D
 from pipeline.loading import loader as L
 from pipeline.loading.augment import AugmentConfig
-from support import write_shard
-from test_loader import clip_sample
+from support.lakes import clip_sample, write_shard
 
 
 def _jpeg(arr: np.ndarray, **kw) -> bytes:

@@ -11,7 +11,7 @@ import torch
 from pipeline.loading import loader as L
 from pipeline.loading.augment import AugmentConfig
 
-from test_loader import clip_sample, write_shard
+from support.lakes import clip_sample, write_shard
 
 
 def _set(folder, sizes=((32, 40),), n_shards=2, per_shard=4):

@@ -23,7 +23,7 @@ except Exception as e:  # pragma: no cover - depends on the environment
     HAVE_FFCV, FFCV_ERROR = False, f"{type(e).__name__}: {e}"
 
 from pipeline.loading import ffcv as fs  # noqa: E402  (imports without ffcv)
-from support import write_shard as shard_writer  # noqa: E402
+from support.lakes import write_shard as shard_writer  # noqa: E402
 
 needs_ffcv = pytest.mark.skipif(not HAVE_FFCV, reason=f"ffcv is not importable ({FFCV_ERROR}); "
                                                       f"{fs.INSTALL_HINT}")
@@ -73,7 +73,7 @@ def _voc_mask(rng, h, w) -> np.ndarray:
 
 def write_shard(folder: Path, index: int, samples: list[dict], *, finished: bool = True,
                 extra: dict[str, bytes] | None = None) -> Path:
-    """samples: dicts with key, jpg, png, meta: :func:`support.write_shard` of their members."""
+    """samples: dicts with key, jpg, png, meta: :func:`support.lakes.write_shard` of their members."""
     return shard_writer(folder, index, [
         {"key": s["key"], "members": {"jpg": s["jpg"], "mask.png": s["png"],
                                       "json": json.dumps(s["meta"]).encode()}}

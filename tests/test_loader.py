@@ -1,119 +1,25 @@
 """Loader and augmentation: shard contract in, uint8 batches out, DDP split, corrupt data.
 
-The shards are written here by a small builder that follows the data-lake contract
-(pipeline/lake/contract.py): ``<key>.<ext>`` tar members, real JPEGs, palette PNG masks, ``NNNNN_stats.json``.
-``test_loader_ddp.py`` reuses the builder.
+The shards are written by the hand-made builder of ``support/lakes.py``, which follows the
+data-lake contract (pipeline/lake/contract.py): ``<key>.<ext>`` tar members, real JPEGs, palette
+PNG masks, ``NNNNN_stats.json``.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import pickle
 import tarfile
 import warnings
-import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from pipeline.loading import loader as L
 from pipeline.loading.augment import (AugmentConfig, augment_clip, augment_image, get_preset,
                                    resolve_augment, to_float)
-from support import write_shard
-
-# ----------------------------------------------------------------------------------------------
-# fixture builder (contract-conformant shards)
-
-PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0, 0, 0] * 252 + [224, 224, 192]
-
-
-def jpeg_bytes(arr: np.ndarray, quality: int = 95) -> bytes:
-    bio = io.BytesIO()
-    Image.fromarray(arr).save(bio, format="JPEG", quality=quality)
-    return bio.getvalue()
-
-
-def png_bytes(arr: np.ndarray, palette: bool = True) -> bytes:
-    """A palette (mode P, ids as indices) or greyscale (mode L) PNG of a uint8 [H, W] array."""
-    h, w = arr.shape
-    im = Image.frombytes("P" if palette else "L", (w, h), np.ascontiguousarray(arr).tobytes())
-    if palette:
-        im.putpalette(PALETTE)
-    bio = io.BytesIO()
-    im.save(bio, format="PNG")
-    return bio.getvalue()
-
-
-def palette_mask(h: int, w: int, shift: int = 0) -> np.ndarray:
-    """Ids 1 (left block) and 2 (right block), a 255 void frame around object 1, 0 elsewhere."""
-    m = np.zeros((h, w), np.uint8)
-    m[h // 4: h // 2, 2 + shift: w // 3 + shift] = 255
-    m[h // 4 + 1: h // 2 - 1, 3 + shift: w // 3 - 1 + shift] = 1
-    m[h // 2: 3 * h // 4, w // 2: w - 4] = 2
-    return m
-
-
-def frame_image(h: int, w: int, value: int, seed: int = 0) -> np.ndarray:
-    """An asymmetric frame: a bright red left third (intensity ``value``), a dark rest."""
-    rng = np.random.default_rng(seed)
-    a = (rng.integers(0, 20, (h, w, 3))).astype(np.uint8)
-    a[:, : w // 3, 0] = value
-    return a
-
-
-def clip_sample(seq: str, t: int, *, T: int = 3, h: int = 48, w: int = 64,
-                mask_format: str | None = "palette", dataset: str = "davis2017") -> dict:
-    members: dict[str, bytes] = {}
-    for i in range(T):
-        members[f"{i:02d}.jpg"] = jpeg_bytes(frame_image(h, w, 200 + 10 * i, seed=t * 10 + i))
-    if mask_format == "palette":
-        members["mask.png"] = png_bytes(palette_mask(h, w))
-    elif mask_format == "binary":
-        m = (palette_mask(h, w) > 0).astype(np.uint8) * 255
-        members["mask.png"] = png_bytes(m, palette=False)
-    meta = {"dataset": dataset, "split": "train", "sequence": seq,
-            "frame_ids": [f"{max(t - T + 1 + i, 0):05d}" for i in range(T)], "height": h,
-            "width": w, "objects": [1, 2] if mask_format else [], "mask_format": mask_format}
-    members["json"] = json.dumps(meta).encode()
-    return {"key": f"{seq}/{t:05d}", "members": members}
-
-
-def image_sample(image_id: str, *, h: int = 40, w: int = 56, mask_format: str = "binary") -> dict:
-    arr = frame_image(h, w, 230, seed=zlib.crc32(image_id.encode()))
-    if mask_format == "binary":
-        mask = png_bytes((palette_mask(h, w) > 0).astype(np.uint8) * 255, palette=False)
-    else:
-        mask = png_bytes(palette_mask(h, w))
-    meta = {"dataset": "msra10k" if mask_format == "binary" else "voc2012", "split": "train",
-            "sequence": image_id, "height": h, "width": w, "objects": [1],
-            "mask_format": mask_format}
-    return {"key": image_id, "members": {"jpg": jpeg_bytes(arr), "mask.png": mask,
-                                         "json": json.dumps(meta).encode()}}
-
-
-def write_clip_set(folder: Path, n_shards: int, per_shard: int = 4, **kw) -> list[Path]:
-    paths = []
-    for s in range(n_shards):
-        seq = f"seq{s:02d}"
-        paths.append(write_shard(folder, s, [clip_sample(seq, t, **kw) for t in range(per_shard)]))
-    return paths
-
-
-def write_image_set(folder: Path, n_shards: int, per_shard: int = 4, prefix: str = "img",
-                    **kw) -> list[Path]:
-    return [write_shard(folder, s, [image_sample(f"{prefix}_{s:02d}_{i:03d}", **kw)
-                                    for i in range(per_shard)]) for s in range(n_shards)]
-
-
-def keys_of(path: str | Path) -> set[str]:
-    """Sample keys of a tar shard (the WebDataset grouping rule)."""
-    with tarfile.open(path) as tf:
-        return {L.split_member(m.name)[0] for m in tf.getmembers()} - {None}
-
+from support.lakes import (clip_sample, keys_of, palette_mask, write_clip_set, write_image_set,
+                           write_shard)
 
 # ----------------------------------------------------------------------------------------------
 # augmentation

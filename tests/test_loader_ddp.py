@@ -57,16 +57,14 @@ def _rank_main(shard_dir: str, out_dir: str) -> None:
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_disjoint_and_equal_length(tmp_path):
-    from test_loader import keys_of, write_clip_set
-
     from pipeline.loading import loader as L
+    from support import launcher, run
+    from support.lakes import keys_of, write_clip_set
 
     shard_dir = tmp_path / "davis2017" / "train"
     shards = [str(p) for p in write_clip_set(shard_dir, 8, per_shard=3, h=32, w=40)]
     out = tmp_path / "out"
     out.mkdir()
-    from support import launcher, run
-
     proc = run(launcher(2) + [str(Path(__file__).resolve()), str(shard_dir), str(out)],
                cwd=tmp_path)
     assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"

@@ -21,29 +21,14 @@ from pipeline.lake.preprocess import PreprocessConfig, resolve_task, run_preproc
 from pipeline.lake.writer import ShardPlanMismatch
 from pipeline.sources.types import SourceError
 from pipeline.synthetic import SyntheticSpec, write_dataset
+from support.lakes import PREPROCESS, lake_files
 
 REPO = Path(__file__).resolve().parents[1]
-PREPROCESS = [sys.executable, str(REPO / "launch" / "preprocess.py")]
 
 
 def tar_members(tar_path: Path) -> dict[str, bytes]:
     with tarfile.open(tar_path) as t:
         return {m.name: t.extractfile(m).read() for m in t}
-
-
-def lake_files(root: Path) -> dict[str, bytes]:
-    """Every file of a lake except the stats files' timings, for byte comparisons."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if not p.is_file():
-            continue
-        data = p.read_bytes()
-        if p.name.endswith("_stats.json"):
-            doc = json.loads(data)
-            doc.pop("seconds")
-            data = json.dumps(doc, sort_keys=True).encode()
-        out[p.relative_to(root).as_posix()] = data
-    return out
 
 
 @pytest.fixture(scope="module")

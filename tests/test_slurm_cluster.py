@@ -21,7 +21,7 @@ import pytest
 
 from support import free_port
 from support.slurm_cluster import clean_env, job_env, outputs, sbatch
-from test_preprocess import lake_files
+from support.lakes import lake_files
 
 REPO = Path(__file__).resolve().parents[1]
 PREPROCESS = "launch/slurm/preprocess.sbatch"

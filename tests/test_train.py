@@ -1,7 +1,7 @@
 """Training phases in one process (fast): configs, batch plans, the loop, resume, init_from.
 
 Multi-rank behaviour (torchrun, DDP, DeepSpeed) is in test_train_ddp.py; MLflow in
-test_train_mlflow.py.
+test_train_mlflow.py. The tiny configs and comparisons are ``support/training.py``'s.
 """
 
 from __future__ import annotations
@@ -17,41 +17,12 @@ from pipeline.model.config import ModelConfig
 from pipeline.train.config import BatchConfig, load_model_config, load_train_config, plan_batch
 from pipeline.train.runner import phase_classes, run_phase
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
-LAUNCHERS = {"gan": "pretrain_tcb", "segmentation": "pretrain_ssb", "alternating": "train_offline"}
-
-
-def tiny(phase: str) -> Path:
-    return CONFIGS / "tiny" / f"{LAUNCHERS[phase]}.yaml"
+from support.training import (CONFIGS, REPO, assert_same_tensors, last_checkpoint_state,
+                              load_state, tiny)
 
 
 def overrides(lake: Path, run_dir: Path, *extra: str) -> list[str]:
     return [f"data.lake={lake}", f"run_dir={run_dir}", "tracking.enabled=false", *extra]
-
-
-def load_state(run_dir: Path) -> dict:
-    return torch.load(run_dir / "weights.pt", weights_only=True)
-
-
-def assert_same_tensors(a, b, where=""):
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{where} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_same_tensors(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same_tensors(x, y, f"{where}[{i}]")
-    else:
-        assert a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b)), where
-
-
-def last_checkpoint_state(run_dir: Path) -> dict:
-    ckpt = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
-    return torch.load(ckpt / "shared.pt", weights_only=True)["shared"]
 
 
 # -- configs ---------------------------------------------------------------------------------

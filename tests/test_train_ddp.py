@@ -5,7 +5,6 @@ and resumed is bit-identical to an uninterrupted one, and a changed world size i
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,26 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from support import free_port, run, torchrun_head
-from test_train import LAUNCHERS, assert_same_tensors, last_checkpoint_state, load_state, tiny
+from support import free_port
+from support.training import (REPO, assert_same_tensors, last_checkpoint_state, load_state,
+                              summary, tiny, torchrun)
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def torchrun(phase: str, lake: Path, run_dir: Path, *extra: str, nproc: int = 2,
-             expect_ok: bool = True) -> subprocess.CompletedProcess:
-    cmd = torchrun_head(nproc) + [
-        str(REPO / "launch" / f"{LAUNCHERS[phase]}.py"), "--config", str(tiny(phase)),
-        f"data.lake={lake}", f"run_dir={run_dir}", "tracking.enabled=false", *extra]
-    proc = run(cmd, cwd=run_dir.parent)
-    if expect_ok:
-        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
-
-
-def summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +27,7 @@ def full_runs(train_lake, tmp_path_factory):
     out = {}
     for phase in ("gan", "segmentation", "alternating"):
         run_dir = root / phase
-        torchrun(phase, train_lake, run_dir, "steps=5", "dist.check_replicas_every=1")
+        torchrun(phase, train_lake, run_dir, "steps=5", "dist.check_replicas_every=1", check=True)
         out[phase] = run_dir
     return out
 
@@ -62,10 +46,10 @@ def test_each_phase_on_two_ranks_keeps_replicas_identical(phase, full_runs):
 @pytest.mark.parametrize("phase", ["gan", "alternating"])
 def test_two_rank_resume_is_bit_identical(phase, full_runs, train_lake, tmp_path):
     run_dir = tmp_path / phase
-    torchrun(phase, train_lake, run_dir, "steps=5", "checkpoint.stop_after=2")
+    torchrun(phase, train_lake, run_dir, "steps=5", "checkpoint.stop_after=2", check=True)
     assert not (run_dir / "weights.pt").exists()
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("step_*")) == ["step_00000002"]
-    torchrun(phase, train_lake, run_dir, "steps=5")
+    torchrun(phase, train_lake, run_dir, "steps=5", check=True)
     s = summary(run_dir)
     assert s["start_step"] == 2 and s["completed"]
     assert_same_tensors(load_state(full_runs[phase])["models"], load_state(run_dir)["models"])
@@ -82,7 +66,7 @@ def test_changed_world_size_is_refused(full_runs, train_lake, tmp_path):
     import shutil
     run_dir = tmp_path / "gan"
     shutil.copytree(full_runs["gan"], run_dir)
-    proc = torchrun("gan", train_lake, run_dir, "steps=7", nproc=1, expect_ok=False)
+    proc = torchrun("gan", train_lake, run_dir, "steps=7", nproc=1)
     assert proc.returncode != 0
     assert "was written by 2 ranks" in proc.stderr and "allow_world_size_change" in proc.stderr
 
@@ -93,11 +77,11 @@ def test_deepspeed_zero2_gan_phase_and_resume(train_lake, tmp_path):
     engine; a resumed run continues from DeepSpeed's own state."""
     run_dir = tmp_path / "ds"
     ds = ["dist.engine=deepspeed", "dist.zero_stage=2"]
-    torchrun("gan", train_lake, run_dir, "steps=4", *ds, "checkpoint.stop_after=2")
+    torchrun("gan", train_lake, run_dir, "steps=4", *ds, "checkpoint.stop_after=2", check=True)
     ckpt = run_dir / "checkpoints" / "step_00000002"
     for engine in ("G", "D"):
         assert (ckpt / "engines" / engine / "state").is_dir()
-    torchrun("gan", train_lake, run_dir, "steps=4", *ds)
+    torchrun("gan", train_lake, run_dir, "steps=4", *ds, check=True)
     s = summary(run_dir)
     assert s["completed"] and s["start_step"] == 2
     w = load_state(run_dir)["models"]
@@ -136,9 +120,9 @@ def test_deepspeed_zero_resume_matches_an_uninterrupted_run_tensor_for_tensor(st
     ds = ["dist.engine=deepspeed", f"dist.zero_stage={stage}", "steps=4",
           "checkpoint.every=100"]
     full, parts = tmp_path / "full", tmp_path / "parts"
-    torchrun("gan", train_lake, full, *ds)
-    torchrun("gan", train_lake, parts, *ds, "checkpoint.stop_after=2")
-    torchrun("gan", train_lake, parts, *ds)
+    torchrun("gan", train_lake, full, *ds, check=True)
+    torchrun("gan", train_lake, parts, *ds, "checkpoint.stop_after=2", check=True)
+    torchrun("gan", train_lake, parts, *ds, check=True)
     assert summary(parts)["start_step"] == 2 and summary(parts)["completed"]
     assert_same_tensors(load_state(full)["models"], load_state(parts)["models"], "weights")
     a = _deepspeed_files(full / "checkpoints" / "step_00000004")

@@ -16,26 +16,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train import LAUNCHERS, tiny
-
 import mlflow
 from support.mlflow_server import free_port
+from support.training import REPO, torchrun
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 STEPS = 3
 
 
 def launch(phase: str, lake: Path, run_dir: Path, env_extra: dict, *extra: str, nproc: int = 1):
-    from support import child_env, launcher, run
-
-    cmd = launcher(nproc) + [str(REPO / "launch" / f"{LAUNCHERS[phase]}.py"),
-                             "--config", str(tiny(phase)), f"data.lake={lake}",
-                             f"run_dir={run_dir}", f"steps={STEPS}",
-                             "tracking.experiment=stcnn-test", *extra]
-    proc = run(cmd, env=child_env(**env_extra), cwd=run_dir.parent)
-    assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
+    """A phase of ``STEPS`` steps, tracked in experiment ``stcnn-test``: plain ``python`` for one
+    process, torchrun for more; must succeed."""
+    return torchrun(phase, lake, run_dir, f"steps={STEPS}", "tracking.experiment=stcnn-test",
+                    *extra, nproc=nproc, python_if_one=True, tracking=True, env_extra=env_extra,
+                    check=True)
 
 
 @pytest.fixture(scope="module")

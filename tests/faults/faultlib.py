@@ -1,5 +1,9 @@
-"""Helpers of the fault-injection suite (``tests/faults``): launching training under torchrun
-with extra launcher options and environment, and recording what each fault scenario showed.
+"""Helpers of the fault-injection suite (``tests/faults``): the fault hook's environment
+(:func:`fault_env`, :data:`FAULT_HOOK`), what a resumed log says (:func:`resumed_steps`), and
+recording what each fault scenario showed (:func:`record`, :class:`Timer`). Training runs start
+through the one runner, ``support/training.py``'s :func:`~support.training.torchrun` (re-exported
+here with :func:`~support.training.torchrun_cmd`, :func:`~support.training.failure` and
+:func:`~support.training.summary`).
 
 When ``$STCNN_FAULT_REPORT`` names a folder, every scenario writes one JSON record there
 (:func:`record`); ``python benchmarks/fault_figures.py --from-report DIR`` prints them as the
@@ -11,12 +15,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import time
 from pathlib import Path
 
-from support import child_env, torchrun_head
-from test_train import LAUNCHERS, tiny
+from support import child_env
+# re-exported: the fault tests' runner is the one of support/training.py
+from support.training import failure, summary, torchrun, torchrun_cmd  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT_ENV = "STCNN_FAULT_REPORT"
@@ -37,36 +41,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = child_env()
     env.update(extra)
     return env
-
-
-def torchrun_cmd(phase: str, lake: Path, run_dir: Path, *extra: str, nproc: int = 2,
-                 launcher_args: tuple[str, ...] = (), tracking: bool = False) -> list[str]:
-    """``python -m torch.distributed.run --standalone --nproc_per_node=N [launcher_args]
-    launch/<phase>.py --config configs/tiny/... data.lake=... run_dir=... [extra]``."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    return [*torchrun_head(nproc, *launcher_args),
-            str(REPO / "launch" / f"{LAUNCHERS[phase]}.py"), "--config", str(tiny(phase)),
-            f"data.lake={lake}", f"run_dir={run_dir}",
-            *([] if tracking else ["tracking.enabled=false"]), *extra]
-
-
-def torchrun(phase: str, lake: Path, run_dir: Path, *extra: str, nproc: int = 2,
-             launcher_args: tuple[str, ...] = (), env: dict[str, str] | None = None,
-             tracking: bool = False, timeout: int = 600) -> subprocess.CompletedProcess:
-    """:func:`torchrun_cmd`, run to its end; not checked."""
-    cmd = torchrun_cmd(phase, lake, run_dir, *extra, nproc=nproc, launcher_args=launcher_args,
-                       tracking=tracking)
-    return subprocess.run(cmd, env=env or clean_env(), cwd=str(run_dir.parent),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def failure(proc: subprocess.CompletedProcess) -> str:
-    args = proc.args if isinstance(proc.args, str) else " ".join(map(str, proc.args))
-    return f"{args}\nexit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-
-
-def summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
 
 
 def resumed_steps(log: str) -> list[int]:

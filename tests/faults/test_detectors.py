@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from faultlib import FAULT_HOOK, failure, fault_env, torchrun
+from faultlib import FAULT_HOOK, fault_env
+from support.training import failure, torchrun
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ import re
 import pytest
 import torch
 
-from faultlib import (FAULT_HOOK, Timer, failure, fault_env, record, resumed_steps, summary,
-                      torchrun)
-from test_train import assert_same_tensors, last_checkpoint_state, load_state
+from faultlib import FAULT_HOOK, Timer, fault_env, record, resumed_steps
+from support.training import (assert_same_tensors, failure, last_checkpoint_state, load_state,
+                              summary, torchrun)
 
 COMMON = ("steps=6", "checkpoint.every=2")
 

@@ -32,9 +32,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from faultlib import REPO, Timer, clean_env, failure, record, summary, torchrun
-from test_preprocess import PREPROCESS, lake_files
-from test_train import LAUNCHERS, assert_same_tensors, last_checkpoint_state, load_state, tiny
+from faultlib import REPO, Timer, clean_env, record
+from support.lakes import PREPROCESS, lake_files
+from support.training import (assert_same_tensors, failure, last_checkpoint_state, load_state,
+                              summary, torchrun, torchrun_cmd)
 
 import pipeline.core.atomic
 from pipeline.core.atomic import temp_path
@@ -351,10 +352,10 @@ def _read_until(proc: subprocess.Popen, pattern: str, lines: list[str]) -> None:
 def test_mlflow_server_killed_and_restarted_mid_run(mlflow_server, train_lake, tmp_path):
     steps = 12
     run_dir = tmp_path / "tracked"
-    cmd = [sys.executable, str(REPO / "launch" / f"{LAUNCHERS['gan']}.py"), "--config",
-           str(tiny("gan")), f"data.lake={train_lake}", f"run_dir={run_dir}", f"steps={steps}",
-           "tracking.experiment=stcnn-faults", "tracking.retry_interval_s=0.5",
-           "tracking.request_timeout_s=2", "tracking.system_metrics=false"]
+    cmd = torchrun_cmd("gan", train_lake, run_dir, f"steps={steps}",
+                       "tracking.experiment=stcnn-faults", "tracking.retry_interval_s=0.5",
+                       "tracking.request_timeout_s=2", "tracking.system_metrics=false",
+                       nproc=1, python_if_one=True, tracking=True)
     env = clean_env(MLFLOW_TRACKING_URI=mlflow_server.uri, PYTHONUNBUFFERED="1")
     stderr_path = tmp_path / "train.stderr"
     lines: list[str] = []

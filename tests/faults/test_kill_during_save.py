@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from faultlib import REPO, clean_env, failure, resumed_steps, summary
-from test_train import LAUNCHERS, assert_same_tensors, last_checkpoint_state, load_state, tiny
+from faultlib import REPO, clean_env, resumed_steps
+from support.training import (assert_same_tensors, failure, last_checkpoint_state, load_state,
+                              summary, torchrun_cmd)
 
 pytestmark = pytest.mark.slow
-COMMON = ("steps=6", "checkpoint.every=2", "tracking.enabled=false")
+COMMON = ("steps=6", "checkpoint.every=2")
 
 # sitecustomize of the killed run: the save of step 4 writes its shared file, says so, sleeps
 SLOW_SAVE = '''
@@ -34,8 +34,8 @@ m.save_torch = save_torch
 
 
 def _cmd(train_lake, run_dir):
-    return [sys.executable, str(REPO / "launch" / f"{LAUNCHERS['gan']}.py"), "--config",
-            str(tiny("gan")), f"data.lake={train_lake}", f"run_dir={run_dir}", *COMMON]
+    """One process, plain ``python`` (tracking off): the process the test kills."""
+    return torchrun_cmd("gan", train_lake, run_dir, *COMMON, nproc=1, python_if_one=True)
 
 
 def test_sigkill_inside_a_checkpoint_save_loses_only_that_checkpoint(train_lake, tmp_path):

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from faultlib import (FAULT_HOOK, failure, fault_env, resumed_steps, summary, torchrun,
-                      torchrun_cmd)
-from test_train import assert_same_tensors, last_checkpoint_state, load_state
+from faultlib import FAULT_HOOK, fault_env, resumed_steps
+from support.training import (assert_same_tensors, failure, last_checkpoint_state, load_state,
+                              summary, torchrun, torchrun_cmd)
 
 pytestmark = pytest.mark.slow
 COMMON = ("steps=6", "checkpoint.every=100", "log.every=1")

@@ -1,22 +1,22 @@
-"""What the tests share: for child processes one clean environment, one way to start a command
-alone or under ``torchrun``, free ports; and the one hand-made shard writer (tars written
-independently of the pipeline's writer, in the shard contract's layout). The MLflow server
-starter is ``mlflow_server.py``, the SLURM cluster ``slurm_cluster.py``, the training lake (made
-by the real preprocessing job) ``conftest.build_train_lake``, the fault helpers
-``faults/faultlib.py`` (built on this module)."""
+"""What the tests share, in one package (``tests/README.md`` lists it): here, for child processes
+one clean environment, one way to start a command alone or under ``torchrun``, free ports.
+
+The other modules: ``training.py`` (the tiny phase configs, the one runner of a training phase
+under torchrun, checkpoint and weight comparisons), ``lakes.py`` (the one hand-made shard
+builder, the training lake made by the real preprocessing job, lake byte comparisons),
+``mlflow_server.py`` (the one MLflow server starter), ``slurm_cluster.py`` (a private SLURM
+cluster and its job helpers), ``require_all.py`` (the ``STCNN_REQUIRE_ALL=1`` pytest plugin).
+The fault helpers of ``tests/faults`` (``faults/faultlib.py``) build on these."""
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import socket
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # what a parent test process (or a user's shell) may hold that would change a child run
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
                "MLFLOW_TRACKING_URI", "STCNN_PARENT_RUN_ID", "STCNN_FAULT",
@@ -55,28 +55,3 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def write_shard(folder: Path, index: int, samples: list[dict], *, finished: bool = True,
-                extra_members: dict[str, bytes] | None = None) -> Path:
-    """``NNNNN.tar`` of ``samples`` (dicts with ``key`` and ``members``: extension -> bytes), with
-    ``NNNNN_stats.json`` when ``finished`` (no parquet: the loader does not need it).
-    ``extra_members``: raw member name -> bytes, appended after the samples."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{index:05d}.tar"
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
-        def add(name: str, data: bytes):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = 0
-            tf.addfile(info, io.BytesIO(data))
-        for s in samples:
-            for ext, data in s["members"].items():
-                add(f"{s['key']}.{ext}", data)
-        for name, data in (extra_members or {}).items():
-            add(name, data)
-    if finished:
-        stats = {"count": len(samples), "bytes": path.stat().st_size, "failures": 0,
-                 "seconds": 0.0}
-        (folder / f"{index:05d}_stats.json").write_text(json.dumps(stats))
-    return path
