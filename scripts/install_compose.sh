@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Puts a Docker Compose v2 CLI at DEST/docker-compose (default .venv/bin), for the test that
-# resolves docker/compose.yaml with `docker-compose config` (tests/test_docker_lint.py; no Docker
+# resolves docker/compose.yaml with `docker-compose config` (tests/integration/test_docker_lint.py; no Docker
 # engine needed). Does nothing when a v2 CLI is already there or on PATH. Called by setup.sh.
 #
 # Where it comes from, first that works (as root, with apt; elsewhere it says what to install):

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The package map of README.md ("Layout") and docs/architecture.md, generated from the packages'
-and modules' docstrings so that it cannot drift (``tests/test_architecture.py`` checks it).
+and modules' docstrings so that it cannot drift (``tests/unit/test_architecture.py`` checks it).
 
     python scripts/package_map.py           # print both maps
     python scripts/package_map.py --write   # rewrite them between their markers

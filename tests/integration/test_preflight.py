@@ -17,7 +17,7 @@ from pipeline.preflight.numerics import compare_losses
 from pipeline.preflight.peaks import peak_flops
 from support import child_env, launcher, run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PREFLIGHT = REPO / "launch" / "preflight.py"
 PHASE_FIELDS = {"phase", "config", "input_hw", "per_rank_batch", "global_batch", "precision",
                 "channels_last", "compile", "sync_bn", "step_s", "samples_per_s",

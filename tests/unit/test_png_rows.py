@@ -16,7 +16,7 @@ from PIL import Image
 from pipeline.core.mask_png import MaskFormatError, read_mask
 from pipeline.core.png_rows import decode_simple_png
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "launch" / "slurm" / "train.sbatch"
 HOSTS = ("gpu-node-01", "gpu-node-02")
 

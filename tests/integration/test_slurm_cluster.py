@@ -23,7 +23,7 @@ from support import free_port
 from support.slurm_cluster import clean_env, job_env, outputs, sbatch
 from support.lakes import lake_files
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PREPROCESS = "launch/slurm/preprocess.sbatch"
 TRAIN = "launch/slurm/train.sbatch"
 

@@ -25,7 +25,7 @@ from pipeline.train.phases.online import (OnlineConfig, OnlineSegmenter, assign_
 from pipeline.train.optim import OptimConfig
 from pipeline.train.weights import save_weights
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ADAM = ["online.optim.name=adam", "online.optim.lr=1e-3"]
 
 

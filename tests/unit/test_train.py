@@ -1,7 +1,7 @@
 """Training phases in one process (fast): configs, batch plans, the loop, resume, init_from.
 
-Multi-rank behaviour (torchrun, DDP, DeepSpeed) is in test_train_ddp.py; MLflow in
-test_train_mlflow.py. The tiny configs and comparisons are ``support/training.py``'s.
+Multi-rank behaviour (torchrun, DDP, DeepSpeed) is in integration/test_train_ddp.py; MLflow in
+integration/test_train_mlflow.py. The tiny configs and comparisons are ``support/training.py``'s.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from support import child_env
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 SUITE = {
     "test_inner.py": '''

@@ -23,7 +23,7 @@ from pipeline.sources.types import SourceError
 from pipeline.synthetic import SyntheticSpec, write_dataset
 from support.lakes import PREPROCESS, lake_files
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tar_members(tar_path: Path) -> dict[str, bytes]:

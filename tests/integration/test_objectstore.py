@@ -25,7 +25,7 @@ from pipeline.lake.preprocess import PreprocessConfig, run_preprocess  # noqa: E
 from pipeline.lake.listing import shard_sets  # noqa: E402
 from pipeline.synthetic import SyntheticSpec, write_dataset  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUCKET = "lake"
 # a secret no other string of a run can contain by chance (moto accepts any credentials)
 SECRET = f"stcnn-secret-{uuid.uuid4().hex}"

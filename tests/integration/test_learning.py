@@ -9,7 +9,8 @@
 * ``test_tiny_ssb_loss_curve_matches_the_golden_curve``: a fixed-seed tiny SSB pretraining run
   on generated data follows ``tests/golden/tiny_ssb_loss.json`` within a tolerance that allows
   for floating-point differences between machines, not for a change in what is learnt.
-  Regenerate after an intended change: ``STCNN_WRITE_GOLDEN=1 pytest tests/test_learning.py``.
+  Regenerate after an intended change:
+  ``STCNN_WRITE_GOLDEN=1 pytest tests/integration/test_learning.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "tiny_ssb_loss.json"
 SIZE = (120, 214)          # H, W: a quarter of 480p
 OFFLINE_STEPS = 120

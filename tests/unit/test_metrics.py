@@ -20,7 +20,7 @@ from pipeline.evaluation import metrics as M
 from pipeline.evaluation import tstab as _tstab
 from pipeline.evaluation.tstab import align as tstab_align
 
-REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "metrics"
+REF = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "metrics"
 
 EXACT = 1e-12  # J, F, statistics: reached 0
 T_TOL = 1e-9  # T: reached 0 (the README asks for 1e-6, accepts ~1e-2 relative)

@@ -30,7 +30,7 @@ from pipeline.evaluation import metrics as M
 from pipeline.evaluation.davis import (GLOBAL_COLUMNS, SEQUENCE_COLUMNS, EvaluationError,
                                        evaluate_davis, write_outputs)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLI = REPO / "launch" / "evaluate.py"
 NUM = re.compile(r"^-?\d+\.\d{3}$")
 

@@ -17,7 +17,7 @@ from pipeline.model import (FrozenBatchNorm2d, ModelConfig, PretrainedWeightsErr
 from pipeline.model.info import AUTHORS_CODE_PARAMETERS, count_parameters
 from pipeline.train.losses import discriminator_loss, generator_loss, resize_frame, segmentation_loss
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "model"
 # The authors' code variant, on the tiny model.
 TINY_CODE = ["temporal.first_conv_init=tile", "temporal.deconv_kernel=4",

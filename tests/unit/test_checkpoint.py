@@ -3,7 +3,7 @@
 The fast tests run in one process (rank/world size given to the manager explicitly, no process
 group). The slow test runs two ranks under real ``torchrun`` (gloo, CPU), each with a DDP model
 and a DeepSpeed ZeRO-1 engine. This file is also the script torchrun runs:
-``python -m torch.distributed.run --standalone --nproc_per_node=2 tests/test_checkpoint.py OUT``.
+``python -m torch.distributed.run --standalone --nproc_per_node=2 tests/unit/test_checkpoint.py OUT``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 from pipeline.train.checkpoint import (CheckpointError, CheckpointManager, WorldSizeMismatch,
                                  capture_rng_state, restore_rng_state)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ---- a small training setup: two optimizers, a scheduler, a grad scaler, dropout --------------

@@ -5,7 +5,7 @@ last all-reduce hangs), and the ranks read disjoint shards (so their samples are
 an epoch). Rank and world size come from torchrun's environment, as in users' runs.
 
 This file is also the script torchrun runs: ``python -m torch.distributed.run --standalone
---nproc_per_node=2 tests/test_loader_ddp.py SHARD_DIR OUT_DIR``.
+--nproc_per_node=2 tests/integration/test_loader_ddp.py SHARD_DIR OUT_DIR``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EPOCH_BATCHES = 5
 BATCH_SIZE = 2
 NUM_WORKERS = 2

@@ -16,7 +16,7 @@ from pipeline.synthetic import spec as synthetic_spec
 from pipeline.synthetic import (DATASETS, PRESETS, SyntheticSpec, scene_for, sequence_names,
                                      write_all, write_dataset)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SPEC = SyntheticSpec()  # tiny: 128x72
 W, H = SPEC.size
 

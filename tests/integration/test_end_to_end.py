@@ -18,7 +18,7 @@ from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
 from pipeline.sources import get_source
 from pipeline.synthetic import DATASETS, SyntheticSpec, write_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 IMAGE_SETS = {"msra10k", "voc2012"}
 SPEC = SyntheticSpec(n_sequences=2, n_frames=7, n_images=4, seed=3)
 

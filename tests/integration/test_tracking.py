@@ -27,7 +27,7 @@ from pipeline.tracking import (PARAM_VALUE_MAX, REJECTED_FILENAME, SPOOL_FILENAM
                                TrackingConfig, environment_info, flatten_params, git_info,
                                read_spool, replay_spool, resolve_init)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TRACKER_LOGGER = "pipeline.tracking"   # the package; its modules log as pipeline.tracking.<module>
 
 
