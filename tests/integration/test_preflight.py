@@ -60,6 +60,7 @@ def _check_result(r: dict, world_size: int) -> None:
     assert "SyncBatchNorm" in r["sync_bn"]["status"] or "one rank" in r["sync_bn"]["status"]
 
 
+@pytest.mark.slow  # ~20 s: keeps `-m "not slow"` under 3 min
 def test_preflight_cpu_quick_passes_prints_the_table_and_writes_the_json(tmp_path):
     out = tmp_path / "preflight.json"
     proc = subprocess.run([sys.executable, str(PREFLIGHT), "--device", "cpu", "--quick",
