@@ -1,7 +1,10 @@
 """The SLURM training script under a fake SLURM: fake ``scontrol``, ``srun`` and ``torchrun`` on
 PATH record what they are given, so the test checks the command line every node would run (the
 rendezvous on the first node, nnodes, the launcher and its arguments unchanged), the environment
-the ranks get, and the signal forwarding a pre-emption or time limit relies on."""
+the ranks get, and how the batch shell passes on a signal (to srun as SIGUSR1, never SIGTERM,
+which srun would turn into SIGKILL of every task). ``launch/slurm/node_task.sh``, each node's
+task, is checked on its own: what it does with SIGUSR1 and SIGTERM. The whole signal path on a
+real SLURM cluster is tests/faults/test_slurm_preemption.py."""
 
 from __future__ import annotations
 
@@ -26,22 +29,27 @@ FAKES = {
 if [ "$1 $2" = "show hostnames" ]; then printf '%s\\n' {' '.join(HOSTS)}; exit 0; fi
 echo "$*" >> "$FAKE_LOG/scontrol.log"
 """,
-    # logs its arguments, then runs the command after its options once (as one node's task)
+    # logs its arguments, then runs the command after its options once (as one node's task);
+    # with FAKE_WAIT it runs nothing and waits for a signal, which it logs (real srun would
+    # forward USR1 to the step's processes, and answer TERM with SIGKILL to them)
     "srun": """#!/bin/bash
 printf '%s\\n' "$@" > "$FAKE_LOG/srun.args"
 while [ $# -gt 0 ] && [ "${1#-}" != "$1" ]; do shift; done
+if [ -n "${FAKE_WAIT:-}" ]; then
+    STOP=
+    trap 'echo USR1 >> "$FAKE_LOG/srun.signals"; STOP=1' USR1
+    trap 'echo TERM >> "$FAKE_LOG/srun.signals"; STOP=1' TERM
+    touch "$FAKE_LOG/srun.started"
+    while [ -z "$STOP" ]; do sleep 0.05; done
+    sleep 1        # the step takes a moment to stop: signals meanwhile are logged too
+    exit 0
+fi
 exec "$@"
 """,
-    # logs its arguments and the environment it got; with FAKE_WAIT, runs until SIGTERM
+    # logs its arguments and the environment it got
     "torchrun": """#!/bin/bash
 printf '%s\\n' "$@" > "$FAKE_LOG/torchrun.args"
 env > "$FAKE_LOG/torchrun.env"
-if [ -n "${FAKE_WAIT:-}" ]; then
-    trap 'echo TERM > "$FAKE_LOG/torchrun.signal"; exit 0' TERM
-    trap 'echo USR1 > "$FAKE_LOG/torchrun.signal"; exit 1' USR1
-    touch "$FAKE_LOG/torchrun.started"
-    while :; do sleep 0.05; done
-fi
 """,
 }
 
@@ -87,7 +95,7 @@ def test_one_torchrun_per_node_with_the_rendezvous_on_the_first_node(fake_slurm)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     srun = _lines(log / "srun.args")
     assert srun[:4] == ["--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
-    assert srun[4] == env["STCNN_TORCHRUN"]
+    assert srun[4:7] == ["bash", "launch/slurm/node_task.sh", env["STCNN_TORCHRUN"]]
     assert _lines(log / "torchrun.args") == [
         "--nnodes=2", "--nproc_per_node=4", "--rdzv-backend=c10d",
         f"--rdzv-endpoint={HOSTS[0]}:29500", "--rdzv-id=4242", "--max-restarts=0", *LAUNCH]
@@ -122,29 +130,87 @@ def test_no_launcher_is_a_usage_error(fake_slurm):
 
 @pytest.mark.parametrize("sig, requeued", [(signal.SIGUSR1, True), (signal.SIGTERM, False)],
                          ids=["SIGUSR1", "SIGTERM"])
-def test_signals_reach_torchrun_as_sigterm(fake_slurm, sig, requeued):
-    """SIGUSR1 before the time limit (--signal=B:USR1@120) and SIGTERM (pre-emption, scancel)
-    reach torchrun as SIGTERM, which it forwards to the ranks (they checkpoint and stop); after
-    SIGUSR1 the job requeues itself, after SIGTERM it leaves that to SLURM."""
+def test_signals_reach_srun_as_sigusr1_once(fake_slurm, sig, requeued):
+    """SIGUSR1 before the time limit (--signal=B:USR1@120) and SIGTERM to the batch shell both
+    reach srun as one SIGUSR1 (which srun forwards to the training step); after SIGUSR1 the job
+    requeues itself, after SIGTERM it leaves that to SLURM."""
     env, log = fake_slurm
     env["FAKE_WAIT"] = "1"
     proc = subprocess.Popen(["bash", str(SCRIPT), *LAUNCH], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while not (log / "torchrun.started").exists():
+        while not (log / "srun.started").exists():
             assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "fake torchrun did not start"
+            assert time.monotonic() < deadline, "fake srun did not start"
             time.sleep(0.02)
         proc.send_signal(sig)
+        time.sleep(0.3)
+        proc.send_signal(sig)                      # a second signal is not passed on again
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out + err
-    assert (log / "torchrun.signal").read_text().strip() == "TERM"
+    assert _lines(log / "srun.signals") == ["USR1"]
     assert f"got SIG{sig.name[3:]}" in err
     if requeued:
         assert _lines(log / "scontrol.log") == ["requeue 4242"]
     else:
         assert not (log / "scontrol.log").exists()
+
+
+NODE_TASK = REPO / "launch" / "slurm" / "node_task.sh"
+# what the node task runs in place of torchrun: says whether it ignores SIGUSR1, then waits for
+# a file (60 s at most) and exits with code 7
+CHILD = """
+import os, signal, sys, time
+print("USR1 ignored" if signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN else "USR1 live",
+      flush=True)
+open(sys.argv[1] + ".started", "w").close()
+deadline = time.monotonic() + 60
+while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+    time.sleep(0.02)
+sys.exit(7)
+"""
+
+
+def _node_task(tmp_path: Path, *signals: signal.Signals) -> tuple[subprocess.Popen, str, str]:
+    go = tmp_path / "go"
+    proc = subprocess.Popen(["bash", str(NODE_TASK), sys.executable, "-c", CHILD, str(go)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not Path(f"{go}.started").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the node task's command did not start"
+            time.sleep(0.02)
+        for sig in signals:
+            proc.send_signal(sig)
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the node task ended on {signals}: {proc.communicate()}"
+        go.touch()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        go.touch()                                 # the command ends even if the task died
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)    # and nothing of the group is left behind
+        except ProcessLookupError:
+            pass
+    return proc, out, err
+
+
+def test_node_task_runs_torchrun_with_usr1_ignored_and_outlives_signals(tmp_path):
+    """Under node_task.sh torchrun starts with SIGUSR1 ignored (its workers' StopHook installs
+    its own handler); the task itself neither dies of SIGUSR1 nor of SIGTERM (it waits for
+    torchrun, which stops its workers), and exits with torchrun's status."""
+    proc, out, err = _node_task(tmp_path, signal.SIGUSR1, signal.SIGTERM)
+    assert proc.returncode == 7, out + err
+    assert out.strip() == "USR1 ignored"
+    assert "got SIGTERM; torchrun stops the workers with a checkpoint" in err
+
+
+def test_node_task_without_a_command_is_a_usage_error():
+    proc = subprocess.run(["bash", str(NODE_TASK)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "usage" in proc.stderr

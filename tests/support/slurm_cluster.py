@@ -169,7 +169,8 @@ def write_config(root: Path, nodes: tuple[str, ...], *, cpus_per_node: int, mem_
         f"SlurmdUser={user}",
         "AuthType=auth/munge",
         "CredType=cred/munge",
-        f"AuthInfo=socket={munge_socket}",
+        # cred_expire: also how long a requeued job waits before it starts again (default 120 s)
+        f"AuthInfo=socket={munge_socket},cred_expire=15",
         "MpiDefault=none",
         "ProctrackType=proctrack/linuxproc",
         "TaskPlugin=task/none",
@@ -318,7 +319,7 @@ def job_env(cluster: SlurmCluster, python: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def outputs(folder: Path) -> str:
-    """The tails of the job output files (``*.out``) in ``folder``, for failure messages."""
-    return "\n".join(f"--- {p.name}:\n{p.read_text(errors='replace')[-3000:]}"
+def outputs(folder: Path, tail: int = 3000) -> str:
+    """The last ``tail`` characters of each job output file (``*.out``) in ``folder``."""
+    return "\n".join(f"--- {p.name}:\n{p.read_text(errors='replace')[-tail:]}"
                      for p in sorted(folder.glob("*.out")))
