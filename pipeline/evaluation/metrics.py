@@ -3,7 +3,7 @@ per-sequence statistics (mean, recall, decay).
 
 They reproduce the official DAVIS evaluation code (davis2017-evaluation for J, F and the
 statistics; the DAVIS-2016 package for T) on every golden case of
-``shared/reference/metrics`` (see ``tests/test_metrics.py``). The rules, in short:
+``shared/reference/metrics`` (see ``tests/unit/test_metrics.py``). The rules, in short:
 
 * **J** = |gt & pred| / |gt | pred|; both masks empty -> 1 (one empty -> 0).
 * **F** compares boundary maps: a pixel is boundary if it differs from its right, bottom or

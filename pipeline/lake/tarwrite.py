@@ -6,7 +6,7 @@ conversions per member (~80 us), plus a ``BytesIO`` round trip of the data; a sh
 7 members per clip, so that was a quarter of the preprocessing job's time. Every header here is a
 fixed template with only the name, size and checksum filled in; the data is written as it is.
 The round trip (``tarfile`` and :mod:`pipeline.lake.tario` read it back) and the byte identity
-with ``tarfile`` are tested (``tests/test_tario.py``).
+with ``tarfile`` are tested (``tests/unit/test_tario.py``).
 """
 
 from __future__ import annotations

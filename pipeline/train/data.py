@@ -97,9 +97,19 @@ class DataStream:
         self._it: Iterator | None = None
 
     def _start_epoch(self) -> None:
+        self.close()
         self.loader.set_epoch(self.epoch)
         self._it = iter(self.loader)
         self.batch = 0
+
+    def close(self) -> None:
+        """Ends the current epoch's iterator now, so its DataLoader workers are shut down here
+        and not whenever the garbage collector reaches it (in a later phase run of the same
+        process, that was a 5 s join timeout per worker)."""
+        it, self._it = self._it, None
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
 
     def __iter__(self) -> "DataStream":
         return self

@@ -186,7 +186,10 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
 
     loop = TrainLoop(phase, stream, cfg.steps, accum=plan.accum, start_step=start_step,
                      hooks=hooks, autocast=lambda: autocast(cfg.dist, ctx.device))
-    loop.run()
+    try:
+        loop.run()
+    finally:
+        stream.close()          # the loader's workers end with the run
 
     times = timer.step_times[1:] or timer.step_times
     summary = {

@@ -1,9 +1,8 @@
 """Helpers of the fault-injection suite (``tests/faults``): the fault hook's environment
 (:func:`fault_env`, :data:`FAULT_HOOK`), what a resumed log says (:func:`resumed_steps`), and
-recording what each fault scenario showed (:func:`record`, :class:`Timer`). Training runs start
-through the one runner, ``support/training.py``'s :func:`~support.training.torchrun` (re-exported
-here with :func:`~support.training.torchrun_cmd`, :func:`~support.training.failure` and
-:func:`~support.training.summary`).
+recording what each fault scenario showed (:func:`record`, :class:`Timer`), the run the
+pre-emption tests interrupt (:data:`PREEMPT_RUN`). Training runs start through the one runner,
+``support/training.py``'s :func:`~support.training.torchrun`.
 
 When ``$STCNN_FAULT_REPORT`` names a folder, every scenario writes one JSON record there
 (:func:`record`); ``python benchmarks/fault_figures.py --from-report DIR`` prints them as the
@@ -19,13 +18,13 @@ import time
 from pathlib import Path
 
 from support import child_env
-# re-exported: the fault tests' runner is the one of support/training.py
-from support.training import failure, summary, torchrun, torchrun_cmd  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT_ENV = "STCNN_FAULT_REPORT"
 
 FAULTS = Path(__file__).resolve().parent
+# the run the pre-emption tests interrupt: 6 steps, no periodic checkpoint before the end
+PREEMPT_RUN = ("steps=6", "checkpoint.every=100", "log.every=1")
 FAULT_HOOK = "hooks=[fault_hook:from_env]"   # the training config's extra hook (fault_hook.py)
 
 

@@ -21,20 +21,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from faultlib import FAULT_HOOK, fault_env, resumed_steps
+from faultlib import FAULT_HOOK, PREEMPT_RUN, fault_env, resumed_steps
 from support.training import (assert_same_tensors, failure, last_checkpoint_state, load_state,
                               summary, torchrun, torchrun_cmd)
 
 pytestmark = pytest.mark.slow
-COMMON = ("steps=6", "checkpoint.every=100", "log.every=1")
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(train_lake, tmp_path_factory):
-    ref = tmp_path_factory.mktemp("preempt") / "uninterrupted"
-    proc = torchrun("gan", train_lake, ref, *COMMON)
-    assert proc.returncode == 0, failure(proc)
-    return ref
+COMMON = PREEMPT_RUN
 
 
 def _wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -52,7 +44,7 @@ def _wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 300) -
 
 @pytest.mark.parametrize("how", ["TERM to torchrun", "USR1 to the workers"])
 def test_signal_mid_interval_stops_both_ranks_with_a_checkpoint_and_resumes_bit_identically(
-        how, uninterrupted, train_lake, tmp_path):
+        how, uninterrupted_gan, train_lake, tmp_path):
     run_dir, hold = tmp_path / "run", tmp_path / "hold"
     cmd = torchrun_cmd("gan", train_lake, run_dir, *COMMON, FAULT_HOOK)
     proc = subprocess.Popen(cmd, env=fault_env(f"hold:step=3:dir={hold}"), cwd=tmp_path,
@@ -85,13 +77,13 @@ def test_signal_mid_interval_stops_both_ranks_with_a_checkpoint_and_resumes_bit_
     assert s["resumed_from"].endswith("step_00000004")
     # bit-identical to the uninterrupted run: weights, engines (optimizers, schedulers), phase,
     # and each rank's RNG state and data position
-    assert_same_tensors(load_state(uninterrupted)["models"], load_state(run_dir)["models"],
+    assert_same_tensors(load_state(uninterrupted_gan)["models"], load_state(run_dir)["models"],
                         "weights")
-    a, b = last_checkpoint_state(uninterrupted), last_checkpoint_state(run_dir)
+    a, b = last_checkpoint_state(uninterrupted_gan), last_checkpoint_state(run_dir)
     assert a["step"] == b["step"] == 6
     assert_same_tensors(a["engines"], b["engines"], "engines")
     assert_same_tensors(a["phase"], b["phase"], "phase")
     for r in (0, 1):
         name = f"checkpoints/step_00000006/rank_{r:05d}.pt"
-        assert_same_tensors(torch.load(uninterrupted / name, weights_only=True)["state"],
+        assert_same_tensors(torch.load(uninterrupted_gan / name, weights_only=True)["state"],
                             torch.load(run_dir / name, weights_only=True)["state"], name)

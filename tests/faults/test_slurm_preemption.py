@@ -8,9 +8,9 @@ signalled the way SLURM signals it while it is between checkpoints:
   the same step with a checkpoint of that step, requeue itself, and the requeued job (the same
   command) must resume there and finish.
 * **pre-emption**: ``scancel --signal=TERM`` is what SLURM sends a pre-empted job's steps:
-  SIGTERM to every process of the step (torchrun twice over, through its process group and
-  through the step's process list). The step must stop with its own checkpoint the same way;
-  submitting the same command again resumes it and finishes.
+  SIGTERM to every process of the step (the node's task, torchrun, the ranks). The step must
+  stop with its own checkpoint the same way, no node's task killed by the signal; submitting the
+  same command again resumes it and finishes.
 
 Either way the final weights, engines, phase and each rank's RNG/data state equal, bit for bit,
 those of an uninterrupted run. The moment is fixed by ``STCNN_FAULT=hold:step=3:dir=D``
@@ -32,14 +32,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from faultlib import FAULT_HOOK, failure, fault_env, resumed_steps, summary, torchrun
+from faultlib import FAULT_HOOK, PREEMPT_RUN, fault_env, resumed_steps
 from support import free_port
 from support.slurm_cluster import SlurmCluster, job_env, outputs, sbatch
 from support.training import (LAUNCHERS, assert_same_tensors, last_checkpoint_state, load_state,
-                              tiny)
+                              summary, tiny)
 
 pytestmark = pytest.mark.slow
-COMMON = ("steps=6", "checkpoint.every=100", "log.every=1")
+COMMON = PREEMPT_RUN
 TRAIN = "launch/slurm/train.sbatch"
 SAVE_SECONDS = 8   # > KillWait=5 of the test cluster
 
@@ -54,14 +54,6 @@ def save_torch(path, obj):
         time.sleep({SAVE_SECONDS})
 m.save_torch = save_torch
 '''
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(train_lake, tmp_path_factory):
-    ref = tmp_path_factory.mktemp("slurm_preempt") / "uninterrupted"
-    proc = torchrun("gan", train_lake, ref, *COMMON)
-    assert proc.returncode == 0, failure(proc)
-    return ref
 
 
 def submit(slurm: SlurmCluster, lake: Path, run_dir: Path, logs: Path, fault: str,
@@ -149,7 +141,7 @@ def assert_stopped_at_step_4(log: str, run_dir: Path) -> None:
 
 
 def test_time_limit_warning_checkpoints_requeues_and_resumes_bit_identically(
-        slurm, train_lake, uninterrupted, tmp_path):
+        slurm, train_lake, uninterrupted_gan, tmp_path):
     run_dir, hold, logs = tmp_path / "run", tmp_path / "hold", tmp_path / "logs"
     logs.mkdir()
     job = submit(slurm, train_lake, run_dir, logs, f"hold:step=3:dir={hold}",
@@ -176,11 +168,11 @@ def test_time_limit_warning_checkpoints_requeues_and_resumes_bit_identically(
     assert s["completed"] and s["start_step"] == 4 and s["steps"] == 6, (s, log)
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("step_*")) == \
         ["step_00000004", "step_00000006"]
-    assert_bit_identical(uninterrupted, run_dir)
+    assert_bit_identical(uninterrupted_gan, run_dir)
 
 
 def test_preemption_sigterm_to_the_step_checkpoints_and_the_same_command_resumes(
-        slurm, train_lake, uninterrupted, tmp_path):
+        slurm, train_lake, uninterrupted_gan, tmp_path):
     run_dir, hold, logs = tmp_path / "run", tmp_path / "hold", tmp_path / "logs"
     logs.mkdir()
     job = submit(slurm, train_lake, run_dir, logs, f"hold:step=3:dir={hold}",
@@ -213,4 +205,4 @@ def test_preemption_sigterm_to_the_step_checkpoints_and_the_same_command_resumes
     assert resumed_steps(log2) == [4], log2
     s = summary(run_dir)
     assert s["completed"] and s["start_step"] == 4 and s["steps"] == 6, (s, log2)
-    assert_bit_identical(uninterrupted, run_dir)
+    assert_bit_identical(uninterrupted_gan, run_dir)

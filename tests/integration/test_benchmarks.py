@@ -31,6 +31,7 @@ def _positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow  # > 5 s on 2 cores: keeps -m "not slow" under 3 min
 def test_loader_benchmark_json(tmp_path):
     r = json.loads(_run("loader_throughput.py", "--json", tmp_path=tmp_path))
     assert set(r["clips_per_s"]) >= {"loader", "loader-frames", "folder", "ceiling", "ceiling+mask"}
@@ -42,6 +43,7 @@ def test_loader_benchmark_json(tmp_path):
     assert not any(tmp_path.iterdir()), "the benchmark left files behind"
 
 
+@pytest.mark.slow  # > 5 s on 2 cores: keeps -m "not slow" under 3 min
 def test_loader_benchmark_table_on_synthetic_data(tmp_path):
     out = _run("loader_throughput.py", "--synthetic", tmp_path=tmp_path)
     assert "synthetic" in out

@@ -83,6 +83,7 @@ def direct_scores(root: Path, results: Path, seq: str):
     return np.array(J), np.array(F)
 
 
+@pytest.mark.slow  # > 5 s on 2 cores: keeps -m "not slow" under 3 min
 def test_cli_on_real_davis_copy_first_frame(real_davis, copy_first, tmp_path):
     out = tmp_path / "eval"
     proc = run_cli("--davis-root", real_davis, "--results", copy_first, "--year", 2016,

@@ -327,6 +327,7 @@ def test_preprocess_cli_to_s3_then_read_back(s3, local_lake, tmp_path):
         assert s["upload"]["shards_skipped"] == s["shards_total"]
 
 
+@pytest.mark.slow  # > 5 s on 2 cores: keeps -m "not slow" under 3 min
 def test_catalog_cli_summarises_and_validates_an_s3_lake(s3, local_lake):
     url = f"s3://{BUCKET}/catalog-cli"
     OS.upload_set(_set_dir(local_lake), f"{url}/davis2016/train")

@@ -575,6 +575,7 @@ def test_secrets_never_reach_params_or_logs():
     assert redact("error", "connect to http://u:p@h:1 failed") == "connect to http://***@h:1 failed"
 
 
+@pytest.mark.slow  # > 5 s on 2 cores: keeps -m "not slow" under 3 min
 def test_metrics_go_through_mlflows_async_queue_by_default(server, tmp_path):
     """The default sends metrics with MLflow's async logging (a newer MLflow whose futures this
     code cannot watch would fall back to synchronous sends: this fails first)."""

@@ -135,6 +135,7 @@ def beton(lake, tmp_path_factory):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # > 5 s on 2 cores: keeps -m "not slow" under 3 min
 @needs_ffcv
 def test_raw_store_round_trips_exactly(lake, beton):
     out, summary = beton
@@ -189,6 +190,7 @@ def test_loader_resizes_masks_nearest(lake, beton):
     assert seen == list(range(len(doc["samples"])))
 
 
+@pytest.mark.slow  # > 5 s on 2 cores: keeps -m "not slow" under 3 min
 @needs_ffcv
 def test_random_order_is_seeded_and_covers_all(beton):
     out, _ = beton

@@ -245,6 +245,7 @@ def ffcv_beton(train_lake, tmp_path_factory) -> Path:
     return beton
 
 
+@pytest.mark.slow  # > 5 s on 2 cores: keeps -m "not slow" under 3 min
 @pytest.mark.ffcv
 def test_ssb_pretraining_reads_an_ffcv_store(train_lake, ffcv_beton, tmp_path):
     beton = ffcv_beton
@@ -258,11 +259,18 @@ def test_ssb_pretraining_reads_an_ffcv_store(train_lake, ffcv_beton, tmp_path):
 def test_resume_with_loader_workers_is_bit_identical(train_lake, tmp_path):
     """Two DataLoader worker processes (each reading its own shards with its own seed): the
     resumed run still sees exactly the batches of the uninterrupted one."""
+    import multiprocessing
+
     workers = ("data.num_workers=2", "steps=5")
     full, parts = tmp_path / "full", tmp_path / "parts"
     run_phase("gan", tiny("gan"), overrides(train_lake, full, *workers))
+    # each run shuts its loader workers down as it ends (not when the garbage collector gets to
+    # the iterator, in some later run: 5 s of join timeout per worker)
+    assert multiprocessing.active_children() == []
     run_phase("gan", tiny("gan"), overrides(train_lake, parts, *workers, "checkpoint.stop_after=2"))
+    assert multiprocessing.active_children() == []
     s = run_phase("gan", tiny("gan"), overrides(train_lake, parts, *workers))
+    assert multiprocessing.active_children() == []
     assert s["start_step"] == 2 and s["completed"]
     assert_same_tensors(load_state(full)["models"], load_state(parts)["models"], "weights")
 

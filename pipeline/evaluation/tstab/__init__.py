@@ -4,7 +4,7 @@ The DAVIS-2016 measure (Perazzi et al., CVPR 2016) compares the contour of a mas
 the contour at frame t+1: both are turned into polygons, densified, described with shape contexts,
 aligned by dynamic time warping, and T is the mean matching cost of the aligned points. The
 official tool does the geometry in a C++ module; this module follows the same steps so that the
-numbers agree (see ``tests/test_metrics.py`` for the tolerance reached on the golden cases):
+numbers agree (see ``tests/unit/test_metrics.py`` for the tolerance reached on the golden cases):
 
 1. **Contour tracing** on the "crack" grid: coordinates are doubled, pixel (r, c) sits at
    (2r+1, 2c+1) and the boundary between two pixels at the midpoint of their centres. A corner
