@@ -12,11 +12,9 @@ from __future__ import annotations
 import re
 
 import pytest
-import torch
 
 from faultlib import FAULT_HOOK, Timer, fault_env, record, resumed_steps
-from support.training import (assert_same_tensors, failure, last_checkpoint_state, load_state,
-                              summary, torchrun)
+from support.training import assert_runs_bit_identical, failure, summary, torchrun
 
 COMMON = ("steps=6", "checkpoint.every=2")
 
@@ -55,16 +53,9 @@ def test_torchrun_restarts_a_killed_rank_and_the_run_is_bit_identical(train_lake
     s = summary(run_dir)
     assert s["completed"] and s["steps"] == 6 and s["start_step"] == 2
     assert s["resumed_from"].endswith("step_00000002") and s["world_size"] == 2
-    # bit-identical to the uninterrupted run: weights, and models/optimizers/schedulers
-    assert_same_tensors(load_state(ref)["models"], load_state(run_dir)["models"], "weights")
-    a, b = last_checkpoint_state(ref), last_checkpoint_state(run_dir)
-    assert a["step"] == b["step"] == 6
-    assert_same_tensors(a["engines"], b["engines"], "engines")
-    assert_same_tensors(a["phase"], b["phase"], "phase")
-    for r in (0, 1):   # and each rank's data position and RNG state
-        name = f"checkpoints/step_00000006/rank_{r:05d}.pt"
-        assert_same_tensors(torch.load(ref / name, weights_only=True)["state"],
-                            torch.load(run_dir / name, weights_only=True)["state"], name)
+    # bit-identical to the uninterrupted run: weights, models/optimizers/schedulers, and each
+    # rank's data position and RNG state
+    assert_runs_bit_identical(ref, run_dir, step=6, ranks=2)
     record("elastic-kill", fault="SIGKILL of rank 1 of 2 after step 3 (torchrun --max-restarts=2)",
            where="2-rank DDP training (GAN phase, gloo)", times=1,
            survived="run completed after 1 restart; weights + checkpoint bit-identical",

@@ -285,7 +285,7 @@ class MlflowServer:
     """``mlflow server`` on a fixed port and sqlite database that can be stopped and started."""
 
     def __init__(self, root: Path):
-        from support.mlflow_server import free_port
+        from support import free_port
 
         self.root, self.port = root, free_port()
         self.uri = f"http://127.0.0.1:{self.port}"

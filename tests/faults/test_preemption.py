@@ -19,11 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from faultlib import FAULT_HOOK, PREEMPT_RUN, fault_env, resumed_steps
-from support.training import (assert_same_tensors, failure, last_checkpoint_state, load_state,
-                              summary, torchrun, torchrun_cmd)
+from support.training import assert_runs_bit_identical, failure, summary, torchrun, torchrun_cmd
 
 pytestmark = pytest.mark.slow
 COMMON = PREEMPT_RUN
@@ -77,13 +75,4 @@ def test_signal_mid_interval_stops_both_ranks_with_a_checkpoint_and_resumes_bit_
     assert s["resumed_from"].endswith("step_00000004")
     # bit-identical to the uninterrupted run: weights, engines (optimizers, schedulers), phase,
     # and each rank's RNG state and data position
-    assert_same_tensors(load_state(uninterrupted_gan)["models"], load_state(run_dir)["models"],
-                        "weights")
-    a, b = last_checkpoint_state(uninterrupted_gan), last_checkpoint_state(run_dir)
-    assert a["step"] == b["step"] == 6
-    assert_same_tensors(a["engines"], b["engines"], "engines")
-    assert_same_tensors(a["phase"], b["phase"], "phase")
-    for r in (0, 1):
-        name = f"checkpoints/step_00000006/rank_{r:05d}.pt"
-        assert_same_tensors(torch.load(uninterrupted_gan / name, weights_only=True)["state"],
-                            torch.load(run_dir / name, weights_only=True)["state"], name)
+    assert_runs_bit_identical(uninterrupted_gan, run_dir, step=6, ranks=2)

@@ -30,13 +30,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from faultlib import FAULT_HOOK, PREEMPT_RUN, fault_env, resumed_steps
 from support import free_port
 from support.slurm_cluster import SlurmCluster, job_env, outputs, sbatch
-from support.training import (LAUNCHERS, assert_same_tensors, last_checkpoint_state, load_state,
-                              summary, tiny)
+from support.training import LAUNCHERS, assert_runs_bit_identical, summary, tiny
 
 pytestmark = pytest.mark.slow
 COMMON = PREEMPT_RUN
@@ -121,17 +119,15 @@ def wait_until_gone(slurm: SlurmCluster, job: str, logs: Path, timeout: float = 
         time.sleep(0.2)
 
 
-def assert_bit_identical(uninterrupted: Path, run_dir: Path) -> None:
-    assert_same_tensors(load_state(uninterrupted)["models"], load_state(run_dir)["models"],
-                        "weights")
-    a, b = last_checkpoint_state(uninterrupted), last_checkpoint_state(run_dir)
-    assert a["step"] == b["step"] == 6
-    assert_same_tensors(a["engines"], b["engines"], "engines")
-    assert_same_tensors(a["phase"], b["phase"], "phase")
-    for r in (0, 1):
-        name = f"checkpoints/step_00000006/rank_{r:05d}.pt"
-        assert_same_tensors(torch.load(uninterrupted / name, weights_only=True)["state"],
-                            torch.load(run_dir / name, weights_only=True)["state"], name)
+def held_job(slurm: SlurmCluster, lake: Path, tmp_path: Path) -> tuple[str, Path, Path, Path]:
+    """A submitted job whose ranks hold after step 3 (step-4 save slowed); returns (job id,
+    run_dir, hold folder, log folder) once both ranks hold."""
+    run_dir, hold, logs = tmp_path / "run", tmp_path / "hold", tmp_path / "logs"
+    logs.mkdir()
+    job = submit(slurm, lake, run_dir, logs, f"hold:step=3:dir={hold}",
+                 slow_save=tmp_path / "site")
+    wait_for_pids(slurm, job, hold, logs)
+    return job, run_dir, hold, logs
 
 
 def assert_stopped_at_step_4(log: str, run_dir: Path) -> None:
@@ -142,11 +138,7 @@ def assert_stopped_at_step_4(log: str, run_dir: Path) -> None:
 
 def test_time_limit_warning_checkpoints_requeues_and_resumes_bit_identically(
         slurm, train_lake, uninterrupted_gan, tmp_path):
-    run_dir, hold, logs = tmp_path / "run", tmp_path / "hold", tmp_path / "logs"
-    logs.mkdir()
-    job = submit(slurm, train_lake, run_dir, logs, f"hold:step=3:dir={hold}",
-                 slow_save=tmp_path / "site")
-    wait_for_pids(slurm, job, hold, logs)
+    job, run_dir, hold, logs = held_job(slurm, train_lake, tmp_path)
     # what --signal=B:USR1@120 does 120 s before the time limit
     r = slurm.run("scancel", "--batch", "--signal=USR1", job)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -168,16 +160,12 @@ def test_time_limit_warning_checkpoints_requeues_and_resumes_bit_identically(
     assert s["completed"] and s["start_step"] == 4 and s["steps"] == 6, (s, log)
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("step_*")) == \
         ["step_00000004", "step_00000006"]
-    assert_bit_identical(uninterrupted_gan, run_dir)
+    assert_runs_bit_identical(uninterrupted_gan, run_dir, step=6, ranks=2)
 
 
 def test_preemption_sigterm_to_the_step_checkpoints_and_the_same_command_resumes(
         slurm, train_lake, uninterrupted_gan, tmp_path):
-    run_dir, hold, logs = tmp_path / "run", tmp_path / "hold", tmp_path / "logs"
-    logs.mkdir()
-    job = submit(slurm, train_lake, run_dir, logs, f"hold:step=3:dir={hold}",
-                 slow_save=tmp_path / "site")
-    wait_for_pids(slurm, job, hold, logs)
+    job, run_dir, hold, logs = held_job(slurm, train_lake, tmp_path)
     # what a pre-emption sends: SIGTERM to the job's steps (not the batch shell)
     r = slurm.run("scancel", "--signal=TERM", job)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -205,4 +193,4 @@ def test_preemption_sigterm_to_the_step_checkpoints_and_the_same_command_resumes
     assert resumed_steps(log2) == [4], log2
     s = summary(run_dir)
     assert s["completed"] and s["start_step"] == 4 and s["steps"] == 6, (s, log2)
-    assert_bit_identical(uninterrupted_gan, run_dir)
+    assert_runs_bit_identical(uninterrupted_gan, run_dir, step=6, ranks=2)

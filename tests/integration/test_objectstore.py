@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-import boto3  # noqa: F401  (a dependency: MLflow's s3:// artifact store)
 import moto.server as moto_server  # the test extra
 
-from support.mlflow_server import free_port, start_server  # noqa: E402
+from support import free_port  # noqa: E402
+from support.mlflow_server import start_server  # noqa: E402
 
 from pipeline.lake import store as OS  # noqa: E402
 from pipeline.loading.loader import iter_samples, make_loader  # noqa: E402

@@ -11,7 +11,6 @@ jobs), or when the cluster cannot start here (the reason carries the daemons' lo
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys

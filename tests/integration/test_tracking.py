@@ -19,7 +19,7 @@ import torch
 
 import mlflow
 
-from support.mlflow_server import free_port as _free_port  # noqa: E402
+from support import free_port as _free_port  # noqa: E402
 
 from pipeline.core.config import ConfigError  # noqa: E402
 from pipeline.tracking import (PARAM_VALUE_MAX, REJECTED_FILENAME, SPOOL_FILENAME,  # noqa: E402

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import mlflow
-from support.mlflow_server import free_port
+from support import free_port
 from support.training import REPO, torchrun
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from typing import Iterator
 import mlflow
 import pytest
 
-from support import free_port  # noqa: F401 - re-exported to the tests
+from support import free_port
 
 
 def answers(url: str, timeout: float = 1.0) -> bool:

@@ -30,7 +30,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support import free_port  # noqa: F401 - re-exported to the tests
 
 INSTALL_HINT = "apt-get install -y slurm-wlm munge"
 DAEMONS = ("munged", "slurmctld", "slurmd")

@@ -109,3 +109,18 @@ def assert_same_tensors(a, b, where=""):
             assert_same_tensors(x, y, f"{where}[{i}]")
     else:
         assert a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b)), where
+
+
+def assert_runs_bit_identical(reference: Path, run_dir: Path, *, step: int, ranks: int) -> None:
+    """Two finished runs equal bit for bit: the exported weights, and in the last checkpoint
+    (``step``) the engines (models, optimizers, schedulers), the phase state, and each of the
+    ``ranks`` ranks' own state (RNG states, data position)."""
+    assert_same_tensors(load_state(reference)["models"], load_state(run_dir)["models"], "weights")
+    a, b = last_checkpoint_state(reference), last_checkpoint_state(run_dir)
+    assert a["step"] == b["step"] == step
+    assert_same_tensors(a["engines"], b["engines"], "engines")
+    assert_same_tensors(a["phase"], b["phase"], "phase")
+    for r in range(ranks):
+        name = f"checkpoints/step_{step:08d}/rank_{r:05d}.pt"
+        assert_same_tensors(torch.load(reference / name, weights_only=True)["state"],
+                            torch.load(run_dir / name, weights_only=True)["state"], name)
