@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Puts a Docker Compose v2 CLI at DEST/docker-compose (default .venv/bin), for the test that
-# resolves docker/compose.yaml with `docker-compose config` (tests/integration/test_docker_lint.py; no Docker
-# engine needed). Does nothing when a v2 CLI is already there or on PATH. Called by setup.sh.
+# resolves docker/compose.yaml with `docker-compose config` (tests/integration/test_docker_lint.py;
+# no Docker engine needed). Does nothing when a v2 CLI is already there or on PATH. Called by
+# setup.sh.
 #
 # Where it comes from, first that works (as root, with apt; elsewhere it says what to install):
 #   1. the system's own package sources: Ubuntu's docker-compose-v2, or docker-compose when its
@@ -28,12 +29,16 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 chmod 755 "$WORK"   # apt's download sandbox user must be able to write here
 
-candidate() { apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}'; }
-for pkg in docker-compose-v2 docker-compose; do
-    case "$(candidate "$pkg")" in
-        2.*) (cd "$WORK" && apt-get download -qq "$pkg" >/dev/null 2>&1) && break ;;
+# fetch_v2 PKG [apt options]: download PKG's .deb into $WORK if its candidate version is 2.x
+fetch_v2() {
+    local pkg=$1
+    shift
+    case "$(apt-cache "$@" policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')" in
+        2.*) (cd "$WORK" && apt-get "$@" download -qq "$pkg" >/dev/null 2>&1) ;;
+        *) return 1 ;;
     esac
-done
+}
+fetch_v2 docker-compose-v2 || fetch_v2 docker-compose || true
 
 . /etc/os-release
 if ! compgen -G "$WORK/*.deb" >/dev/null && [ "${ID:-}" = debian ] && [ "${VERSION_CODENAME:-}" = bookworm ] \
@@ -47,11 +52,7 @@ if ! compgen -G "$WORK/*.deb" >/dev/null && [ "${ID:-}" = debian ] && [ "${VERSI
         APT=(-o "Dir::Etc::SourceList=$WORK/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
              -o "Dir::State::Lists=$WORK/apt/lists" -o "Dir::Cache=$WORK/apt/cache")
         echo "setup: fetching Debian 13's docker-compose (2.x) for the compose test"
-        if apt-get "${APT[@]}" update -qq >/dev/null 2>&1; then
-            case "$(apt-cache "${APT[@]}" policy docker-compose | awk '/Candidate:/ {print $2}')" in
-                2.*) (cd "$WORK" && apt-get "${APT[@]}" download -qq docker-compose >/dev/null 2>&1) || true ;;
-            esac
-        fi
+        apt-get "${APT[@]}" update -qq >/dev/null 2>&1 && fetch_v2 docker-compose "${APT[@]}" || true
     fi
 fi
 

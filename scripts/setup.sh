@@ -27,7 +27,7 @@ if ! have_ffcv_libs; then
     fi
 fi
 
-# A single-host SLURM cluster (tests/integration/test_slurm_cluster.py starts one): slurm-wlm + munge.
+# A single-host SLURM cluster (the `slurm` fixture of tests/conftest.py): slurm-wlm + munge.
 SLURM_PKGS="slurm-wlm munge"
 if ! { command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ]; }; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
@@ -42,9 +42,9 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PY=.venv/bin/python
 
-# A Docker Compose v2 CLI, to resolve docker/compose.yaml in tests/integration/test_docker_lint.py (no Docker
-# engine is needed for `docker compose config`). As root: scripts/install_compose.sh puts one
-# in .venv/bin/docker-compose (from the system's packages, else Debian's own docker-compose 2.x).
+# A Docker Compose v2 CLI, to resolve docker/compose.yaml in tests/integration/test_docker_lint.py
+# (no Docker engine is needed for `docker compose config`). As root, scripts/install_compose.sh
+# puts one in .venv/bin/docker-compose (the system's packages, else Debian 13's docker-compose).
 bash scripts/install_compose.sh .venv/bin || true
 EXTRAS="test,bench"
 have_ffcv_libs && EXTRAS="$EXTRAS,ffcv"

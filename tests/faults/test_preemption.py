@@ -24,7 +24,6 @@ from faultlib import FAULT_HOOK, PREEMPT_RUN, fault_env, resumed_steps
 from support.training import assert_runs_bit_identical, failure, summary, torchrun, torchrun_cmd
 
 pytestmark = pytest.mark.slow
-COMMON = PREEMPT_RUN
 
 
 def _wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -44,7 +43,7 @@ def _wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 300) -
 def test_signal_mid_interval_stops_both_ranks_with_a_checkpoint_and_resumes_bit_identically(
         how, uninterrupted_gan, train_lake, tmp_path):
     run_dir, hold = tmp_path / "run", tmp_path / "hold"
-    cmd = torchrun_cmd("gan", train_lake, run_dir, *COMMON, FAULT_HOOK)
+    cmd = torchrun_cmd("gan", train_lake, run_dir, *PREEMPT_RUN, FAULT_HOOK)
     proc = subprocess.Popen(cmd, env=fault_env(f"hold:step=3:dir={hold}"), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pids = [hold / "rank_0.pid", hold / "rank_1.pid"]
@@ -67,7 +66,7 @@ def test_signal_mid_interval_stops_both_ranks_with_a_checkpoint_and_resumes_bit_
         assert (run_dir / "checkpoints" / "step_00000004" / f"rank_{r:05d}.pt").is_file()
     assert not (run_dir / "weights.pt").exists(), "a stopped run must not export weights"
     # the same command resumes from the stop and finishes
-    proc2 = torchrun("gan", train_lake, run_dir, *COMMON, FAULT_HOOK, env=fault_env(""))
+    proc2 = torchrun("gan", train_lake, run_dir, *PREEMPT_RUN, FAULT_HOOK, env=fault_env(""))
     assert proc2.returncode == 0, failure(proc2)
     assert resumed_steps(proc2.stdout + proc2.stderr) == [4]
     s = summary(run_dir)

@@ -37,7 +37,6 @@ from support.slurm_cluster import SlurmCluster, job_env, outputs, sbatch
 from support.training import LAUNCHERS, assert_runs_bit_identical, summary, tiny
 
 pytestmark = pytest.mark.slow
-COMMON = PREEMPT_RUN
 TRAIN = "launch/slurm/train.sbatch"
 SAVE_SECONDS = 8   # > KillWait=5 of the test cluster
 
@@ -70,7 +69,7 @@ def submit(slurm: SlurmCluster, lake: Path, run_dir: Path, logs: Path, fault: st
     r = sbatch(slurm, "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1",
                "--gpus-per-node=0", "--time=10:00", f"--output={logs}/%j.out",
                TRAIN, f"launch/{LAUNCHERS['gan']}.py", "--config", str(tiny("gan")),
-               f"data.lake={lake}", f"run_dir={run_dir}", "tracking.enabled=false", *COMMON,
+               f"data.lake={lake}", f"run_dir={run_dir}", "tracking.enabled=false", *PREEMPT_RUN,
                FAULT_HOOK, env=env, timeout=60, wait=False)
     assert r.returncode == 0, f"{r.stdout}{r.stderr}"
     return r.stdout.strip().split(";")[0]

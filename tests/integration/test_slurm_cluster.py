@@ -26,8 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 PREPROCESS = "launch/slurm/preprocess.sbatch"
 TRAIN = "launch/slurm/train.sbatch"
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(sys.platform != "linux", reason="SLURM daemons: Linux only")]
+pytestmark = pytest.mark.slow   # the `slurm` fixture (conftest.py) skips where it cannot run
 
 
 def test_preprocess_array_job_gives_the_lake_of_a_local_run(slurm, tmp_path):
