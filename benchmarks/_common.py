@@ -1,7 +1,6 @@
 """Helpers shared by the benchmarks: where the DAVIS data is, which sequences and files it has.
 
-The benchmarks run on the real DAVIS-2016 sample when it is there (``--davis-root``, else
-``$STCNN_SHARED_DAVIS``, else ``<repo>/../shared/data/DAVIS``), and otherwise on synthetic
+The benchmarks run on the DAVIS-2016 root given with ``--davis-root``, and otherwise on synthetic
 854x480 data written into a temporary folder.
 """
 
@@ -20,7 +19,7 @@ SPLITS = ("train", "val")  # disjoint: together they hold every sequence once
 
 
 def find_davis(explicit: str | os.PathLike | None = None) -> Path | None:
-    """The real DAVIS-2016 root, or None when it is not there (pipeline.sources.davis)."""
+    """The DAVIS-2016 root given, or None when none was (pipeline.sources.davis)."""
     from pipeline.sources.davis import find_davis as find
 
     return find(explicit)
@@ -36,10 +35,10 @@ def synthetic_davis(root: Path, n_sequences: int, n_frames: int) -> Path:
 
 def davis_source(explicit, tmp: Path, force_synthetic: bool, n_sequences: int = 1,
                  n_frames: int = 50) -> tuple[Path, str]:
-    """(root, description): the real sample, or synthetic data written under ``tmp``."""
+    """(root, description): the root given, or synthetic data written under ``tmp``."""
     root = None if force_synthetic else find_davis(explicit)
     if root is not None:
-        return root, f"real DAVIS-2016 sample ({root.name}/)"
+        return root, f"real DAVIS-2016 data ({root.name}/)"
     root = synthetic_davis(tmp / "synthetic_davis", n_sequences, n_frames)
     return root, f"synthetic DAVIS-2016 layout, 854x480, {n_sequences} sequence(s) per split"
 
@@ -108,7 +107,7 @@ def add_run_args(p, quick_help: str = "tiny run (smoke test)") -> None:
 
 def add_data_args(p) -> None:
     """The data options every data-path benchmark takes."""
-    p.add_argument("--davis-root", help="DAVIS-2016 root (default: <repo>/../shared/data/DAVIS, "
-                                        "else synthetic 854x480 data)")
+    p.add_argument("--davis-root", help="DAVIS-2016 root (default: none, synthetic 854x480 "
+                                        "data)")
     p.add_argument("--synthetic", action="store_true",
                    help="use synthetic data even if DAVIS is there")

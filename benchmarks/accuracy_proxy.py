@@ -2,7 +2,7 @@
 """Does the pipeline learn from real video? The CPU-scale STCNN recipe (``configs/proxy/``)
 trained on a DAVIS-2016 root's train split, then scored on its val split against baselines.
 
-    python benchmarks/accuracy_proxy.py --davis-root ../shared/data/DAVIS-2016-240p/DAVIS \\
+    python benchmarks/accuracy_proxy.py --davis-root /data/DAVIS-2016-240p \\
         --out runs/proxy [--budget-min 60] [--seeds 3] [--json]
     python benchmarks/accuracy_proxy.py --eval-only --checkpoint runs/proxy/weights.pt \\
         --davis-root /data/DAVIS --out runs/proxy_full      # another root, same online settings

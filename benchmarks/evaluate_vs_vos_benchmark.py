@@ -3,9 +3,8 @@
 ``vos-benchmark``) on the same predictions, in one run, with the same number of processes; the
 per-sequence J and F of both must be identical at full precision (checked, printed).
 
-Data: a DAVIS-2016 root (``--davis-root``; default the 427x240 release sample
-``../shared/data/DAVIS-2016-240p/DAVIS``, else the full-resolution ``../shared/data/DAVIS``),
-split ``--split`` (val). Predictions are derived from the real ground truth so that both tools
+Data: a DAVIS-2016 root (``--davis-root``, required: the 427x240 copy of the release or the
+full-resolution one), split ``--split`` (val). Predictions are derived from the real ground truth so that both tools
 see realistic errors: frame t is the annotation shifted by ((t mod 5) - 2, 3) pixels, eroded by
 a 5x5 square on every 7th frame, emptied on every 23rd (0/255 PNGs, like the annotations).
 They are written once into a temporary folder (removed after), with a folder of links to the
@@ -46,14 +45,6 @@ if str(REPO) not in sys.path:
 from pipeline.evaluation.davis import evaluate_davis, list_ground_truth  # noqa: E402
 
 TARGET = 3.0
-
-
-def default_root() -> Path | None:
-    for c in (REPO.parent / "shared" / "data" / "DAVIS-2016-240p" / "DAVIS",
-              REPO.parent / "shared" / "data" / "DAVIS"):
-        if (c / "Annotations" / "480p").is_dir():
-            return c
-    return None
 
 
 def perturb(mask: np.ndarray, t: int) -> np.ndarray:
@@ -110,8 +101,8 @@ def run_vos(gt_root: Path, preds: Path, workers: int) -> dict[str, tuple[float, 
 
 
 def run(args) -> dict:
-    root = Path(args.davis_root) if args.davis_root else default_root()
-    if root is None or not (root / "Annotations" / "480p").is_dir():
+    root = Path(args.davis_root)
+    if not (root / "Annotations" / "480p").is_dir():
         raise SystemExit("no DAVIS-2016 root: pass --davis-root (the folder holding "
                          "Annotations/480p and ImageSets/480p)")
     with tempfile.TemporaryDirectory(prefix="evalvos_", dir=args.tmp_dir) as tmp:
@@ -158,7 +149,7 @@ def print_table(r: dict) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--davis-root", help="DAVIS-2016 root (Annotations/480p, ImageSets/480p)")
+    p.add_argument("--davis-root", required=True, help="DAVIS-2016 root (Annotations/480p, ImageSets/480p)")
     p.add_argument("--split", default="val")
     p.add_argument("--workers", type=int, default=2, help="processes for both tools")
     p.add_argument("--repeats", type=int, default=3)

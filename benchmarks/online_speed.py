@@ -11,8 +11,8 @@ Per sequence: lucid dreams of the first frame, ``--iterations`` SGD steps of the
 then every later frame segmented from its 4 previous frames. Reported per segmented frame (the
 first frame excluded): tuning s/frame (dreams + tuning, divided over the sequence's frames, as
 the paper amortises it), inference s/frame, and their sum over the paper's 3.90 s/frame.
-Weights are random (speed does not depend on them). Data: the real DAVIS-2016 sample
-(blackswan, surf) when present, else synthetic 854x480 sequences.
+Weights are random (speed does not depend on them). Data: the DAVIS-2016 root given with
+``--davis-root``, else synthetic 854x480 sequences.
 """
 
 from __future__ import annotations

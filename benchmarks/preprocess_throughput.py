@@ -7,7 +7,7 @@ Source: the DAVIS folder (frames ``JPEGImages/480p/<seq>/*.jpg`` and masks
   tar          ``tar cf OUT.tar -C ROOT -T LIST`` of exactly those files (a plain copy into one
                archive: the floor of what any conversion costs).
   preprocess   ``run_preprocess`` (what ``launch/preprocess.py davis2016 --split train
-               --split val`` runs) in this process, with ``--workers`` 1 and 2: listing, plan,
+               val`` runs) in this process, with ``--workers`` 1 and 2: listing, plan,
                manifest, shards of 5-frame clips (every frame is stored in 5 clips, so it
                writes ~5x the source), per-shard parquet + stats, catalog.
   cli          (``--cli``) the same through ``python launch/preprocess.py`` as a subprocess,
@@ -90,7 +90,7 @@ def time_cli(root: Path, out: Path, workers: int, args) -> tuple[float, int]:
     cmd = [sys.executable, str(REPO / "launch" / "preprocess.py"), "davis2016", "--src", str(root),
            "--out", str(out), "--workers", str(workers), "--shard-max-count",
            str(args.shard_max_count), "--clip-stride", str(args.clip_stride),
-           "--no-progress", "--json"] + [a for s in SPLITS for a in ("--split", s)]
+           "--no-progress", "--json", "--split", *SPLITS]
     start = time.perf_counter()
     proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - start

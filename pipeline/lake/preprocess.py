@@ -46,8 +46,10 @@ class PreprocessConfig:
     shard_max_count: int = 256
     shard_max_bytes: int = 512 * 1024 * 1024
     workers: int = 1
-    task_index: int | None = None  # None: $SLURM_ARRAY_TASK_ID (relative to the array's first), else 0
-    num_tasks: int | None = None  # None: $SLURM_ARRAY_TASK_COUNT, else 1
+    # shard i is written by task i % num_tasks (resolve_task)
+    task_index: int | None = None  # None: $SLURM_ARRAY_TASK_ID itself (absolute), else 0
+    # None: $SLURM_ARRAY_TASK_COUNT of a whole array 0..COUNT-1 (any other array: an error), else 1
+    num_tasks: int | None = None
     on_error: Literal["raise", "skip"] = "raise"
     verify: Literal["header", "decode"] = "header"
     progress: bool = True
@@ -56,20 +58,58 @@ class PreprocessConfig:
     staging: Path | None = None
 
 
+def _array_var(env, name: str) -> int:
+    try:
+        return int(env[name])
+    except KeyError:
+        raise ValueError(f"{name} is not set in this SLURM array task: pass --num-tasks N, the "
+                         "size of the array whose tasks you run") from None
+    except ValueError:
+        raise ValueError(f"{name}={env[name]!r} is not an integer: pass --task-index and "
+                         "--num-tasks by hand") from None
+
+
+def _array_size(env) -> int:
+    """The task count of a whole SLURM array ``0..COUNT-1``; any other array is an error."""
+    lo, hi, count = (_array_var(env, f"SLURM_ARRAY_TASK_{k}") for k in ("MIN", "MAX", "COUNT"))
+    if lo == 0 and hi == count - 1:
+        return count
+    raise ValueError(
+        f"this SLURM array (task ids {lo}..{hi}, {count} task(s)) is not a whole array "
+        f"0..N-1, so the number of tasks sharing the shards is unknown: pass --num-tasks N, the "
+        f"size of the array whose tasks you re-run (e.g. --num-tasks 64 after --array=0-63)")
+
+
 def resolve_task(task_index: int | None, num_tasks: int | None,
                  env: dict | None = None) -> tuple[int, int]:
+    """This task's index and the number of tasks sharing the shards (shard i is written by task
+    i % num_tasks).
+
+    In a SLURM array the index is ``SLURM_ARRAY_TASK_ID`` itself, so any subset of an array's
+    ids (``--array=17,42`` re-running two tasks of ``--array=0-63``) builds exactly those tasks'
+    shards. The count is ``num_tasks`` when given, else ``SLURM_ARRAY_TASK_COUNT`` when the
+    array is exactly ``0..COUNT-1``; any other array without ``num_tasks`` is an error. Outside
+    an array: task 0 of 1 unless given. Raises ValueError (naming the fix) for an index outside
+    ``[0, num_tasks)``."""
     env = os.environ if env is None else env
+    array_id = env.get("SLURM_ARRAY_TASK_ID")
+    in_array = array_id is not None and task_index is None
     if num_tasks is None:
-        num_tasks = int(env.get("SLURM_ARRAY_TASK_COUNT", 1))
-    if task_index is None:
-        if "SLURM_ARRAY_TASK_ID" in env:
-            task_index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-        else:
-            task_index = 0
-    if num_tasks < 1 or not 0 <= task_index < num_tasks:
-        raise ValueError(f"task index {task_index} is not in [0, {num_tasks}): use "
-                         f"--task-index 0..{num_tasks - 1} with --num-tasks {num_tasks} "
-                         "(under SLURM: sbatch --array=0-<N-1>)")
+        num_tasks = _array_size(env) if array_id is not None else 1
+    if num_tasks < 1:
+        raise ValueError(f"--num-tasks must be >= 1, got {num_tasks}")
+    if in_array:
+        task_index = _array_var(env, "SLURM_ARRAY_TASK_ID")
+    elif task_index is None:
+        task_index = 0
+    if not 0 <= task_index < num_tasks:
+        if in_array:
+            raise ValueError(
+                f"SLURM_ARRAY_TASK_ID {task_index} is not in [0, {num_tasks}) of --num-tasks "
+                f"{num_tasks}: submit task ids 0..{num_tasks - 1} only, or pass --num-tasks N, "
+                "the size of the array whose tasks you re-run")
+        raise ValueError(f"--task-index {task_index} is not in [0, {num_tasks}): use "
+                         f"--task-index 0..{num_tasks - 1} with --num-tasks {num_tasks}")
     return task_index, num_tasks
 
 
@@ -226,11 +266,12 @@ def _run_to_store(cfg: PreprocessConfig) -> list[dict]:
 
 
 def run_preprocess(cfg: PreprocessConfig) -> list[dict]:
+    task_index, num_tasks = resolve_task(cfg.task_index, cfg.num_tasks)  # before any write
+    cfg = dataclasses.replace(cfg, task_index=task_index, num_tasks=num_tasks)
     if objectstore.is_s3(cfg.out):
         return _run_to_store(cfg)
     if cfg.dataset not in SOURCES:
         raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {sorted(SOURCES)}")
-    task_index, num_tasks = resolve_task(cfg.task_index, cfg.num_tasks)
     if cfg.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {cfg.workers}")
     source = get_source(cfg.dataset, cfg.src, on_error=cfg.on_error)

@@ -160,19 +160,13 @@ class Davis2017(_Davis):
 
 
 def find_davis(explicit: str | os.PathLike | None = None) -> Path | None:
-    """A DAVIS-2016 root (one with ``JPEGImages/480p``): ``explicit``, else
-    ``$STCNN_SHARED_DAVIS``, else the sample next to the repository (``../shared/data/DAVIS``);
-    None when there is none. An ``explicit`` root without that folder is an error."""
-    from pipeline.core.config import REPO
-
-    candidates = [Path(explicit)] if explicit else []
-    if os.environ.get("STCNN_SHARED_DAVIS"):
-        candidates.append(Path(os.environ["STCNN_SHARED_DAVIS"]))
-    candidates.append(REPO.parent / "shared" / "data" / "DAVIS")
-    for c in candidates:
-        if (c / "JPEGImages" / "480p").is_dir():
-            return c
-    if explicit:
-        raise FileNotFoundError(f"--davis-root {explicit}: no JPEGImages/480p under it; point "
-                                "it at a DAVIS-2016 release folder")
-    return None
+    """The DAVIS-2016 root a command was given (``--davis-root``), checked to hold
+    ``JPEGImages/480p``; None when none was given (the caller then uses generated data). There
+    is no implicit default: a command reads only the data it is pointed at."""
+    if not explicit:
+        return None
+    root = Path(explicit)
+    if (root / "JPEGImages" / "480p").is_dir():
+        return root
+    raise FileNotFoundError(f"--davis-root {explicit}: no JPEGImages/480p under it; point "
+                            "it at a DAVIS-2016 release folder")

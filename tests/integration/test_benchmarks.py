@@ -32,8 +32,10 @@ def _positive(x) -> bool:
 
 
 @pytest.mark.slow  # > 5 s on 2 cores: keeps -m "not slow" under 3 min
-def test_loader_benchmark_json(tmp_path):
-    r = json.loads(_run("loader_throughput.py", "--json", tmp_path=tmp_path))
+def test_loader_benchmark_json_on_the_real_davis_sample(tmp_path, real_davis):
+    r = json.loads(_run("loader_throughput.py", "--json", "--davis-root", str(real_davis),
+                        tmp_path=tmp_path))
+    assert r["data"].startswith("real DAVIS-2016")
     assert set(r["clips_per_s"]) >= {"loader", "loader-frames", "folder", "ceiling", "ceiling+mask"}
     assert all(_positive(v["best"]) and _positive(v["median"]) for v in r["clips_per_s"].values())
     assert set(r["targets"]) == {"loader/folder", "loader/ceiling+mask", "loader-frames/ceiling"}

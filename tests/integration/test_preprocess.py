@@ -49,7 +49,7 @@ def run(dataset, src, out, *args, env=None, check=True):
 
 def test_real_davis_shards_are_byte_identical_to_the_sources(real_davis, tmp_path):
     run("davis2016", real_davis, tmp_path, "--shard-max-count", "20", "--workers", "2",
-        "--split", "train", "--split", "val")
+        "--split", "train", "val")
     for split, seq, n_frames in [("train", "surf", 55), ("val", "blackswan", 50)]:
         set_dir = tmp_path / "davis2016" / split
         members = {}
@@ -138,26 +138,68 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(synth_davis, tmp_path
     assert sum(s["shards_written"] for s in summaries) == n_ref - len(done_at_kill)
 
 
+def array_env(task_id: int, *ids: int) -> dict[str, str]:
+    """The variables SLURM sets in task ``task_id`` of an array job of the task ids ``ids``."""
+    return {"SLURM_ARRAY_TASK_ID": str(task_id), "SLURM_ARRAY_TASK_COUNT": str(len(ids)),
+            "SLURM_ARRAY_TASK_MIN": str(min(ids)), "SLURM_ARRAY_TASK_MAX": str(max(ids))}
+
+
 def test_two_array_tasks_produce_the_samples_of_one(synth_davis, tmp_path):
     args = ["--shard-max-count", "4"]
     r0 = run("davis2017", synth_davis, tmp_path / "split", *args, "--task-index", "0",
              "--num-tasks", "2", "--json")
     first = [json.loads(line) for line in r0.stdout.splitlines()]
     assert all(s["catalog"] is None and s["shards_unfinished"] > 0 for s in first)
-    env = dict(os.environ, SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_COUNT="2")
+    env = dict(os.environ, **array_env(1, 0, 1))
     r1 = run("davis2017", synth_davis, tmp_path / "split", *args, "--json", env=env)
     assert all(json.loads(line)["catalog"] for line in r1.stdout.splitlines())
     run("davis2017", synth_davis, tmp_path / "one", *args)
     assert lake_files(tmp_path / "split") == lake_files(tmp_path / "one")
 
 
-def test_slurm_task_defaults():
+def test_task_outside_slurm_is_0_of_1_unless_given():
     assert resolve_task(None, None, {}) == (0, 1)
-    assert resolve_task(None, None, {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "8"}) == (5, 8)
-    assert resolve_task(None, None, {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1",
-                                     "SLURM_ARRAY_TASK_COUNT": "4"}) == (2, 4)
-    with pytest.raises(ValueError, match="--task-index"):
+    assert resolve_task(1, 3, {}) == (1, 3)
+    with pytest.raises(ValueError, match=r"--task-index 2 is not in \[0, 2\).*--task-index 0\.\.1"):
         resolve_task(2, 2, {})
+    with pytest.raises(ValueError, match="--num-tasks must be >= 1"):
+        resolve_task(0, 0, {})
+
+
+def test_task_of_a_whole_array_is_its_id_of_the_array_size():
+    assert resolve_task(None, None, array_env(5, *range(8))) == (5, 8)
+    assert resolve_task(None, None, array_env(0, 0)) == (0, 1)
+
+
+def test_task_of_a_partial_array_is_its_own_id_of_num_tasks():
+    """A re-run of some ids of an array (``--array=17,42`` after ``--array=0-63``) with
+    ``--num-tasks 64``: each task is the task of the same id in the whole array."""
+    assert resolve_task(None, 64, array_env(17, 17, 42)) == (17, 64)
+    assert resolve_task(None, 64, array_env(42, 17, 42)) == (42, 64)
+    assert resolve_task(None, 8, array_env(3, *range(3, 8))) == (3, 8)
+
+
+def test_partial_array_without_num_tasks_is_an_error_naming_the_fix():
+    for env in (array_env(17, 17, 42), array_env(3, *range(1, 5)), array_env(0, 0, 2)):
+        with pytest.raises(ValueError, match=r"pass --num-tasks N, the size of the array") as e:
+            resolve_task(None, None, env)
+        assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="SLURM_ARRAY_TASK_MIN"):
+        resolve_task(None, None, {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "8"})
+
+
+def test_array_id_outside_num_tasks_is_an_error_naming_the_fix():
+    with pytest.raises(ValueError, match=r"SLURM_ARRAY_TASK_ID 42 is not in \[0, 8\).*--num-tasks"):
+        resolve_task(None, 8, array_env(42, 17, 42))
+
+
+def test_partial_array_without_num_tasks_writes_nothing(synth_davis, tmp_path):
+    env = dict(os.environ, **array_env(1, 1, 3))
+    r = run("davis2017", synth_davis, tmp_path / "lake", "--shard-max-count", "4", env=env,
+            check=False)
+    assert r.returncode == 2, r.stderr + r.stdout
+    assert "pass --num-tasks N" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "lake").exists()
 
 
 def test_clip_stride_and_byte_rotation(synth_davis, tmp_path):

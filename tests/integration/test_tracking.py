@@ -1,4 +1,4 @@
-"""MLflow tracking (pipeline/tracking.py) against a real ``mlflow server`` started by a fixture,
+"""MLflow tracking (pipeline/tracking/) against a real ``mlflow server`` started by a fixture,
 plus outages (a port with nothing listening, and a proxy in front of the server that is cut and
 restored mid-run), the embedded sqlite default, rank != 0, resume and ``resolve_init``."""
 

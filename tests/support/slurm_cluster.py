@@ -322,3 +322,18 @@ def outputs(folder: Path, tail: int = 3000) -> str:
     """The last ``tail`` characters of each job output file (``*.out``) in ``folder``."""
     return "\n".join(f"--- {p.name}:\n{p.read_text(errors='replace')[-tail:]}"
                      for p in sorted(folder.glob("*.out")))
+
+
+def wait_until_ended(cluster: SlurmCluster, job: str, timeout: float) -> None:
+    """Returns once no task of ``job`` (submitted without ``--wait``) is pending, running or
+    completing; after ``timeout`` s cancels it and fails with the queue and the daemons' logs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        queue = cluster.run("squeue", "-h", "-j", job, "-o", "%i %T", timeout=20).stdout
+        if not queue.strip():
+            return
+        if time.monotonic() > deadline:
+            cluster.run("scancel", job)
+            raise AssertionError(f"job {job} still queued after {timeout} s:\n{queue}\n"
+                                 f"{cluster.logs()}")
+        time.sleep(0.2)
