@@ -8,11 +8,17 @@
 * A YAML file may say ``defaults: [other.yaml, ...]`` (paths relative to it): those are merged
   first, this file on top.
 * ``to_dict(cfg)`` gives the resolved config (for logging to MLflow and saving beside results).
+* Where a config is (:func:`find_config`, the one rule for every config path a command takes or
+  defaults to): the path as given, if it exists (relative to the working directory); otherwise
+  the packaged config of that name. The packaged configs are the repository's ``configs/``
+  folder, installed as the package ``pipeline.configs`` (``configs/tiny/pretrain_tcb.yaml`` and
+  ``tiny/pretrain_tcb.yaml`` both name ``tiny/pretrain_tcb.yaml`` there).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import types
 import typing
 from pathlib import Path
@@ -20,9 +26,11 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
-# The checkout this package runs from (an editable install) and its default configs.
+# The checkout this package runs from, where one is meant (an editable install; in a regular
+# install this is site-packages' parent). Configs are found by find_config, not from here.
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "configs"
+# the package the repository's configs/ folder is installed as (pyproject.toml, setup.py)
+PACKAGED_CONFIGS = "pipeline.configs"
 
 T = TypeVar("T")
 
@@ -139,6 +147,34 @@ def _deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
+def packaged_configs() -> Path:
+    """The folder of the packaged configs (an editable install: the checkout's ``configs/``)."""
+    try:
+        root = importlib.resources.files(PACKAGED_CONFIGS)
+    except ModuleNotFoundError:
+        raise ConfigError(f"the packaged configs ({PACKAGED_CONFIGS}) are not installed; "
+                          "reinstall the project (pip install -e . or pip install .)") from None
+    return Path(str(root))
+
+
+def find_config(name: str | Path) -> Path:
+    """Config file ``name``: the path as given if it exists (relative to the working directory),
+    else the packaged config of that name, with or without a leading ``configs/``."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    if path.is_absolute():
+        raise ConfigError(f"{name}: config file not found; pass an existing config file")
+    root = packaged_configs()
+    parts = path.parts
+    packaged = root.joinpath(*parts[1:]) if len(parts) > 1 and parts[0] == "configs" else root / path
+    if packaged.is_file():
+        return packaged
+    raise ConfigError(f"{name}: config file not found in the working directory ({Path.cwd()}) "
+                      f"nor among the packaged configs ({root}); pass an existing file or a "
+                      "packaged name such as configs/tiny/pretrain_tcb.yaml")
+
+
 def read_yaml(path: str | Path) -> dict:
     """A YAML mapping, with its ``defaults:`` files merged underneath."""
     path = Path(path)
@@ -182,8 +218,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def load_config(cls: type[T], path: str | Path | None = None,
                 overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Build ``cls`` from defaults, then the YAML file (if any), then ``key=value`` overrides."""
-    data = read_yaml(path) if path else {}
+    """Build ``cls`` from defaults, then the YAML file (if any; :func:`find_config`), then
+    ``key=value`` overrides."""
+    data = read_yaml(find_config(path)) if path else {}
     data = apply_overrides(data, list(overrides))
     try:
         return _build(cls, data, "")
@@ -223,3 +260,23 @@ def to_dict(cfg: Any) -> dict:
 
 def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def config_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """The dotted keys a ``key=value`` override may set in the config dataclass ``cfg``."""
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += config_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def config_text(cfg: Any, source: str) -> str:
+    """A command's ``--print-config``: the resolved config as YAML, then its valid keys as YAML
+    comments (the whole text still loads as the config)."""
+    keys = "\n".join(f"#   {k}" for k in config_keys(cfg))
+    return (f"# resolved config ({source})\n{dump_yaml(cfg)}"
+            f"# valid keys (override any with key=value; a list as key=[a,b]):\n{keys}\n")

@@ -19,7 +19,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.core.config import REPO
+from pipeline.core.config import find_config
 from pipeline.core.dist import DistContext, autocast, seed_everything, seed_model_init
 from pipeline.loading.augment import resolve_augment
 from pipeline.preflight.peaks import peak_flops
@@ -33,7 +33,7 @@ DEFAULT_SIZE = (480, 854)
 
 
 def config_path(phase: str, quick: bool) -> str:
-    return str(REPO / "configs" / ("tiny" if quick else "") / f"{LAUNCHERS[phase]}.yaml")
+    return str(find_config(f"configs/{'tiny/' if quick else ''}{LAUNCHERS[phase]}.yaml"))
 
 
 def phase_config(phase: str, quick: bool, world_size: int, overrides: list[str]):

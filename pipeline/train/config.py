@@ -2,7 +2,8 @@
 
 Each phase module extends :class:`TrainConfig` with its own section (``gan:``,
 ``segmentation:``, ``alternating:``). Paths in a config (``model``) are looked up next to the
-config file, then in the working directory, then in the repository's ``configs/``.
+config file, then as :func:`pipeline.core.config.find_config` finds configs (the working
+directory, then the packaged configs).
 
 Batch sizes are global, as in the paper: ``batch.size`` samples per optimizer step over all
 ranks. With ``batch.micro_size`` unset every rank takes ``size / world_size`` per step in one
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.core.config import REPO, ConfigError, load_config
+from pipeline.core.config import ConfigError, find_config, load_config
 from pipeline.core.dist import DistConfig
 from pipeline.model.config import ModelConfig
 from pipeline.tracking import TrackingConfig
@@ -114,20 +115,15 @@ def plan_batch(cfg: BatchConfig, world_size: int) -> BatchPlan:
 
 
 def resolve_path(path: str, config_path: str | None) -> Path:
-    """A path from a config: absolute, next to the config file, in the cwd, or in configs/."""
+    """A config named in a config (``model``): next to the config file, else :func:`find_config`."""
     p = Path(path).expanduser()
-    if p.is_absolute():
-        candidates = [p]
-    else:
-        candidates = []
-        if config_path:
-            candidates.append(Path(config_path).resolve().parent / p)
-        candidates += [Path.cwd() / p, REPO / "configs" / p, REPO / p]
-    for c in candidates:
-        if c.exists():
-            return c
-    raise ConfigError(f"{path!r} (from {config_path or 'the command line'}) not found; looked in "
-                      + ", ".join(str(c) for c in candidates))
+    beside = Path(config_path).resolve().parent / p if config_path else None
+    if beside is not None and not p.is_absolute() and beside.is_file():
+        return beside
+    try:
+        return find_config(p)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (named by {config_path or 'the command line'})") from None
 
 
 def load_model_config(cfg: TrainConfig) -> ModelConfig:
@@ -136,6 +132,7 @@ def load_model_config(cfg: TrainConfig) -> ModelConfig:
 
 
 def load_train_config(cls: type, path: str | Path | None, overrides: list[str]) -> Any:
+    path = find_config(path) if path is not None else None
     cfg = load_config(cls, path, overrides)
     cfg.config_path = str(path) if path is not None else None
     if cfg.steps < 1:
