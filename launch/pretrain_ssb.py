@@ -2,6 +2,7 @@
 """Pretraining of the spatial segmentation branch on MSRA10K + PASCAL VOC 2012.
 
     python launch/pretrain_ssb.py [--config configs/pretrain_ssb.yaml] [key=value ...]
+    python launch/pretrain_ssb.py --print-config [key=value ...]   # the resolved config, its keys
     torchrun --nproc_per_node=8 launch/pretrain_ssb.py data.lake=/data/shards
     torchrun --nnodes=$N --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=$HEAD:29500 \
         --rdzv-id=$JOB launch/pretrain_ssb.py ...                                  # multi-node

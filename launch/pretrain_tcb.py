@@ -2,6 +2,7 @@
 """Adversarial pretraining of the temporal coherence branch (G and D) on ILSVRC VID clips.
 
     python launch/pretrain_tcb.py [--config configs/pretrain_tcb.yaml] [key=value ...]
+    python launch/pretrain_tcb.py --print-config [key=value ...]   # the resolved config, its keys
     torchrun --nproc_per_node=8 launch/pretrain_tcb.py data.lake=/data/shards
     torchrun --nnodes=$N --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=$HEAD:29500 \
         --rdzv-id=$JOB launch/pretrain_tcb.py ...                                  # multi-node

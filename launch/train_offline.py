@@ -2,6 +2,7 @@
 """Alternating offline training of both branches on DAVIS-2016 train.
 
     python launch/train_offline.py [--config configs/train_offline.yaml] [key=value ...]
+    python launch/train_offline.py --print-config [key=value ...]   # the resolved config, its keys
     torchrun --nproc_per_node=8 launch/train_offline.py data.lake=/data/shards
     torchrun --nnodes=$N --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=$HEAD:29500 \
         --rdzv-id=$JOB launch/train_offline.py ...                                  # multi-node

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
+from pathlib import Path
 
+from pipeline.cli import common
 from pipeline.lake import store as objectstore
 from pipeline.lake.catalog import find_sets, read_manifest, summarize, validate_set, write_catalog, finished
 
@@ -29,38 +30,44 @@ def table(rows: list[dict]) -> str:
     return "\n".join([line(COLUMNS), line(["-" * w for w in widths])] + [line(x) for x in cells])
 
 
+NAME = "stcnn-catalog"
+FIX = "build the lake with stcnn-preprocess, or pass its root (e.g. shards/)"
+
+
+@common.command(NAME, errors=(FileNotFoundError, ValueError, objectstore.ObjectStoreError),
+                fix=FIX)
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", help="data lake root (e.g. shards/) or one shard set")
+    p = common.parser(NAME, __doc__)
+    p.add_argument("root",
+                   help="data lake root (e.g. shards/), one shard set, or s3://bucket/prefix")
     p.add_argument("--validate", action="store_true", help="check every finished shard")
     p.add_argument("--quick", action="store_true", help="with --validate: sizes and counts only")
     p.add_argument("--rebuild", action="store_true", help="rewrite catalog.parquet of complete sets")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     a = p.parse_args(argv)
     if not objectstore.is_s3(a.root):
+        if not Path(a.root).exists():
+            raise common.UserError(f"{a.root} does not exist",
+                                   "pass the lake root (the --out of stcnn-preprocess) or one "
+                                   "shard set <root>/<dataset>/<split>")
         return report(a, a.root, show=str)
     if a.rebuild:
-        print("catalog: error: --rebuild works on a local lake: rebuild the staging folder of "
-              "launch/preprocess.py and run it again with the same --out (it uploads the new "
-              "catalog.parquet)", file=sys.stderr)
-        return 2
+        raise common.UserError("--rebuild works on a local lake only",
+                               "rebuild the staging folder of stcnn-preprocess and run it again "
+                               "with the same --out (it uploads the new catalog.parquet)")
     url = objectstore.normalize(a.root).rstrip("/")
     with tempfile.TemporaryDirectory(prefix="stcnn-catalog-") as tmp:
         try:
             objectstore.download_prefix(url, tmp, tars=a.validate)
-        except (FileNotFoundError, objectstore.ObjectStoreError) as e:
-            print(f"catalog: error: {e}", file=sys.stderr)
-            return 2
-        return report(a, tmp, show=lambda x: str(x).replace(tmp, url))
+            return report(a, tmp, show=lambda x: str(x).replace(tmp, url))
+        except (FileNotFoundError, ValueError) as e:
+            raise common.UserError(*common.split_fix(ValueError(str(e).replace(tmp, url)),
+                                                     FIX)) from e
 
 
 def report(a: argparse.Namespace, root: str, show) -> int:
     """Summary table (and validation) of the lake at ``root``; paths printed through ``show``."""
-    try:
-        rows = summarize(root)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"catalog: error: {show(e)}", file=sys.stderr)
-        return 2
+    rows = summarize(root)
     if a.rebuild:
         for s in find_sets(root):
             n = read_manifest(s)["n_shards"]

@@ -8,17 +8,18 @@ online tuning + segmentation -> evaluation, tracked in a local MLflow store.
 
 from __future__ import annotations
 
-from pipeline.cli.job_config import job_config
-from pipeline.core.config import CONFIGS
+from pathlib import Path
+
+from pipeline.cli import common
+from pipeline.cli.job_config import FIX, job_config
 from pipeline.jobs.demo import DemoConfig, run_demo
 
-DEFAULT = CONFIGS / "demo.yaml"
+DEFAULT = Path("configs/demo.yaml")  # found by pipeline.core.config.find_config
 
 
+@common.command("stcnn-demo", fix=FIX)
 def main(argv=None) -> int:
-    cfg = job_config(DemoConfig, DEFAULT, __doc__, "steps.gan=100", "demo", argv,
+    cfg = job_config(DemoConfig, DEFAULT, __doc__, "steps.gan=100", "stcnn-demo", argv,
                      "%(levelname)s %(name)s: %(message)s")
-    if cfg is None:
-        return 2
     run_demo(cfg)
     return 0

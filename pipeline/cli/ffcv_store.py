@@ -17,35 +17,44 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipeline.cli import common
 from pipeline.lake import store as objectstore
+from pipeline.loading.ffcv.format import INSTALL_HINT, FFCVUnavailable, require_ffcv
 from pipeline.loading.ffcv.store import write_beton
 
 
+NAME = "stcnn-ffcv-store"
+
+
+@common.command(NAME, errors=(FileNotFoundError, ValueError, RuntimeError))
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--lake", default="shards", help="data lake root (default: %(default)s)")
+    p = common.parser(NAME, __doc__)
+    p.add_argument("--lake", default="shards",
+                   help="data lake root (a folder or s3://bucket/prefix)")
     p.add_argument("--sets", nargs="+", required=True, help="<dataset>/<split> under the lake")
     p.add_argument("--out", required=True, help="the .beton file to write")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="parallel writer processes")
     p.add_argument("--max-resolution", type=int, default=None,
-                   help="shrink samples whose longer side exceeds this")
-    p.add_argument("--image-mode", choices=["raw", "jpg"], default="raw")
-    p.add_argument("--overwrite", action="store_true")
+                   help="shrink samples whose longer side exceeds this (default: keep sizes)")
+    p.add_argument("--image-mode", choices=["raw", "jpg"], default="raw",
+                   help="how images are stored: raw pixels (fast to load) or JPEG (smaller)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--staging", default=None,
                    help="with an s3:// lake: where the sets are copied (default: a temporary "
                         "folder, removed afterwards)")
     args = p.parse_args(argv)
     try:
-        if not objectstore.is_s3(args.lake):
-            summary = _write(args, Path(args.lake))
-        elif args.staging:
-            summary = _write(args, _download(args, Path(args.staging)))
-        else:
-            with tempfile.TemporaryDirectory(prefix="stcnn-ffcv-sets-") as tmp:
-                summary = _write(args, _download(args, Path(tmp)))
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        require_ffcv()
+    except FFCVUnavailable as e:
+        raise common.UserError(f"FFCV cannot be imported ({e.__cause__ or e})",
+                               INSTALL_HINT) from e
+    if not objectstore.is_s3(args.lake):
+        summary = _write(args, Path(args.lake))
+    elif args.staging:
+        summary = _write(args, _download(args, Path(args.staging)))
+    else:
+        with tempfile.TemporaryDirectory(prefix="stcnn-ffcv-sets-") as tmp:
+            summary = _write(args, _download(args, Path(tmp)))
     print(json.dumps(summary, default=str))
     return 0
 

@@ -1,33 +1,32 @@
 """The command line every job command shares: ``[--config FILE] [key=value ...]`` -> the job's
-typed config, printed resolved; a bad config is one line on stderr and exit status 2."""
+typed config, printed resolved. A bad config raises ConfigError, which the command's
+``common.command`` wrapper reports as one ``stcnn-X: error: ...`` line (exit status 2)."""
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import TypeVar
 
-from pipeline.core.config import ConfigError, dump_yaml, load_config
+from pipeline.cli import common
+from pipeline.core.config import dump_yaml, load_config
 
 T = TypeVar("T")
+
+# what a job command's bad config asks for (``common.command(NAME, fix=FIX)``)
+FIX = "correct that key or value in the --config file or the key=value overrides"
 
 
 def job_config(cls: type[T], default: Path, description: str, example: str, name: str,
                argv: list[str] | None = None, log_format: str = "%(levelname)s %(message)s"
-               ) -> T | None:
-    """The config of job ``name`` from ``argv`` (None after reporting a bad one)."""
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, default=default)
-    p.add_argument("overrides", nargs="*", help=f"key=value, e.g. {example}")
+               ) -> T:
+    """The config of job command ``name`` (``stcnn-X``) from ``argv``."""
+    p = common.parser(name, description)
+    p.add_argument("--config", type=Path, default=default, help="the job's YAML config")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help=f"override any config key, e.g. {example}")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format=log_format)
-    try:
-        cfg = load_config(cls, a.config, a.overrides)
-    except ConfigError as e:
-        print(f"{name}: bad config: {e}", file=sys.stderr)
-        return None
+    cfg = load_config(cls, a.config, a.overrides)
     print("resolved config:\n" + dump_yaml(cfg))
     return cfg

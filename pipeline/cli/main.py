@@ -6,23 +6,18 @@
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
-from pipeline.cli.job_config import job_config
-from pipeline.core.config import CONFIGS
+from pipeline.cli import common
+from pipeline.cli.job_config import FIX, job_config
 from pipeline.jobs.main import MainConfig, run_main
 from pipeline.sources.types import SourceError
 
-DEFAULT = CONFIGS / "main.yaml"
+DEFAULT = Path("configs/main.yaml")  # found by pipeline.core.config.find_config
 
 
+@common.command("stcnn-main", errors=(SourceError, ValueError, FileNotFoundError), fix=FIX)
 def main(argv=None) -> int:
-    cfg = job_config(MainConfig, DEFAULT, __doc__, "lake.workers=4", "main", argv)
-    if cfg is None:
-        return 2
-    try:
-        report = run_main(cfg)
-    except (SourceError, ValueError, FileNotFoundError) as e:
-        print(f"main: error: {e}", file=sys.stderr)
-        return 2
+    cfg = job_config(MainConfig, DEFAULT, __doc__, "lake.workers=4", "stcnn-main", argv)
+    report = run_main(cfg)
     return 0 if report["ok"] else 1

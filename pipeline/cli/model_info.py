@@ -10,11 +10,10 @@ Runs on PyTorch's meta device (shapes only): a second or so at 854x480, no weigh
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 
-from pipeline.core.config import ConfigError, load_config
+from pipeline.cli import common
+from pipeline.core.config import load_config
 from pipeline.model.config import ModelConfig
 from pipeline.model.info import model_summary
 
@@ -38,21 +37,21 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+NAME = "stcnn-model-info"
+
+
+@common.command(NAME, errors=(ValueError,))
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.parser(NAME, __doc__)
     p.add_argument("--config", required=True, help="model config, e.g. configs/model/stcnn.yaml")
-    p.add_argument("--height", type=int, default=480)
-    p.add_argument("--width", type=int, default=854)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--height", type=int, default=480, help="input height in pixels")
+    p.add_argument("--width", type=int, default=854, help="input width in pixels")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the counted forward pass")
     p.add_argument("--json", action="store_true", help="print JSON only")
-    p.add_argument("overrides", nargs="*", help="key=value config overrides")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="model config overrides")
     a = p.parse_args(argv)
-    try:
-        cfg = load_config(ModelConfig, a.config, a.overrides)
-        summary = model_summary(cfg, a.height, a.width, a.batch)
-    except (ConfigError, ValueError) as e:
-        print(f"model_info: error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(ModelConfig, a.config, a.overrides)
+    summary = model_summary(cfg, a.height, a.width, a.batch)
     summary["config"] = a.config
     if a.json:
         print(json.dumps(summary, indent=1))

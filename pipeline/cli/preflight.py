@@ -25,9 +25,12 @@ from pathlib import Path
 
 import torch
 
+from pipeline.cli import common
 from pipeline.core.dist import DistConfig, barrier, destroy, init_distributed
 
 PHASES = ["gan", "segmentation", "alternating"]
+CHECKS = ["allreduce", "phases", "numerics", "online", "loader"]
+NAME = "stcnn-preflight"
 
 
 def _slurm_env(env=None) -> None:
@@ -62,20 +65,22 @@ def first_host(nodelist: str) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p = common.parser(NAME, __doc__)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the checks run (auto: CUDA when available)")
     p.add_argument("--quick", action="store_true",
                    help="tiny model configs (configs/tiny/), small inputs, few steps")
-    p.add_argument("--phases", default=",".join(PHASES), help="comma-separated (default: all)")
+    p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES), metavar="PHASE",
+                   help=f"training phases to time: any of {' '.join(PHASES)} (default: all)")
     p.add_argument("--steps", type=int, help="timed steps per phase (default 5; --quick 3)")
     p.add_argument("--warmup", type=int, help="untimed first steps (default 2; --quick 1)")
     p.add_argument("--precision", choices=["fp32", "bf16"],
                    help="training precision (default: bf16 on CUDA, fp32 on the CPU)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC convolutions (default: on CUDA)")
-    p.add_argument("--compile-phases", default=None,
-                   help="phases also run with dist.compile=true (default: gan on CUDA; none "
+    p.add_argument("--compile-phases", nargs="*", choices=PHASES, default=None, metavar="PHASE",
+                   help="phases also run with dist.compile=true; none if given alone "
+                        "(default: gan on CUDA; none "
                         "on the CPU, where compiling the tiny model takes minutes)")
     p.add_argument("--numerics", action=argparse.BooleanOptionalAction, default=True,
                    help="bf16 vs fp32 losses (one more run per phase)")
@@ -86,26 +91,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the same for D's loss (BCE through batch-statistics BatchNorm: on "
                         "the CPU's bf16 the tiny D moves 6-11%%; default 0.2)")
     p.add_argument("--allreduce-mb", type=float, help="all-reduce size (default 256; CPU 16)")
-    p.add_argument("--allreduce-iters", type=int, default=10)
+    p.add_argument("--allreduce-iters", type=int, default=10, help="timed all-reduces")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds the rendezvous and any collective may take (default 300)")
     p.add_argument("--davis-root", help="DAVIS-2016 root for the online and loader checks "
-                   "(default: $STCNN_SHARED_DAVIS, ../shared/data/DAVIS, else synthetic)")
+                   "(default: none, synthetic data)")
     p.add_argument("--sequence", help="the DAVIS sequence to tune on (default: the first)")
     p.add_argument("--online-frames", type=int, help="frames of it (default all; --quick 6)")
     p.add_argument("--online-iterations", type=int, help="default 400 (paper); --quick 10")
     p.add_argument("--online-dreams", type=int, help="default 100; --quick 2")
     p.add_argument("--loader-workers", type=int, default=None, help="default 4; --quick 2")
-    p.add_argument("--skip", default="", help="comma-separated checks to leave out: "
-                   "allreduce, phases, numerics, online, loader")
+    p.add_argument("--skip", nargs="+", choices=CHECKS, default=[], metavar="CHECK",
+                   help=f"checks to leave out: any of {' '.join(CHECKS)} (default: none)")
     p.add_argument("--out", default="preflight.json", help="the JSON written by rank 0")
     p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
     a = p.parse_args(argv)
-    a.phases = [x for x in a.phases.split(",") if x]
-    unknown = [x for x in a.phases if x not in PHASES]
-    if unknown:
-        p.error(f"unknown phase(s) {unknown}; choose from {PHASES}")
-    a.skip = {x for x in a.skip.split(",") if x}
+    a.phases = list(dict.fromkeys(a.phases))
+    a.skip = set(a.skip)
     return a
 
 
@@ -116,8 +118,7 @@ def _defaults(a: argparse.Namespace, cuda: bool) -> None:
     a.precision = a.precision or ("bf16" if cuda else "fp32")
     a.channels_last = cuda if a.channels_last is None else a.channels_last
     if a.compile_phases is None:
-        a.compile_phases = "gan" if cuda and not q else ""
-    a.compile_phases = [x for x in a.compile_phases.split(",") if x]
+        a.compile_phases = ["gan"] if cuda and not q else []
     a.allreduce_mb = a.allreduce_mb or (256.0 if cuda and not q else 16.0)
     a.online_frames = a.online_frames or (6 if q else None)
     a.online_iterations = a.online_iterations or (10 if q else 400)
@@ -255,6 +256,7 @@ def run(a: argparse.Namespace) -> tuple[dict, int]:
     return result, (0 if not failed else 1)
 
 
+@common.command(NAME)
 def main(argv=None) -> int:
     a = parse_args(argv)
     _slurm_env()

@@ -8,31 +8,35 @@ The contract is pipeline/lake/contract.py (docs/architecture.md); the data-lake 
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import logging
 import sys
 from pathlib import Path
 
+from pipeline.cli import common
 from pipeline.lake.store import is_s3
 from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
 from pipeline.sources import SOURCES
 from pipeline.sources.types import SourceError
 
 
-def parse_args(argv=None) -> PreprocessConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", choices=sorted(SOURCES))
+NAME = "stcnn-preprocess"
+
+
+def parse_args(argv=None) -> tuple[PreprocessConfig, bool]:
+    p = common.parser(NAME, __doc__)
+    p.add_argument("dataset", choices=sorted(SOURCES), help="the dataset's official layout")
     p.add_argument("--src", required=True, type=Path, help="dataset root in its official layout")
     p.add_argument("--out", default="shards",
-                   help="data lake root: a folder (default shards/) or s3://bucket/prefix "
+                   help="data lake root: a folder or s3://bucket/prefix "
                         "(credentials and endpoint from AWS_* env vars; see shards/README.md)")
     p.add_argument("--staging", type=Path, default=None,
                    help="with --out s3://...: local folder the sets are written to before upload "
                         "(default: a temporary one; keep one to let re-runs skip finished shards)")
-    p.add_argument("--split", action="append", dest="splits",
-                   help="split to convert (repeatable; default: every split the source lists)")
+    p.add_argument("--split", nargs="+", action="extend", dest="splits", metavar="SPLIT",
+                   help="splits to convert, e.g. --split train val (default: every split the "
+                        "source lists)")
     p.add_argument("--delta", type=int, default=4, help="previous frames per clip (paper: 4)")
     p.add_argument("--clip-stride", type=int, default=1,
                    help="keep every k-th clip of a sequence (bounds storage amplification)")
@@ -40,11 +44,14 @@ def parse_args(argv=None) -> PreprocessConfig:
     p.add_argument("--shard-max-bytes", type=int, default=512 * 1024 * 1024, help="bytes per shard at most")
     p.add_argument("--workers", type=int, default=1, help="parallel writer processes on this machine")
     p.add_argument("--task-index", type=int, default=None,
-                   help="this task's index (default $SLURM_ARRAY_TASK_ID, else 0)")
+                   help="this task's index: it writes the shards i with i %% N == index "
+                        "(default $SLURM_ARRAY_TASK_ID itself, else 0)")
     p.add_argument("--num-tasks", type=int, default=None,
-                   help="number of tasks sharing the work (default $SLURM_ARRAY_TASK_COUNT, else 1)")
+                   help="N, the number of tasks sharing the work (default $SLURM_ARRAY_TASK_COUNT "
+                        "of an array 0..COUNT-1, else 1); to re-run some ids of an array, "
+                        "pass the whole array's size")
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                   help="bad input: stop with an error (default) or skip it and count it")
+                   help="bad input: stop with an error (raise) or skip it and count it")
     p.add_argument("--verify", choices=["header", "decode"], default="header",
                    help="header: check JPEG markers and sizes (fast); decode: decode every frame")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -61,14 +68,11 @@ def parse_args(argv=None) -> PreprocessConfig:
     return cfg, a.json
 
 
+@common.command(NAME, errors=(SourceError, ValueError, OSError, RuntimeError))  # OSError: disk full
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     cfg, as_json = parse_args(argv)
-    try:
-        summaries = run_preprocess(cfg)
-    except (SourceError, ValueError, OSError, RuntimeError) as e:  # OSError: e.g. disk full
-        print(f"preprocess: error: {e}", file=sys.stderr)
-        return 2
+    summaries = run_preprocess(cfg)
     for s in summaries:
         if as_json:
             print(json.dumps(s, sort_keys=True))

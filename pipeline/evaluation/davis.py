@@ -392,6 +392,18 @@ def list_ground_truth(davis_root: str | Path, year: int, split: str,
     return out
 
 
+def check_results(results: Path, names: Iterable[str], fix: str) -> None:
+    """Every sequence (or shot) of ``names`` has a folder under ``results``; else one error
+    naming all that are missing."""
+    names = list(names)
+    missing = [n for n in names if not (results / n).is_dir()]
+    if missing:
+        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20
+                                           else "")
+        raise EvaluationError(results, f"no results for sequence(s) {shown} "
+                                       f"({len(missing)} of {len(names)} missing)", fix)
+
+
 def _init_worker() -> None:
     try:
         import cv2
@@ -426,6 +438,8 @@ def evaluate_davis(davis_root: str | Path, results: str | Path, year: int, split
     flags = _eval_t_flags(davis_root) if temporal else {}
     jobs = [_Job(name, paths, results, year, temporal, exact_ties, flags.get(name, True))
             for name, paths in list_ground_truth(davis_root, year, split, sequences)]
+    check_results(results, [j.name for j in jobs if len(j.gt_paths) > 2],
+                  "write <results>/<sequence>/<frame>.png for every sequence of the split")
     if workers <= 1 or len(jobs) <= 1:
         done = [evaluate_sequence(j) for j in jobs]
     else:

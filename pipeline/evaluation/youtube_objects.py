@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.core.mask_png import MaskFormatError, jpeg_label_foreground
 
 from pipeline.evaluation import metrics
-from pipeline.evaluation.davis import EvaluationError, _open_png, _pool, csv_text
+from pipeline.evaluation.davis import EvaluationError, _open_png, _pool, check_results, csv_text
 from pipeline.evaluation.report import plot_categories
 from pipeline.core.atomic import atomic_write_bytes
 from pipeline.sources.base import SourceError
@@ -118,6 +118,8 @@ def evaluate_youtube_objects(root: str | Path, results: str | Path, *, workers: 
             jobs.append((s.name, labels, results))
     if not jobs:
         raise EvaluationError(root, "no labelled shot to evaluate", "check the root and categories")
+    check_results(results, [name for name, _, _ in jobs],
+                  "write <results>/<class>/<video>/<shot>/<NNNNN>.png for every labelled shot")
     if workers <= 1 or len(jobs) <= 1:
         shots = [_score_shot(j) for j in jobs]
     else:

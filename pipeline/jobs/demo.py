@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.core.atomic import atomic_write_text
-from pipeline.core.config import REPO, to_dict
+from pipeline.core.config import to_dict
 from pipeline.jobs.main import LakeConfig, LoaderCheckConfig, MainConfig, SampleDataConfig, run_main
-from pipeline.tracking import Tracker, TrackingConfig, environment_info, git_info
+from pipeline.tracking import Tracker, TrackingConfig, environment_info, git_info, ui_hint
 from pipeline.train.weights import load_weights, save_random_weights
 from pipeline.train.runner import run_phase
 from pipeline.jobs.segment import SegmentConfig, run_segment
@@ -138,7 +138,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         report["phases"] = {}
         for i, (phase, name, steps, extra) in enumerate(phases, start=1):
             t = _stage(f"training {i}/3: {name} ({phase}, {steps} steps)")
-            s = run_phase(phase, REPO / "configs" / "tiny" / f"{name}.yaml",
+            s = run_phase(phase, f"configs/tiny/{name}.yaml",
                           common + [f"run_dir={out / 'train' / name}", f"steps={steps}"] + extra)
             report["phases"][name] = {k: s[k] for k in ("steps", "weights", "mlflow_run_id",
                                                         "samples_per_s", "last_metrics")}
@@ -186,7 +186,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         print(f"online tuning {timing['tune_s_per_frame']:.2f} s/frame, inference "
               f"{timing['infer_s_per_frame']:.3f} s/frame (paper, GPU: 3.90 s/frame in all)")
     print(f"summary: {out / 'summary.json'}; results: {out / 'results'}")
-    print(f"MLflow UI: mlflow ui --backend-store-uri {pipeline_run.tracking_uri} --port 5000 "
-          "then open http://127.0.0.1:5000 (experiment "
-          f"'{cfg.experiment}'; models stcnn-tcb, stcnn-ssb, stcnn with alias '{cfg.alias}')")
+    print(ui_hint(pipeline_run.tracking_uri, pipeline_run.run_id))
+    print(f"  (experiment '{cfg.experiment}'; models stcnn-tcb, stcnn-ssb, stcnn with alias "
+          f"'{cfg.alias}')")
     return report

@@ -10,7 +10,8 @@
         uri = tracker.log_model(run_dir / WEIGHTS_FILENAME, model_config={...})
         tracker.register(uri)                       # cfg.register_as, alias cfg.alias
 
-    weights = resolve_init("models:/stcnn-tcb@candidate")   # or runs:/..., or a local path
+    weights = resolve_init("models:/stcnn-tcb@candidate",   # or runs:/..., or a local path
+                           tracking_uri=store_for(run_dir, cfg.tracking.tracking_uri))
 
 Rules:
 
@@ -21,7 +22,11 @@ Rules:
   whose runs are then nested under it (tag ``mlflow.parentRunId``).
 * ``<run_dir>/tracking.json`` keeps the run id: a resumed training reopens the same run.
 * Store: ``tracking.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the embedded sqlite store
-  ``sqlite:///<default_store>/mlflow.db`` (artifacts in ``<default_store>/mlartifacts``).
+  ``sqlite:///<default_store>/mlflow.db`` (artifacts in ``<default_store>/mlartifacts``). A run's
+  ``models:/`` and ``runs:/`` URIs resolve in the same store: :func:`store_for` (``run_dir``'s
+  parent being the default store), used by training, segmentation and the demo.
+* :func:`ui_hint`: the ``mlflow ui`` command for a store and the link that opens an experiment's
+  training runs in it, as the jobs print it.
 * Everything goes through one :class:`mlflow.MlflowClient` bound to that URI (no fluent
   ``mlflow.start_run`` global state), so several trackers can live in one process.
 
@@ -49,24 +54,27 @@ that sends an entry), :mod:`~pipeline.tracking.spool` (spool and replay),
 :mod:`~pipeline.tracking.outage` (outage or rejection), :mod:`~pipeline.tracking.registry`
 (logged models, registration), :mod:`~pipeline.tracking.init` (``init_from`` URIs),
 :mod:`~pipeline.tracking.system` (system metrics), :mod:`~pipeline.tracking.redact` (secrets,
-params), :mod:`~pipeline.tracking.info` (git and environment tags).
+params), :mod:`~pipeline.tracking.info` (git and environment tags), :mod:`~pipeline.tracking.ui`
+(the UI command and link).
 """
 
 from pipeline.tracking.config import (PARAM_VALUE_MAX, PARENT_RUN_ENV, REJECTED_FILENAME,
                                       SPOOL_FILENAME, STATE_FILENAME, TRUNCATED_MARKER,
                                       WEIGHTS_FILENAME, TrackingConfig, configure_http,
-                                      embedded_uri, resolve_tracking_uri, validate_alias)
+                                      embedded_uri, resolve_tracking_uri, store_for,
+                                      validate_alias)
 from pipeline.tracking.info import environment_info, git_info
 from pipeline.tracking.init import resolve_init
 from pipeline.tracking.outage import TrackingUnavailableError
 from pipeline.tracking.redact import REDACTED, flatten_params, redact, redact_tree
 from pipeline.tracking.spool import read_spool, replay_spool
 from pipeline.tracking.tracker import Tracker
+from pipeline.tracking.ui import ui_hint
 
 __all__ = [
     "PARAM_VALUE_MAX", "PARENT_RUN_ENV", "REDACTED", "REJECTED_FILENAME", "SPOOL_FILENAME",
     "STATE_FILENAME", "TRUNCATED_MARKER", "WEIGHTS_FILENAME", "Tracker", "TrackingConfig",
     "TrackingUnavailableError", "configure_http", "embedded_uri", "environment_info",
     "flatten_params", "git_info", "read_spool", "redact", "redact_tree", "replay_spool",
-    "resolve_init", "resolve_tracking_uri", "validate_alias",
+    "resolve_init", "resolve_tracking_uri", "store_for", "ui_hint", "validate_alias",
 ]

@@ -120,6 +120,14 @@ def resolve_tracking_uri(uri: str | None, default_store: str | Path | None) -> s
     return embedded_uri(default_store)
 
 
+def store_for(run_dir: str | Path, tracking_uri: str | None = None) -> str:
+    """The store of a run in ``run_dir``: the one its Tracker writes to by default and the one
+    its ``models:/`` and ``runs:/`` URIs (``init_from``, ``--checkpoint``) resolve in.
+    ``tracking_uri`` (``tracking.tracking_uri``), else ``$MLFLOW_TRACKING_URI``, else the embedded
+    store beside the run, ``sqlite:///<run_dir's parent>/mlflow.db``."""
+    return resolve_tracking_uri(tracking_uri, Path(run_dir).parent)
+
+
 def make_client(uri: str) -> mlflow.MlflowClient:
     return mlflow.MlflowClient(tracking_uri=uri,
                                registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
@@ -129,9 +137,15 @@ def is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def sqlite_folder(uri: str) -> Path | None:
-    """The folder of a ``sqlite:///...`` store (where its default artifact folder goes)."""
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///...`` store (None for other stores, in-memory too)."""
     if not uri.startswith("sqlite:///"):
         return None
-    path = uri[len("sqlite:///"):]
-    return Path(path).resolve().parent if path and path != ":memory:" else None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path).resolve() if path and path != ":memory:" else None
+
+
+def sqlite_folder(uri: str) -> Path | None:
+    """The folder of a ``sqlite:///...`` store (where its default artifact folder goes)."""
+    db = sqlite_file(uri)
+    return db.parent if db is not None else None

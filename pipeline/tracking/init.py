@@ -9,7 +9,11 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from pipeline.tracking.config import WEIGHTS_FILENAME, make_client
+from pipeline.tracking.config import WEIGHTS_FILENAME, make_client, sqlite_file
+
+# how to look elsewhere, in every error about the store
+OTHER_STORE = ("name the store that holds it with tracking.tracking_uri=URI (or "
+               "MLFLOW_TRACKING_URI=URI)")
 
 
 def _find_weights(root: Path) -> Path | None:
@@ -60,8 +64,11 @@ def resolve_init(uri: str, dst: str | Path | None = None, *,
       downloaded; the ``weights.pt`` inside it is returned.
 
     Downloads go to ``dst`` (default: a new temporary folder, left for the caller). The store is
-    ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else MLflow's default. Errors name the
-    setting as ``what`` (``init_from``, ``--checkpoint``)."""
+    ``tracking_uri`` (a run's :func:`~pipeline.tracking.config.store_for`), else
+    ``$MLFLOW_TRACKING_URI``; never MLflow's default, which would create ``mlflow.db`` in the
+    working directory. A ``sqlite:///`` store whose file does not exist is an error before any
+    MLflow client opens it (and so creates it). Errors name the setting as ``what``
+    (``init_from``, ``--checkpoint``) and the store looked in."""
     if not uri.startswith(("runs:/", "models:/")):
         path = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
         if not path.exists():
@@ -69,7 +76,14 @@ def resolve_init(uri: str, dst: str | Path | None = None, *,
                 f"{what}={uri!r}: no such file or folder (expected a weights file, a "
                 "checkpoint folder, a runs:/<run_id>/<path> or a models:/<name>@<alias> URI)")
         return path
-    store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not store:
+        raise FileNotFoundError(f"{what}={uri!r}: no tracking store to look it up in; "
+                                f"{OTHER_STORE}")
+    db = sqlite_file(store)
+    if db is not None and not db.is_file():
+        raise FileNotFoundError(f"{what}={uri!r}: tracking store {store} does not exist (no "
+                                f"file {db}); {OTHER_STORE}")
     out = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="stcnn-init-"))
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -81,8 +95,7 @@ def resolve_init(uri: str, dst: str | Path | None = None, *,
     except Exception as e:  # noqa: BLE001 - re-raised with the fix
         raise FileNotFoundError(
             f"{what}={uri!r}: could not download it from tracking store {store} ({e}). Check "
-            "the run id / model name and alias, and that MLFLOW_TRACKING_URI (or "
-            "tracking.tracking_uri) names the store that holds it.") from e
+            f"the run id / model name and alias, or {OTHER_STORE}") from e
     if local.is_file():
         return local
     weights = _find_weights(local)

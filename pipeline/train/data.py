@@ -33,8 +33,8 @@ def set_dirs(cfg: DataConfig) -> list[Path | str]:
     dirs = [lake / s for s in cfg.sets]
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:
-        raise ConfigError(f"shard sets {missing} do not exist; build them with launch/preprocess.py "
-                          f"(--out {lake}) or set data.lake / data.sets")
+        raise ConfigError(f"shard sets {missing} do not exist. Fix: build them with "
+                          f"launch/preprocess.py (--out {lake}) or set data.lake / data.sets")
     return dirs
 
 

@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.atomic import atomic_write_text
+from pipeline.core.errors import FileProblem
 from pipeline.train.checkpoint import CheckpointManager, restore_rng_state
-from pipeline.core.config import REPO, ConfigError, dump_yaml, to_dict
+from pipeline.core.config import ConfigError, config_text, dump_yaml, to_dict
 from pipeline.core.dist import autocast, destroy, init_distributed, seed_everything, seed_model_init
-from pipeline.tracking import Tracker, environment_info, git_info
+from pipeline.tracking import Tracker, environment_info, git_info, store_for, ui_hint
 from pipeline.train.config import TrainConfig, load_model_config, load_train_config, plan_batch
-from pipeline.train.data import DataStream, build_loader
+from pipeline.train.data import DataStream, build_loader, set_dirs
 from pipeline.train.hooks import (CheckpointHook, EvalHook, ExportHook,
                                   LossHistoryHook, ProgressHook, ReduceHook, ReplicaCheckHook,
                                   StopHook, TimeoutHook, TimerHook, TrackingHook, load_hooks)
-from pipeline.train.loop import NonFiniteLossError, TrainLoop
+from pipeline.train.loop import TrainLoop
 from pipeline.train.weights import gather_init, save_weights
 from pipeline.train.weights import WeightsError
 from pipeline.model.backbone import PretrainedWeightsError
@@ -50,11 +51,17 @@ def phase_classes() -> dict[str, tuple[type, type]]:
             "alternating": (AlternatingPhase, AlternatingTrainConfig)}
 
 
-def parse_args(argv: list[str] | None, default_config: str, description: str) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--config", default=default_config, help="YAML config (default: %(default)s)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 "
-                   "run_dir=runs/x batch.size=16 dist.engine=deepspeed")
+def parse_args(argv: list[str] | None, default_config: str, description: str,
+               parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """A phase's options, added to ``parser`` (the command's; default a plain one)."""
+    p = parser if parser is not None else argparse.ArgumentParser(description=description)
+    p.add_argument("--config", default=default_config, help="the phase's YAML config")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (YAML) and its valid keys, write nothing")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="override any config key (--print-config lists them), e.g. steps=100 "
+                        "run_dir=runs/x batch.size=16 data.sets=[msra10k/train] "
+                        "dist.engine=deepspeed")
     # the deepspeed launcher appends --local_rank=N; LOCAL_RANK is read from the environment
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_intermixed_args(argv)
@@ -114,11 +121,24 @@ def run_phase(phase_name: str, config_path: str | Path | None, overrides: list[s
     """Train one phase; returns a summary (also written to ``run_dir/summary.json`` by rank 0)."""
     phase_cls, cfg_cls = phase_classes()[phase_name]
     cfg: TrainConfig = load_train_config(cfg_cls, config_path, overrides)
+    check_inputs(cfg)
     ctx = init_distributed(cfg.dist)
     try:
         return _run(phase_name, phase_cls, cfg, ctx, tracker_factory)
     finally:
         destroy()
+
+
+def check_inputs(cfg: TrainConfig) -> None:
+    """The shard sets the run reads exist (local lakes; an s3:// set is checked when listed):
+    checked before anything is written."""
+    from dataclasses import replace
+
+    if cfg.data.backend != "ffcv":
+        set_dirs(cfg.data)
+    ecfg = getattr(cfg, "eval", None)
+    if ecfg is not None and ecfg.every > 0 and ecfg.sets:
+        set_dirs(replace(cfg.data, sets=list(ecfg.sets)))
 
 
 def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factory) -> dict:
@@ -129,7 +149,8 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
     seed_everything(cfg.seed, ctx.rank)
     plan = plan_batch(cfg.batch, ctx.world_size)
     model_cfg = load_model_config(cfg)
-    init_states, init_sources = gather_init(cfg.init_from)
+    init_states, init_sources = gather_init(cfg.init_from,
+                                            store_for(run_dir, cfg.tracking.tracking_uri))
     with seed_model_init(cfg.seed):
         phase = phase_cls(cfg, model_cfg, ctx, plan, init=init_states)
     loader = build_loader(cfg.data, plan.micro_size, kind=phase.kind, masks=phase.masks,
@@ -213,32 +234,29 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
 
 def _user_errors() -> tuple[type, ...]:
     return (ConfigError, CheckpointError, NotEnoughShardsError, PretrainedWeightsError,
-            WeightsError)
+            WeightsError, FileProblem)
 
 
 USER_ERRORS = _user_errors()
 
 
 def main(phase_name: str, default_config: str, description: str,
-         argv: list[str] | None = None) -> int:
+         argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Parse ``argv`` and train (or ``--print-config``). Bad input (``USER_ERRORS``) and a
+    diverged run (``NonFiniteLossError``) are raised for the command to report
+    (pipeline/cli/train.py)."""
     logging.basicConfig(level=os.environ.get("STCNN_LOG_LEVEL", "WARNING"),
                         format="%(levelname)s %(name)s: %(message)s")
-    if not Path(default_config).exists():
-        default_config = str(REPO / default_config)
-    args = parse_args(argv, default_config, description)
-    try:
-        summary = run_phase(phase_name, args.config, args.overrides)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as exc:             # the training diverged: no traceback either
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    args = parse_args(argv, default_config, description, parser)
+    if args.print_config:
+        cfg = load_train_config(phase_classes()[phase_name][1], args.config, args.overrides)
+        print(config_text(cfg, f"--config {args.config}"), end="")
+        return 0
+    summary = run_phase(phase_name, args.config, args.overrides)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: summary[k] for k in ("phase", "steps", "completed", "weights",
                                                   "mlflow_run_id", "samples_per_s")}, default=str))
         uri = summary.get("mlflow_tracking_uri")
-        if summary.get("mlflow_run_id") and uri and uri.startswith("sqlite:"):
-            print(f"MLflow UI: mlflow ui --backend-store-uri {uri} --port 5000  "
-                  "(then open http://127.0.0.1:5000)")
+        if summary.get("mlflow_run_id") and uri:
+            print(ui_hint(uri, summary["mlflow_run_id"]))
     return 0

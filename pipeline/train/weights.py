@@ -71,22 +71,30 @@ def load_weights(path: str | Path) -> dict:
     return payload
 
 
-def fetch_weights(uri: str, what: str = "init_from") -> dict:
+def fetch_weights(uri: str, store: str | None, what: str = "init_from") -> dict:
     """The payload of the ``weights.pt`` named by a local path, a ``runs:/`` or a ``models:/``
-    URI (:func:`pipeline.tracking.resolve_init`); a download goes to a temporary folder that
-    is removed once the weights are in memory. Errors name the setting as ``what``."""
+    URI resolved in tracking store ``store`` (a run's :func:`pipeline.tracking.store_for`; see
+    :func:`pipeline.tracking.resolve_init`); a download goes to a temporary folder that is
+    removed once the weights are in memory. Errors (:class:`WeightsError`) name the setting as
+    ``what``."""
     with tempfile.TemporaryDirectory(prefix="stcnn-init-") as tmp:
-        return load_weights(resolve_init(uri, tmp, what=what))
+        try:
+            path = resolve_init(uri, tmp, tracking_uri=store, what=what)
+        except FileNotFoundError as exc:
+            raise WeightsError(str(exc)) from exc
+        return load_weights(path)
 
 
-def gather_init(uris: Iterable[str], fetch=fetch_weights) -> tuple[dict[str, dict], list[str]]:
-    """Branch state dicts from every ``init_from`` entry (later entries win) and their sources."""
+def gather_init(uris: Iterable[str], store: str | None,
+                fetch=fetch_weights) -> tuple[dict[str, dict], list[str]]:
+    """Branch state dicts from every ``init_from`` entry (later entries win; URIs resolved in
+    ``store``) and their sources."""
     merged: dict[str, dict] = {}
     sources: list[str] = []
     for uri in uris:
         if not uri:
             continue
-        payload = fetch(uri)
+        payload = fetch(uri, store)
         for branch, sd in payload["models"].items():
             merged[branch] = sd
         sources.append(f"{uri} -> {sorted(payload['models'])} (phase {payload.get('phase')}, "

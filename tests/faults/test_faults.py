@@ -275,7 +275,7 @@ def test_preprocess_cli_reports_a_full_disk_without_a_traceback(small_davis, tmp
                        text=True, timeout=300)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
-    assert "preprocess: error:" in r.stderr and "No space left on device" in r.stderr
+    assert "stcnn-preprocess: error:" in r.stderr and "No space left on device" in r.stderr
     assert "00002.tar" in r.stderr and "Fix: free space" in r.stderr
 
 

@@ -300,7 +300,7 @@ def test_preprocess_cli_to_s3_then_read_back(s3, local_lake, tmp_path):
     staging = tmp_path / "staging"
     cmd = [sys.executable, str(REPO / "launch" / "preprocess.py"), "davis2016", "--src", str(src),
            "--out", out, "--staging", str(staging), "--shard-max-count", "4", "--split", "train",
-           "--split", "val", "--no-progress",
+           "val", "--no-progress",
            "--json"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert r.returncode == 0, r.stderr + r.stdout

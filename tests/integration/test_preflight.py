@@ -89,7 +89,7 @@ def test_preflight_fails_and_says_so_when_bf16_disagrees(tmp_path):
     """A tolerance no arithmetic meets: the numerics check fails, the exit code says so."""
     out = tmp_path / "preflight.json"
     proc = subprocess.run([sys.executable, str(PREFLIGHT), "--device", "cpu", "--quick",
-                           "--phases", "segmentation", "--skip", "online,loader",
+                           "--phases", "segmentation", "--skip", "online", "loader",
                            "--bf16-rtol", "0", "--out", str(out)], cwd=tmp_path, env=_env(),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -158,7 +158,7 @@ def test_preflight_compiled_row_on_the_cpu(tmp_path):
     out = tmp_path / "preflight.json"
     proc = subprocess.run([sys.executable, str(PREFLIGHT), "--device", "cpu", "--quick",
                            "--phases", "segmentation", "--compile-phases", "segmentation",
-                           "--no-numerics", "--skip", "online,loader", "--out", str(out)],
+                           "--no-numerics", "--skip", "online", "loader", "--out", str(out)],
                           cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     p = json.loads(out.read_text())["phases"][0]

@@ -436,7 +436,7 @@ def test_cli(tmp_path):
     out = tmp_path / "cli"
     proc = subprocess.run(
         [sys.executable, "launch/make_synthetic.py", "--out", str(out), "--datasets",
-         "davis2016,voc2012", "--size", "64x48", "--sequences", "1", "--frames", "3", "--images",
+         "davis2016", "voc2012", "--size", "64x48", "--sequences", "1", "--frames", "3", "--images",
          "2", "--seed", "3"],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

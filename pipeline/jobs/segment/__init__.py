@@ -14,12 +14,20 @@ sequences (official results layout) or of a user's video, spread over ranks, the
   ids of the first frame): masks in ``<out>/masks/`` and an overlay video ``<out>/overlay.gif``
   (or ``overlay_format: mp4``), like the paper's Fig. 3.
 
+Resumable (DAVIS, YouTube-Objects): re-running the same command skips the sequences already
+complete in ``<out>`` (a completion marker written after a sequence's last PNG, for the same
+settings and weights: :mod:`~pipeline.jobs.segment.resume` states the rule) and counts them in
+the printed line and ``summary.json`` (``skipped``); ``redo=true`` segments everything again.
+On rank 0 a progress bar follows each sequence's tuning steps and frames when stderr is a
+terminal (``progress=true``/``false`` to force it on or off).
+
 MLflow (rank 0): a run ``segment`` (nested under ``$STCNN_PARENT_RUN_ID``) with the config, the
 per-frame timings, J/F/T, the CSV tables, the per-sequence bar plot, overlays of a few sequences
 and the lucid-dream examples of the first one.
 
 The modules: :mod:`~pipeline.jobs.segment.config`, :mod:`~pipeline.jobs.segment.inputs`,
-:mod:`~pipeline.jobs.segment.run`, :mod:`~pipeline.jobs.segment.evaluate`; the command line is
+:mod:`~pipeline.jobs.segment.run`, :mod:`~pipeline.jobs.segment.evaluate`,
+:mod:`~pipeline.jobs.segment.resume`, :mod:`~pipeline.jobs.segment.progress`; the command line is
 :mod:`pipeline.cli.segment`.
 """
 
@@ -52,7 +60,7 @@ def run_segment(cfg: SegmentConfig) -> dict:
                           "or its runs:/ or models:/stcnn@ALIAS URI")
     ctx = init_distributed(cfg.dist)
     try:
-        weights, stored = load_checkpoint_weights(cfg.checkpoint)
+        weights, stored = load_checkpoint_weights(cfg)
         model_cfg = from_dict(ModelConfig, stored, cfg.model_overrides, where=cfg.checkpoint)
         if cfg.dist.compile and ctx.is_main:
             print("[segment] note: dist.compile is not applied to online tuning (each sequence "

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.core.dist import DistConfig
-from pipeline.tracking import TrackingConfig
+from pipeline.tracking import TrackingConfig, store_for
 from pipeline.train.phases.online import OnlineConfig
 from pipeline.train.weights import fetch_weights
 
@@ -27,6 +27,8 @@ class SegmentConfig:
     youtube_objects_root: str | None = None
     categories: list[str] | None = None  # e.g. [cat, dog]; None: all
     evaluate: bool = True
+    redo: bool = False                   # segment sequences already complete in `out` again
+    progress: bool | None = None         # a bar per sequence on rank 0; None: if stderr is a tty
     print_table: bool = True             # print the J/F table (the main job prints it at its end)
     overlays: int = 2                    # sequences whose overlay GIF is logged
     # a user's video
@@ -39,7 +41,9 @@ class SegmentConfig:
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(run_name="segment"))
 
 
-def load_checkpoint_weights(uri: str) -> tuple[dict, dict]:
-    """(state dicts by branch, stored model config) of a weights.pt or its URI."""
-    payload = fetch_weights(uri, what="--checkpoint")
+def load_checkpoint_weights(cfg: SegmentConfig) -> tuple[dict, dict]:
+    """(state dicts by branch, stored model config) of ``cfg.checkpoint``: a weights.pt, or its
+    URI resolved in the job's store (:func:`pipeline.tracking.store_for` of ``cfg.out``)."""
+    payload = fetch_weights(cfg.checkpoint, store_for(cfg.out, cfg.tracking.tracking_uri),
+                            what="--checkpoint")
     return payload["models"], payload.get("model_config") or {}

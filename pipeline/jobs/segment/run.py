@@ -1,5 +1,10 @@
 """Tuning and segmenting sequence jobs over ranks (balanced by frame count): results, per-frame
-timings, overlays and lucid-dream examples in the MLflow run."""
+timings, overlays and lucid-dream examples in the MLflow run.
+
+Sequences already complete in ``out`` (:mod:`~pipeline.jobs.segment.resume`: a completion marker
+written after the last PNG, for the same settings and weights) are skipped and counted in the
+summary (``skipped``), unless ``redo=true``; a progress bar follows each sequence's tuning steps
+and frames (:mod:`~pipeline.jobs.segment.progress`)."""
 
 from __future__ import annotations
 
@@ -11,11 +16,13 @@ import numpy as np
 
 from pipeline.core.atomic import atomic_write_text
 from pipeline.core.config import ConfigError
-from pipeline.core.dist import DistContext
+from pipeline.core.dist import barrier, DistContext
 from pipeline.jobs.segment.config import SegmentConfig
 from pipeline.jobs.segment.evaluate import evaluate_results, evaluate_youtube_objects_results
 from pipeline.jobs.segment.inputs import read_rgb, davis_jobs, SequenceJob, youtube_objects_jobs
-from pipeline.train.phases.online import assign_sequences, OnlineSegmenter
+from pipeline.jobs.segment import resume
+from pipeline.jobs.segment.progress import progress_enabled, SequenceProgress
+from pipeline.train.phases.online import assign_sequences, object_ids, OnlineSegmenter
 from pipeline.inference.video import read_frames_dir, read_video, write_overlay_video, write_sequence_masks
 from pipeline.inference.masks import read_mask_png
 from pipeline.train.lucid import LucidDreamConfig, save_example_grid
@@ -33,32 +40,52 @@ def _gather(obj, ctx: DistContext) -> list:
 
 def run_sequences(cfg: SegmentConfig, jobs: dict[str, SequenceJob], segmenter: OnlineSegmenter,
                   ctx: DistContext, tracker, evaluate: Callable[[], dict] | None) -> dict:
-    """Segment ``jobs`` spread over the ranks (balanced by frame count), each rank writing its
-    own ``<out>/<name>/<id>.png``; then, on rank 0: timings, ``evaluate()``, overlays."""
+    """Segment ``jobs`` not yet complete in ``out`` spread over the ranks (balanced by frame
+    count), each rank writing its own ``<out>/<name>/<id>.png`` and then the sequence's
+    completion marker; then, on rank 0: timings, ``evaluate()``, overlays."""
     out = Path(cfg.out)
-    mine = assign_sequences({n: len(j.frames) for n, j in jobs.items()}, ctx.world_size)[ctx.rank]
+    fingerprint = resume.job_fingerprint(cfg, {"G": segmenter.g, "SSB": segmenter.ssb})
+    done = [] if cfg.redo else sorted(
+        n for n, j in jobs.items() if resume.is_complete(out, n, j.ids, fingerprint))
+    barrier(ctx)                         # every rank has looked before any rank writes
+    if done and ctx.is_main:
+        print(f"[segment] {len(done)} of {len(jobs)} sequences already complete in {out}: "
+              f"skipped (redo=true segments them again)", flush=True)
+    todo = {n: len(j.frames) for n, j in jobs.items() if n not in done}
+    mine = assign_sequences(todo, ctx.world_size)[ctx.rank] if todo else []
+    show = progress_enabled(cfg.progress, ctx.is_main)
     timings = {}
+    if ctx.is_main:                      # the finished sequences' timings, as first measured
+        for name in done:
+            timings[name] = (resume.read_marker(out, name) or {}).get("timing", {})
     for name in mine:
         job = jobs[name]
+        resume.start_sequence(out, name)
         frames = [read_rgb(p) for p in job.frames]
-        result = segmenter.segment(name, frames, job.first_mask())
+        first = job.first_mask()
+        tune_steps = len(object_ids(first)) * cfg.online.iterations
+        with SequenceProgress(name, tune_steps, len(frames) - 1, show) as bar:
+            result = segmenter.segment(name, frames, first, progress=bar)
         write_sequence_masks(out / name, job.ids, result.masks)
         timings[name] = result.timing() | {"loss_first": float(np.mean([c[0] for c in result.losses.values()])),
                                            "loss_last": float(np.mean([c[-1] for c in result.losses.values()])),
                                            "rank": ctx.rank}
+        resume.finish_sequence(out, name, job.ids, fingerprint, timings[name])
         print(f"[segment] rank {ctx.rank}: {name} ({result.frames} frames, "
               f"{len(result.objects)} object(s)) tune {timings[name]['tune_s_per_frame']:.2f} "
               f"s/frame, infer {timings[name]['infer_s_per_frame']:.3f} s/frame", flush=True)
     all_timings: dict = {}
     for part in _gather(timings, ctx):
         all_timings.update(part)
-    summary: dict = {"sequences": len(jobs), "world_size": ctx.world_size, "out": str(out)}
+    summary: dict = {"sequences": len(jobs), "segmented": len(jobs) - len(done),
+                     "skipped": done, "world_size": ctx.world_size, "out": str(out)}
     if not ctx.is_main:
         return summary
-    n = sum(t["frames"] - 1 for t in all_timings.values()) or 1
+    measured = [t for t in all_timings.values() if "frames" in t]
+    n = sum(t["frames"] - 1 for t in measured) or 1
     summary["timing"] = {
-        "tune_s_per_frame": sum(t["tune_s"] for t in all_timings.values()) / n,
-        "infer_s_per_frame": sum(t["infer_s"] for t in all_timings.values()) / n}
+        "tune_s_per_frame": sum(t["tune_s"] for t in measured) / n,
+        "infer_s_per_frame": sum(t["infer_s"] for t in measured) / n}
     summary["timing"]["total_s_per_frame"] = sum(summary["timing"].values())
     atomic_write_text(out / "timing.json", json.dumps(
         {"overall": summary["timing"], "sequences": all_timings}, indent=2, sort_keys=True))

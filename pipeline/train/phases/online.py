@@ -4,7 +4,7 @@ Per sequence, from the offline-trained STCNN (``weights.pt`` of ``launch/train_o
 its ``models:/stcnn@...`` URI):
 
 1. **Tune** a fresh copy of the SSB on lucid-dream pairs of the first frame and its mask
-   (``pipeline/train/lucid.py``): SGD, lr 1e-4, batch 1, 400 iterations (paper, Table 4),
+   (``pipeline/train/lucid/``): SGD, lr 1e-4, batch 1, 400 iterations (paper, Table 4),
    the TCB frozen. A dreamed image has no past, so G sees it repeated ``delta`` times - what it
    sees at the first frame of a video. The loss is the fused prediction's (authors' code;
    ``loss: all`` adds the side outputs). The tuning runs through the same
@@ -25,7 +25,7 @@ import copy
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -146,13 +146,17 @@ class OnlinePhase(PhaseDefaults):
 
 
 class _LossRecorder(HookBase):
-    """A hook keeping every step's loss (first vs last: did tuning fit the first frame?)."""
+    """A hook keeping every step's loss (first vs last: did tuning fit the first frame?) and
+    reporting each step to ``progress`` (``progress("tune")``) when given."""
 
-    def __init__(self):
+    def __init__(self, progress: Callable[[str], None] | None = None):
         self.losses: list[float] = []
+        self.progress = progress
 
     def after_step(self) -> None:
         self.losses.append(self.loop.metrics["SSB/loss"])
+        if self.progress is not None:
+            self.progress("tune")
 
 
 def _resize_rgb(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -238,9 +242,10 @@ class OnlineSegmenter:
             masks.append(_resize_ids(m, size))
         return np.stack(images), np.stack(masks)
 
-    def tune(self, images: np.ndarray, masks: np.ndarray, obj: int, seed: int
-             ) -> tuple[torch.nn.Module, list[float]]:
-        """A copy of the SSB fitted to ``obj`` in the dreams (255 stays void)."""
+    def tune(self, images: np.ndarray, masks: np.ndarray, obj: int, seed: int,
+             progress: Callable[[str], None] | None = None) -> tuple[torch.nn.Module, list[float]]:
+        """A copy of the SSB fitted to ``obj`` in the dreams (255 stays void); ``progress("tune")``
+        after each step when given."""
         binary = np.where(masks == 255, 255, (masks == obj).astype(np.uint8)).astype(np.uint8)
         ssb = copy.deepcopy(self.ssb).train()
         if self.cfg.bn == "frozen":  # keep the offline running statistics
@@ -250,7 +255,7 @@ class OnlineSegmenter:
         torch.manual_seed(seed)
         phase = OnlinePhase(self.g, ssb, self.cfg, self.delta, self.device,
                             self.dist.channels_last)
-        recorder = _LossRecorder()
+        recorder = _LossRecorder(progress)
         loop = TrainLoop(phase, _DreamStream(images, binary, self.cfg.batch, seed),
                          self.cfg.iterations, hooks=[recorder], autocast=self._autocast)
         loop.run()
@@ -286,7 +291,10 @@ class OnlineSegmenter:
         region = cv2.dilate(previous.astype(np.uint8), kernel)
         return prob * torch.from_numpy(region.astype(np.float32))
 
-    def segment(self, name: str, frames: list[np.ndarray], first_mask: np.ndarray) -> SequenceResult:
+    def segment(self, name: str, frames: list[np.ndarray], first_mask: np.ndarray,
+                progress: Callable[[str], None] | None = None) -> SequenceResult:
+        """Tune on the first frame's dreams, then segment frames 1..; ``progress`` (when given)
+        is called with ``"tune"`` after each tuning step and ``"frame"`` after each frame."""
         if not frames:
             raise ValueError(f"{name}: no frames")
         if first_mask.shape != frames[0].shape[:2]:
@@ -303,7 +311,7 @@ class OnlineSegmenter:
         images, masks = self.dreams(frames[0], first_mask, seed)
         ssbs, losses = [], {}
         for k in objects:
-            ssb, curve = self.tune(images, masks, k, seed + k)
+            ssb, curve = self.tune(images, masks, k, seed + k, progress)
             ssbs.append(ssb)
             losses[k] = curve
         tune_s = time.perf_counter() - t0
@@ -322,5 +330,7 @@ class OnlineSegmenter:
             best, arg = torch.stack(probs).max(0)               # most probable object per pixel
             labels = torch.where(best >= self.cfg.threshold, ids[arg], torch.zeros_like(ids[arg]))
             out.append(labels.numpy().astype(np.uint8))
+            if progress is not None:
+                progress("frame")
         infer_s = time.perf_counter() - t1
         return SequenceResult(name, out, objects, tune_s, infer_s, losses)
