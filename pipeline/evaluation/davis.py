@@ -10,7 +10,8 @@ the first and last frame may be absent):
 * **DAVIS 2017** (``year=2017``): palette/grayscale PNGs of object ids. The objects of a
   sequence are ``1..K``, K = the largest id in the first ground-truth frame; 255 in the ground
   truth is void and is set to background (as the official reader does; the semi-supervised
-  protocol does not otherwise use it). One row per object, ``<sequence>_<id>``; an object absent
+  protocol does not otherwise use it). One row per object, ``<sequence>_<id>``, the sequences in
+  the order of ``ImageSets/2017/<split>.txt`` (as the official tool lists them); an object absent
   from the results scores 0 in every frame; an id above K in a result frame is an error (the
   official tool stops there too). Global numbers average over objects.
 * **DAVIS 2016** (``year=2016``): binary masks, foreground = value > 0 in both the ground truth
@@ -359,6 +360,12 @@ def _eval_t_flags(davis_root: Path) -> dict[str, bool]:
         return {}
 
 
+def _list_order(path: Path) -> dict[str, int]:
+    """Position of each sequence in a DAVIS-2017 split list (first line wins for a repeat)."""
+    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    return {name: i for i, name in reversed(list(enumerate(names)))}
+
+
 def list_ground_truth(davis_root: str | Path, year: int, split: str,
                       sequences: Iterable[str] | None = None) -> list[tuple[str, tuple[Path, ...]]]:
     """(sequence, annotated frame paths) of a split, through the project's DAVIS readers."""
@@ -381,6 +388,9 @@ def list_ground_truth(davis_root: str | Path, year: int, split: str,
                                   f"sequence {s.name!r} has no annotated frame",
                                   "restore its annotations from the official release")
         out.append((s.name, paths))
+    if int(year) == 2017:  # davis2017-evaluation: rows in the order of the split list
+        order = _list_order(Path(davis_root) / "ImageSets" / "2017" / f"{split}.txt")
+        out.sort(key=lambda item: order.get(item[0], len(order)))
     if want is not None:
         missing = sorted(want - {n for n, _ in out})
         if missing:
