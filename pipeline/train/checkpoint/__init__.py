@@ -48,6 +48,18 @@ Contract
   :func:`capture_rng_state` returns such a dict; for a DDP-wrapped model save
   ``model.module.state_dict()``). DeepSpeed loads its own files (its torch checkpoint engine uses
   ``weights_only=False``).
+* **Damaged files: all ranks decide together.** ``meta.json`` records every file's size (the
+  project's files and DeepSpeed's: ``engines/<name>/state/mp_rank_*_model_states.pt``,
+  ``zero_pp_rank_*_optim_states.pt``, ...). Before anything is loaded, every rank checks every
+  rank's files: a file that is missing, has another size than when it was saved, or is a
+  zip-format torch file without its zip directory (truncated) makes ``load`` raise
+  :class:`CheckpointError` on every rank, naming the file and the fix (delete the folder to fall
+  back to the previous checkpoint). An engine's ``load_checkpoint`` that fails or loads nothing
+  on any rank is agreed on with an all-reduce, so every rank raises. The trainer's resume
+  (:func:`pipeline.train.runner.resume`) then tries the previous checkpoint on all ranks
+  together: no rank resumes from another step than the others. (A DeepSpeed failure that only
+  one rank sees, inside a collective the other ranks have entered, ends at the collective
+  timeout, ``dist.first_step_timeout_s``.)
 * **World size.** A checkpoint written by N ranks resumes with N ranks. Otherwise ``load`` raises
   :class:`WorldSizeMismatch`, unless ``allow_world_size_change=True``: then ``shared`` (weights,
   optimizer state) loads and ``rank_state`` is ``None`` on *every* rank, even where a file with

@@ -7,6 +7,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -183,8 +184,10 @@ class CheckpointManager:
                 f"checkpoint {tmp} lacks {', '.join(missing)}: every one of the {self.world_size} "
                 f"ranks must call save() with the same step, and {self.directory} must be on a "
                 f"filesystem all nodes share. The previous checkpoint stays the latest.")
+        files = relative_files(tmp)
         meta = {"format": FORMAT, "step": step, "world_size": self.world_size,
-                "engines": names, "files": relative_files(tmp),
+                "engines": names, "files": files,
+                "sizes": {f: (tmp / f).stat().st_size for f in files},
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "torch_version": torch.__version__}
         atomic_write_text(tmp / META, json.dumps(meta, indent=1) + "\n")
@@ -251,17 +254,20 @@ class CheckpointManager:
         assert loaded is not None
         for name in names:
             where = folder / ENGINES / name
+            error = None
             try:
                 load_path, _ = engines[name].load_checkpoint(  # type: ignore[index]
                     str(where), tag=ENGINE_TAG, **dict(engine_load_kwargs or {}))
-            except Exception as e:
-                raise CheckpointError(
+                if load_path is None:
+                    error = CheckpointError(
+                        f"engine {name!r} loaded nothing from {where} (DeepSpeed returned None). "
+                        f"{self._fallback_hint(folder)}")
+            except Exception as e:  # agreed on below: every rank raises, none goes on alone
+                error = CheckpointError(
                     f"engine {name!r} could not load {where}: {type(e).__name__}: {e}. "
-                    f"{self._fallback_hint(folder)}") from e
-            if load_path is None:
-                raise CheckpointError(
-                    f"engine {name!r} loaded nothing from {where} (DeepSpeed returned None). "
                     f"{self._fallback_hint(folder)}")
+                error.__cause__ = e
+            self._agree(error, f"loading engine {name!r} from {where} failed")
         return loaded
 
     def _load_files(self, folder: Path, names: list[str], allow: bool,
@@ -290,6 +296,11 @@ class CheckpointManager:
             raise CheckpointError(f"checkpoint {folder} lacks {', '.join(absent[:5])}"
                                   f"{' ...' if len(absent) > 5 else ''}. "
                                   f"{self._fallback_hint(folder)}")
+        damaged = self._damaged_files(folder, meta)
+        if damaged:
+            raise CheckpointError(f"checkpoint {folder} has damaged files: {'; '.join(damaged[:5])}"
+                                  f"{' ...' if len(damaged) > 5 else ''}. "
+                                  f"{self._fallback_hint(folder)}")
         unknown = sorted(set(names) - set(meta.get("engines", [])))
         if unknown:
             raise CheckpointError(f"checkpoint {folder} has no engine(s) {unknown}; it has "
@@ -301,6 +312,26 @@ class CheckpointManager:
                                     map_location)["state"]
         return Loaded(path=folder, step=step, shared=shared["shared"], rank_state=rank_state,
                       world_size=saved_world, meta=meta)
+
+    @staticmethod
+    def _damaged_files(folder: Path, meta: dict) -> list[str]:
+        """Files of ``folder`` whose size differs from the one meta.json recorded (truncated or
+        overwritten), and zip-format torch files (every ``.pt`` file torch saves by default,
+        DeepSpeed's included) that lack their zip directory (truncated: covers checkpoints whose
+        meta.json records no sizes). Cheap (a stat and the file's last bytes), done on every
+        rank for every rank's files, so that all ranks reach the same verdict before any engine
+        starts loading."""
+        damaged = []
+        sizes = meta.get("sizes") or {}
+        for f in meta.get("files", []):
+            path = folder / f
+            size = path.stat().st_size
+            if f in sizes and int(sizes[f]) != size:
+                damaged.append(f"{path} is {size} bytes, {int(sizes[f])} when saved (truncated "
+                               f"or overwritten)")
+            elif f.endswith(".pt") and _torch_zip_truncated(path):
+                damaged.append(f"{path} is truncated (its zip directory is missing)")
+        return damaged
 
     def _read(self, file: Path, folder: Path, map_location: Any) -> dict:
         try:
@@ -320,6 +351,18 @@ class CheckpointManager:
                    and _step_of(p) < _step_of(folder)]
         prev = f"the previous one, {earlier[-1]}" if earlier else "no earlier checkpoint exists"
         return f"Delete the checkpoint folder {folder} to fall back to {prev}."
+
+
+def _torch_zip_truncated(path: Path) -> bool:
+    """True when ``path`` starts like a zip archive (torch's default format) but has no readable
+    zip directory at its end."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                return False          # not zip format (legacy torch.save): not checked here
+    except OSError:
+        return True
+    return not zipfile.is_zipfile(path)
 
 
 def _step_of(folder: Path) -> int:
