@@ -4,9 +4,11 @@ through ``fsspec``'s ``s3fs``.
 A set URL is ``s3://<bucket>/<prefix>/<dataset>/<split>``; its objects mirror a local set folder
 (``shards/README.md``): ``NNNNN.tar``, ``NNNNN.parquet``, ``NNNNN_stats.json``, ``manifest.json``,
 ``catalog.parquet``. The shard contract holds on the store too: :func:`upload_set` puts each
-shard's ``_stats.json`` LAST (the one thing of our own here: fsspec's ``put`` has no order), and
+shard's ``_stats.json`` LAST (fsspec's ``put`` has no order), and
 :func:`list_finished` lists only the tars whose stats object exists, so readers never see a
-half-uploaded shard. Everything else (listing, reads, uploads, retries, multipart) is s3fs's.
+half-uploaded shard; a re-run skips the shards whose objects already hold the same bytes (size,
+then the ETag: an MD5, or for a multipart object the MD5 of its parts' MD5s and ``-<parts>``).
+Everything else (listing, reads, uploads, retries, multipart) is s3fs's.
 
 Credentials and endpoint come only from the environment (never from configs, logs or params):
 ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (or any source of botocore's default chain: a
@@ -95,7 +97,9 @@ def filesystem():
         if fs is None:
             fs = s3fs.S3FileSystem(
                 endpoint_url=endpoint, skip_instance_cache=True, use_listings_cache=False,
-                config_kwargs={"retries": {"max_attempts": 5, "mode": "standard"},
+                # 5 attempts in all (botocore's "max_attempts" counts retries, one more):
+                # a store that stays unreachable is reported within ~15 s of back-off
+                config_kwargs={"retries": {"total_max_attempts": 5, "mode": "standard"},
                                "connect_timeout": 10, "read_timeout": 60})
             _filesystems[key] = fs
     return fs
@@ -128,20 +132,21 @@ def _error(exc: BaseException, url: str, action: str) -> Exception:
     bucket = split_url(url)[0]
     code = _code(exc)
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return ObjectStoreError(f"{action} {url}: no S3 credentials found: {CRED_FIX}")
+        return ObjectStoreError(f"{action} {url}: no S3 credentials found. Fix: {CRED_FIX}")
     if isinstance(exc, EndpointConnectionError):
-        return ObjectStoreError(f"{action} {url}: cannot reach the S3 endpoint{where} ({exc}); "
-                                f"check AWS_ENDPOINT_URL / {ENDPOINT_ENV}")
+        return ObjectStoreError(f"{action} {url}: cannot reach the S3 endpoint "
+                                f"{endpoint_url() or '(AWS default)'} ({exc}). Fix: start the "
+                                f"store or correct AWS_ENDPOINT_URL / {ENDPOINT_ENV}")
     if code == "NoSuchBucket":
-        return ObjectStoreError(f"{action} {url}: bucket {bucket!r} does not exist{where}: "
+        return ObjectStoreError(f"{action} {url}: bucket {bucket!r} does not exist{where}. Fix: "
                                 f"create it (aws s3 mb s3://{bucket}) or fix the URL")
     if isinstance(exc, FileNotFoundError) or code in ("NoSuchKey", "404", "NotFound"):
         return FileNotFoundError(f"{action} {url}: no such object{where}")
     if isinstance(exc, PermissionError) or code in (
             "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken",
             "InvalidToken"):
-        return ObjectStoreError(f"{action} {url}: access refused{where} ({code or exc}): check "
-                                f"the credentials and their rights on bucket {bucket!r}: "
+        return ObjectStoreError(f"{action} {url}: access refused{where} ({code or exc}). Fix: "
+                                f"check the credentials and their rights on bucket {bucket!r}: "
                                 f"{CRED_FIX}")
     return ObjectStoreError(f"{action} {url}: S3 error {code or type(exc).__name__}{where}: {exc}")
 
@@ -239,6 +244,16 @@ def download_prefix(url: "str | os.PathLike", dest: "str | os.PathLike", *,
     return n
 
 
+UPLOAD_PART_SIZE = 50 << 20  # multipart upload part size (objects of 2 parts or more)
+_MAX_PARTS = 10_000          # S3's limit on the parts of one object
+_MIB = 1 << 20
+
+
+def _part_size(size: int) -> int:
+    """The part size :func:`upload_set` uploads an object of ``size`` bytes with."""
+    return max(UPLOAD_PART_SIZE, -(-size // _MAX_PARTS))
+
+
 def _md5(path: Path) -> str:
     h = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
@@ -247,13 +262,51 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
+def _multipart_etag(path: Path, part_size: int) -> str:
+    """The ETag S3 gives ``path``'s bytes uploaded in parts of ``part_size``: the MD5 of the
+    concatenated binary MD5s of the parts, then ``-<number of parts>``."""
+    digests, n = hashlib.md5(usedforsecurity=False), 0
+    with open(path, "rb") as f:
+        while True:
+            part = hashlib.md5(usedforsecurity=False)
+            left = part_size
+            while left:
+                chunk = f.read(min(left, 8 * _MIB))
+                if not chunk:
+                    break
+                part.update(chunk)
+                left -= len(chunk)
+            if left == part_size:  # nothing read: the end
+                break
+            digests.update(part.digest())
+            n += 1
+    return f"{digests.hexdigest()}-{n}"
+
+
+def _etag_matches(etag: str, path: Path, md5: str) -> bool:
+    """``etag`` (an object's, unquoted) is the one of ``path``'s bytes: their MD5 for a single
+    PUT; for a multipart upload (``<hex>-N``) the multipart rule, trying the part sizes that give
+    N parts among ours, the AWS CLI/boto3 defaults (8 and 16 MiB) and the size split in N whole
+    MiB."""
+    if "-" not in etag:
+        return etag == md5
+    head, _, count = etag.rpartition("-")
+    if not count.isdigit() or int(count) < 1 or len(head) != 32:
+        return False
+    n, size = int(count), path.stat().st_size
+    candidates = {_part_size(size), 8 * _MIB, 16 * _MIB, max(1, -(-size // (n * _MIB))) * _MIB}
+    return any(-(-size // p) == n and _multipart_etag(path, p) == etag
+               for p in sorted(candidates))
+
+
 def _same(fs, rpath: str, listed: dict | None, path: Path, md5: str) -> bool:
-    """The object holds ``path``'s bytes: same size and (its ETag or its ``md5`` metadata)."""
+    """The object holds ``path``'s bytes: same size and (its ETag, by the single or multipart
+    rule, or its ``md5`` metadata)."""
     if listed is None or int(listed["size"]) != path.stat().st_size:
         return False
-    if listed.get("ETag", "").strip('"') == md5:
+    if _etag_matches(listed.get("ETag", "").strip('"'), path, md5):
         return True
-    return fs.metadata(rpath).get("md5") == md5  # multipart upload: the ETag is not the MD5
+    return fs.metadata(rpath).get("md5") == md5  # an ETag of another rule (e.g. SSE-KMS)
 
 
 @dataclasses.dataclass
@@ -287,7 +340,8 @@ def upload_set(local_set_dir: "str | os.PathLike", s3_url: "str | os.PathLike") 
     def put(path: Path, name: str, md5: str | None = None) -> None:
         md5 = md5 or _md5(path)
         try:
-            fs.put_file(str(path), f"{base}/{name}", Metadata={"md5": md5})
+            fs.put_file(str(path), f"{base}/{name}", Metadata={"md5": md5},
+                        chunksize=_part_size(path.stat().st_size))
         except _store_errors() as e:
             raise _error(e, join(url, name), "uploading") from e
         res.files_uploaded += 1

@@ -7,17 +7,15 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import moto.server as moto_server  # the test extra
-
-from support import free_port  # noqa: E402
 from support.mlflow_server import start_server  # noqa: E402
+from support.s3 import BUCKET, SECRET, threaded_store  # noqa: E402
+from support.s3 import client as _client, keys as _keys  # noqa: E402
 
 from pipeline.lake import store as OS  # noqa: E402
 from pipeline.loading.loader import iter_samples, make_loader  # noqa: E402
@@ -26,36 +24,13 @@ from pipeline.lake.listing import shard_sets  # noqa: E402
 from pipeline.synthetic import SyntheticSpec, write_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-BUCKET = "lake"
-# a secret no other string of a run can contain by chance (moto accepts any credentials)
-SECRET = f"stcnn-secret-{uuid.uuid4().hex}"
-FAKE_ENV = {"AWS_ACCESS_KEY_ID": "AKIASTCNNTEST0000001", "AWS_SECRET_ACCESS_KEY": SECRET,
-            "AWS_DEFAULT_REGION": "us-east-1"}
-# no credentials or endpoint of this machine's user leak into the tests
-CLEARED = ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3", OS.ENDPOINT_ENV,
-           "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_URI")
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server; AWS_* env vars point at it (fake credentials); bucket ``lake``."""
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    nowhere = tmp_path_factory.mktemp("aws") / "none"
-    with pytest.MonkeyPatch.context() as mp:
-        for var in CLEARED:
-            mp.delenv(var, raising=False)
-        for k, v in FAKE_ENV.items():
-            mp.setenv(k, v)
-        mp.setenv("AWS_ENDPOINT_URL", endpoint)  # read by boto3 itself
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(nowhere))
-        mp.setenv("AWS_CONFIG_FILE", str(nowhere))
-        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        _client().create_bucket(Bucket=BUCKET)
+    with threaded_store(tmp_path_factory.mktemp("aws")) as endpoint:
         yield endpoint
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -69,20 +44,8 @@ def local_lake(tmp_path_factory) -> Path:
     return root
 
 
-def _client():
-    """A boto3 client on the same store: an oracle independent of the s3fs code under test."""
-    import boto3
-
-    return boto3.session.Session().client("s3", endpoint_url=OS.endpoint_url())
-
-
 def _set_dir(lake: Path) -> Path:
     return lake / "shards" / "davis2016" / "train"
-
-
-def _keys(client, prefix: str, bucket: str = BUCKET) -> list[str]:
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
 
 
 def _ident(sample: dict) -> tuple:
