@@ -252,7 +252,9 @@ def evaluate(args, out: Path, env: dict[str, str], checkpoint: Path,
 
 
 def summarise(scores: dict[str, list[dict]]) -> dict:
-    """Per sequence J/F (mean over seeds), means, spread over seeds, targets."""
+    """Per sequence J/F (mean over seeds), means, spread over seeds (population standard
+    deviation of each seed's mean J), targets (met at equality: ``>=``). ``full`` beats
+    ``copy_first`` on a sequence only with a strictly higher mean J: a tie is not beaten."""
     present = [v for v in VARIANTS if scores.get(v)]
     names = sorted(scores["copy_first"][0]) if scores.get("copy_first") else \
         sorted(next(iter(scores[present[0]])))

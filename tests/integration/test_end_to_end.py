@@ -36,19 +36,28 @@ def test_source_to_shards_to_loader(dataset, tmp_path):
         assert s["catalog"] and validate_set(set_dir).ok
         rows = {r["key"]: r for r in read_catalog(set_dir).to_pylist()}
         if kind == "clip":
-            seqs = source.sequences(s["split"])
-            expected = {f"{q.name}/{f.index:05d}" for q in seqs
-                        for f in (q.annotated if q.mask_format else q.frames)}
+            # a clip holds frames t-4 .. t (PreprocessConfig's delta), the first repeated for t < 4
+            files = {f"{q.name}/{f.index:05d}": [q.frames[max(f.index - 4 + i, 0)].image
+                                                 for i in range(5)]
+                     for q in source.sequences(s["split"])
+                     for f in (q.annotated if q.mask_format else q.frames)}
         else:
-            expected = {it.image_id for it in source.images(s["split"])}
-        assert set(rows) == expected
+            files = {it.image_id: [it.image] for it in source.images(s["split"])}
+        assert set(rows) == set(files)
 
-        # Decoded without augmentation, the loader gives back the source's pixels and ids.
+        # Decoded without augmentation (iter_samples' default), the loader gives back the
+        # source's pixels (Pillow's decode of its files) and ids.
         n = 0
         for sample in iter_samples(set_dir, kind=kind):
             row = rows[sample["key"]]
             x = sample["frames"][-1] if kind == "clip" else sample["image"]
             assert x.dtype == torch.uint8 and tuple(x.shape) == (3, row["height"], row["width"])
+            frames = sample["frames"] if kind == "clip" else sample["image"][None]
+            assert len(frames) == len(files[sample["key"]])
+            for got, path in zip(frames, files[sample["key"]]):
+                with Image.open(path) as im:
+                    want = np.array(im.convert("RGB"))
+                assert np.array_equal(got.permute(1, 2, 0).numpy(), want), (sample["key"], path)
             if row["has_mask"]:
                 m = sample["mask"].numpy()
                 assert m.shape == (row["height"], row["width"])

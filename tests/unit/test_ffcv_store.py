@@ -374,23 +374,50 @@ def test_augment_step_is_the_webdataset_augmentation(lake, beton):
         fs.make_ffcv_loader(out, 4, size=(8, 8), augment=cfg)
 
 
+# one rank of a two-process gloo group (torchrun): the sample positions its loaders give
+RANK_SPLIT = """
+import json, sys
+import torch.distributed as dist
+from pipeline.loading import ffcv as fs
+
+dist.init_process_group("gloo")
+got = {}
+for name, indices in (("even", list(range(8))), ("all", None)):
+    loader = fs.make_ffcv_loader(sys.argv[1], 2, size=(8, 8), num_workers=1, distributed=True,
+                                 drop_last=False, indices=indices)
+    got[name] = [i for _, _, idx in loader for i in idx.tolist()]
+with open(f"{sys.argv[2]}/rank{dist.get_rank()}.json", "w") as f:
+    json.dump(got, f)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow  # two torchrun processes importing FFCV
 @needs_ffcv
 def test_distributed_needs_a_process_group_and_splits_by_rank(beton, tmp_path):
     import torch.distributed as dist
+
+    from support import child_env, run, torchrun_head
 
     out, _ = beton
     if dist.is_initialized():
         pytest.skip("a process group is already initialised in this test process")
     with pytest.raises(RuntimeError, match="process group"):
         fs.make_ffcv_loader(out, 2, distributed=True)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
-                            world_size=1)
-    try:
-        loader = fs.make_ffcv_loader(out, 2, size=(8, 8), num_workers=1, distributed=True,
-                                     drop_last=False)
-        assert sorted(i for _, _, idx in loader for i in idx.tolist()) == list(range(9))
-    finally:
-        dist.destroy_process_group()
+    script = tmp_path / "rank_split.py"
+    script.write_text(RANK_SPLIT)
+    proc = run([*torchrun_head(2), str(script), str(out), str(tmp_path)], env=child_env(),
+               timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    # 8 samples: each rank 4, disjoint, together all 8
+    assert len(r0["even"]) == len(r1["even"]) == 4
+    assert not set(r0["even"]) & set(r1["even"])
+    assert sorted(r0["even"] + r1["even"]) == list(range(8))
+    # 9 samples: padded like DistributedSampler (5 each), together all 9, one sample twice
+    assert len(r0["all"]) == len(r1["all"]) == 5
+    assert set(r0["all"]) | set(r1["all"]) == set(range(9))
+    assert len(set(r0["all"]) & set(r1["all"])) == 1
 
 
 def test_dead_loader_thread_raises_instead_of_hanging():

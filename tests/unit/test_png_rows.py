@@ -151,3 +151,45 @@ def test_the_gate_stops_trying_files_it_cannot_decode_and_reopens(monkeypatch):
     assert len(tries) < len(files)
     assert tries[:2] == [paeth_like, paeth_like] and tries[-1] == simple
     assert gate.refused == 0
+
+
+class _CumsumSpy:
+    """numpy as ``png_rows`` sees it, noting each ``cumsum``: ``"rows"`` (the per-row prefix
+    sum of dense Sub rows) or ``"runs"`` (the one prefix sum over the run starts: sparse)."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    def cumsum(self, a, *args, **kwargs):
+        self.calls.append("rows" if kwargs.get("axis") == 1 else "runs")
+        return np.cumsum(a, *args, **kwargs)
+
+
+def test_wide_sparse_sub_rows_take_the_run_path_and_read_as_pillow(monkeypatch):
+    """A mask-like 854-wide grey PNG, every row Sub-filtered: few non-zero filtered bytes, so the
+    decoder sums over run starts only; its values are Pillow's, including runs that touch the
+    first and last column, levels whose differences wrap around 256, and empty rows."""
+    from pipeline.core import png_rows
+
+    values = np.zeros((96, 854), np.uint8)
+    values[10:40, 100:300] = 255
+    values[20:30, 250:500] = 200       # overlaps: 255 -> 200 -> 0 (differences wrap)
+    values[45:60, 0:50] = 7            # from the first column
+    values[45:60, 60:61] = 250         # one pixel wide
+    values[70:96, 800:854] = 128       # to the last column, down to the last row
+    data = make_png(values, [1] * 96)
+    spy = _CumsumSpy()
+    monkeypatch.setattr(png_rows, "np", spy)
+    got = decode_simple_png(data)
+    assert spy.calls == ["runs"]       # the sparse path, not numpy's per-row prefix sum
+    assert got is not None and got[1] == 0
+    assert np.array_equal(got[0], pil_values(data)) and np.array_equal(got[0], values)
+
+    spy.calls.clear()                  # the same picture as noise: the dense path
+    noise = np.random.default_rng(3).integers(0, 256, values.shape, dtype=np.uint8)
+    dense = make_png(noise, [1] * 96)
+    assert np.array_equal(decode_simple_png(dense)[0], pil_values(dense))
+    assert spy.calls == ["rows"]

@@ -145,15 +145,23 @@ def test_bf16_and_channels_last_run_and_resume_on_the_cpu(phase, train_lake, tmp
     assert plain and not any(c["channels_last"] for c in plain if c["engine"] != "D")
     assert all(c["output_dtype"] == torch.float32 for c in plain)
     assert full["completed"] and all(math.isfinite(v) for v in full["last_metrics"].values())
-    assert full["last_metrics"] != fp32["last_metrics"]
+    losses = {k: v for k, v in full["loss_history"].items() if k != "steps"}
+    assert full["loss_history"]["steps"] == fp32["loss_history"]["steps"] == [1, 2, 3]
+    assert set(losses) == set(fp32["loss_history"]) - {"steps"} and losses
+    assert all(math.isfinite(v) for vs in losses.values() for v in vs)
+    assert losses != {k: fp32["loss_history"][k] for k in losses}     # autocast changed them
     a, b = load_state(tmp_path / "fp32")["models"], load_state(tmp_path / "full")["models"]
     assert {k: list(v) for k, v in a.items()} == {k: list(v) for k, v in b.items()}
     assert all(t.dtype == a[m][k].dtype for m in b for k, t in b[m].items())
     parts = tmp_path / "parts"
-    run_phase(phase, tiny(phase), overrides(train_lake, parts, "steps=3", *GPU_OPTIONS,
-                                            "checkpoint.stop_after=2"))
+    first = run_phase(phase, tiny(phase), overrides(train_lake, parts, "steps=3", *GPU_OPTIONS,
+                                                    "checkpoint.stop_after=2"))
     s = run_phase(phase, tiny(phase), overrides(train_lake, parts, "steps=3", *GPU_OPTIONS))
     assert s["start_step"] == 2 and s["completed"]
+    # the losses of steps 1-2 (first invocation) and 3 (resumed) are the uninterrupted run's
+    assert first["loss_history"]["steps"] == [1, 2] and s["loss_history"]["steps"] == [3]
+    assert {k: first["loss_history"].get(k, []) + s["loss_history"].get(k, []) for k in losses} \
+        == losses                       # (alternating: each round logs its own branch's losses)
     assert_same_tensors(load_state(tmp_path / "full")["models"], load_state(parts)["models"],
                         "weights")
 
@@ -214,12 +222,48 @@ def test_init_from_chains_phases(train_lake, tmp_path):
                   overrides(train_lake, tmp_path / "y", "steps=1", f"init_from={tmp_path}/missing.pt"))
 
 
+@pytest.mark.slow
 def test_eval_hook_reports_j(train_lake, tmp_path):
-    s = run_phase("alternating", tiny("alternating"),
-                  overrides(train_lake, tmp_path / "ev", "steps=2", "eval.every=2",
-                            "eval.batches=1"))
+    """The eval hook's ``eval/J`` is the mean over the eval samples of the official J
+    (``pipeline.evaluation.metrics.jaccard``, void 255 left out) of the trained model's
+    predictions, recomputed here from the exported weights on the run's eval batches."""
+    import numpy as np
+
+    from pipeline.core.dist import init_distributed
+    from pipeline.evaluation.metrics import jaccard
+    from pipeline.train.runner import build_eval_batches
+
+    run_dir = tmp_path / "ev"
+    args = overrides(train_lake, run_dir, "steps=2", "eval.every=2", "eval.batches=2")
+    s = run_phase("alternating", tiny("alternating"), args)
     j = s["last_metrics"]["eval/J"]
-    assert 0.0 <= j <= 1.0
+
+    phase_cls, cfg_cls = phase_classes()["alternating"]
+    cfg = load_train_config(cfg_cls, tiny("alternating"), args)
+    ctx = init_distributed(cfg.dist)                       # one process: no process group
+    phase = phase_cls(cfg, load_model_config(cfg), ctx, plan_batch(cfg.batch, 1), init={})
+    weights = load_state(run_dir)["models"]
+    for name, module in phase.modules().items():
+        module.load_state_dict(weights[name])
+        module.eval()
+    per_sample = []
+
+    class Recompute:  # the run's eval batches (build_eval_batches), scored here
+        plan, kind = phase.plan, phase.kind
+
+        @staticmethod
+        @torch.no_grad()
+        def evaluate(batches):
+            for batch in batches:
+                micro = phase.prepare(batch)
+                pred = phase.predict_foreground(micro).cpu().numpy()
+                gt = micro["mask"].cpu().numpy()
+                per_sample.extend(jaccard(g == 1, p, void=g == 255) for g, p in zip(gt, pred))
+            return {}
+
+    build_eval_batches(cfg, Recompute, ctx)()
+    assert len(per_sample) == 2 * phase.plan.micro_size
+    assert j == pytest.approx(float(np.mean(per_sample)), abs=1e-12), per_sample
 
 
 def test_loop_stops_on_a_non_finite_loss(train_lake, tmp_path):
