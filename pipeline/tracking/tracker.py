@@ -1,5 +1,15 @@
 """The tracker: one MLflow run per training phase, rank 0 only, spooling through outages
-(see :mod:`pipeline.tracking`)."""
+(see :mod:`pipeline.tracking`).
+
+Resumed runs: the run's id is kept in ``run_dir/tracking.json``; a phase started again in the
+same ``run_dir`` reopens that run (one run per phase, however often it stops and resumes). Every
+step an attempt runs is logged by it: steps an earlier attempt had logged and a resume runs
+again (after a crash past the last checkpoint, or a fallback to an older checkpoint) are logged
+again, and MLflow keeps both values (the later timestamps are the resumed attempt's); nothing is
+overwritten. A call whose answer was lost after the store committed it is spooled
+and sent again with the original timestamps; MLflow's SQL stores keep one row for an identical
+(key, timestamp, step, value), so the resend does not double a step.
+"""
 
 from __future__ import annotations
 

@@ -7,7 +7,10 @@
   file and the fix, readers (catalog validation, the loader) see only finished shards, and a
   re-run completes the lake byte-identically;
 * the MLflow server is killed mid-run and started again on the same port and database: training
-  completes and every per-step metric reaches the server exactly once (spooled, then replayed);
+  completes and every per-step metric reaches the server exactly once (spooled, then replayed),
+  counted at an HTTP proxy in front of the server;
+* the server commits a metrics batch but its answer is lost: the batch is spooled and sent again
+  with its original timestamps, and the store keeps one row per (key, step);
 * a rank's checkpoint file is truncated: a 2-rank run resumes from the previous checkpoint, says
   so, and ends bit-identical to an uninterrupted run.
 
@@ -34,6 +37,7 @@ import torch
 
 from faultlib import REPO, Timer, clean_env, record
 from support.lakes import PREPROCESS, lake_files
+from support.mlflow_proxy import MlflowProxy, assert_each_step_answered_once
 from support.training import (assert_same_tensors, failure, last_checkpoint_state, load_state,
                               summary, torchrun, torchrun_cmd)
 
@@ -42,6 +46,7 @@ from pipeline.core.atomic import temp_path
 from pipeline.lake.catalog import read_catalog, validate_set
 from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
 from pipeline.lake.listing import finished_shards
+from pipeline.tracking import read_spool
 from pipeline.synthetic import SyntheticSpec, write_dataset
 
 PP_ARGS = ["--shard-max-count", "3", "--no-progress"]
@@ -293,10 +298,12 @@ class MlflowServer:
         self.starts = 0
 
     def start(self, timeout: float = 120) -> None:
+        from support import address_in_use, free_port
         from support.mlflow_server import answers
 
         self.root.mkdir(parents=True, exist_ok=True)
-        log = open(self.root / f"server{self.starts}.log", "wb")
+        log_path = self.root / f"server{self.starts}.log"
+        log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
              f"sqlite:///{self.root / 'db.sqlite'}", "--artifacts-destination",
@@ -307,8 +314,14 @@ class MlflowServer:
         self.starts += 1
         deadline = time.monotonic() + timeout
         while not answers(f"{self.uri}/health"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+            taken = address_in_use(log_path.read_text(errors="replace"))
+            if taken or self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
+                if taken and self.starts == 1:   # taken before the first start: another port
+                    self.port = free_port()
+                    self.uri = f"http://127.0.0.1:{self.port}"
+                    self.starts = 0
+                    return self.start(timeout)
                 pytest.fail(f"mlflow server did not start on port {self.port}")
             time.sleep(0.25)
 
@@ -352,14 +365,17 @@ def _read_until(proc: subprocess.Popen, pattern: str, lines: list[str]) -> None:
 def test_mlflow_server_killed_and_restarted_mid_run(mlflow_server, train_lake, tmp_path):
     steps = 12
     run_dir = tmp_path / "tracked"
+    # the dead server is seen at once (the proxy closes the connection unanswered); a timeout
+    # only has to outlast a loaded machine, else an answered call could be sent again
     cmd = torchrun_cmd("gan", train_lake, run_dir, f"steps={steps}",
                        "tracking.experiment=stcnn-faults", "tracking.retry_interval_s=0.5",
-                       "tracking.request_timeout_s=2", "tracking.system_metrics=false",
+                       "tracking.request_timeout_s=30", "tracking.system_metrics=false",
                        nproc=1, python_if_one=True, tracking=True)
-    env = clean_env(MLFLOW_TRACKING_URI=mlflow_server.uri, PYTHONUNBUFFERED="1")
+    proxy = MlflowProxy(mlflow_server.uri)             # counts what reaches the server
+    env = clean_env(MLFLOW_TRACKING_URI=proxy.uri, PYTHONUNBUFFERED="1")
     stderr_path = tmp_path / "train.stderr"
     lines: list[str] = []
-    with Timer() as t, open(stderr_path, "w") as err:
+    with Timer() as t, proxy, open(stderr_path, "w") as err:
         proc = subprocess.Popen(cmd, env=env, cwd=str(tmp_path), stdout=subprocess.PIPE,
                                 stderr=err, text=True)
         try:
@@ -391,6 +407,11 @@ def test_mlflow_server_killed_and_restarted_mid_run(mlflow_server, train_lake, t
     for key in ("G/loss", "D/loss", "time/step_s"):
         got = sorted(m.step for m in c.get_metric_history(run.info.run_id, key))
         assert got == list(range(1, steps + 1)), (key, got)   # each step once: none lost/doubled
+    # at the wire: each step sent until one send was answered, never after; a send the server
+    # may have committed without answering (killed mid-call) is repeated with the same
+    # timestamp and value, which the store keeps as one row
+    assert_each_step_answered_once(proxy, run.info.run_id, ("G/loss", "D/loss", "time/step_s"),
+                                   range(1, steps + 1))
     mv = c.get_model_version_by_alias("stcnn-tcb", "candidate")
     assert mv.run_id == run.info.run_id
     record("mlflow-restart", fault="MLflow server killed after step 3, restarted on the same "
@@ -403,6 +424,65 @@ def mlflow_server_client(uri: str):
     import mlflow
 
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("async_metrics", [False, True], ids=["sync", "async"])
+def test_metrics_batch_committed_but_answer_lost_is_resent_identically(server, tmp_path,
+                                                                     async_metrics):
+    """The server commits a ``log-batch`` call and its answer is lost (the proxy drops it): the
+    tracker cannot tell this from an outage, spools the batch and sends it again when the store
+    answers, with the entries' original timestamps. That second send is the only duplicate that
+    reaches the server, and MLflow's SQL store collapses it (identical key, timestamp, step,
+    value): the history holds each step once."""
+    from pipeline.tracking import Tracker, TrackingConfig
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_TIMEOUT",
+                                            "MLFLOW_HTTP_REQUEST_MAX_RETRIES")}
+    run_dir = tmp_path / "run"
+    try:
+        with MlflowProxy(server.uri) as proxy:
+            # timeouts for a loaded machine: the dropped answer costs none (the proxy closes
+            # the connection at once)
+            cfg = TrackingConfig(tracking_uri=proxy.uri, system_metrics=False,
+                                 request_timeout_s=60, retry_interval_s=0.2,
+                                 async_metrics=async_metrics)
+            with Tracker(cfg, phase="gan", run_dir=run_dir) as tr:
+                tr.start({"seed": 0})
+                for step in range(3):
+                    tr.log_metrics({"loss": 1.0 / (step + 1), "lr": 0.1}, step)
+                tr.flush()
+                proxy.drop_answers(1)                  # step 3's batch: committed, unanswered
+                tr.log_metrics({"loss": 0.25, "lr": 0.1}, 3)
+                tr.flush()
+                assert tr.offline and [e["step"] for e in read_spool(run_dir)] == [3]
+                time.sleep(0.4)                        # past retry_interval_s
+                tr.log_metrics({"loss": 0.2, "lr": 0.1}, 4)   # probe, replay step 3, then live
+                tr.flush()
+                deadline = time.monotonic() + 120      # a probe (1 s) may time out when loaded
+                while tr.offline and time.monotonic() < deadline:
+                    time.sleep(0.3)
+                    tr.set_tags({"retry": "1"})        # any call probes and replays
+                assert not tr.offline and not (run_dir / "tracking_spool.jsonl").exists()
+                run_id = tr.run_id
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    dropped = [r for r in proxy.calls("/runs/log-batch") if r.dropped]
+    assert len(dropped) == 1 and dropped[0].status == 200     # the server did commit it
+    sends = assert_each_step_answered_once(proxy, run_id, ("loss", "lr"), range(5))
+    assert sends == {(k, s): 2 if s == 3 else 1 for k in ("loss", "lr") for s in range(5)}
+    c = server.client()
+    assert c.get_run(run_id).info.status == "FINISHED"
+    for key in ("loss", "lr"):
+        hist = c.get_metric_history(run_id, key)
+        assert sorted(m.step for m in hist) == list(range(5)), (key, [(m.step, m.timestamp)
+                                                                      for m in hist])
+    wire = {m.timestamp for m in proxy.sent_metrics(run_id) if m.step == 3 and m.key == "loss"}
+    assert {m.timestamp for m in c.get_metric_history(run_id, "loss") if m.step == 3} == wire
 
 
 # -- truncated checkpoint, 2 ranks --------------------------------------------------------------
@@ -435,3 +515,36 @@ def test_two_rank_resume_falls_back_past_a_truncated_rank_file(train_lake, tmp_p
            "100 bytes", where="resume of a 2-rank DDP run", times=1,
            survived="both ranks fell back to the previous checkpoint (warned); final weights "
                     "bit-identical to an uninterrupted run", ok=True, seconds=t.seconds)
+
+
+@pytest.mark.slow
+def test_fallback_past_a_truncated_rank_file_logs_the_rerun_steps_again_in_the_same_run(
+        server, train_lake, tmp_path):
+    """Tracking on: the resume reopens the phase's MLflow run (``tracking.json``) and logs the
+    steps it re-runs (3 and 4, after falling back to step 2's checkpoint) again, so MLflow's
+    history holds two values at those steps, the resumed attempt's with the later timestamps."""
+    run_dir = tmp_path / "truncated"
+    tracked = ("tracking.experiment=stcnn-fallback", "tracking.system_metrics=false",
+               "tracking.request_timeout_s=60")
+    env_extra = {"MLFLOW_TRACKING_URI": server.uri}
+    proc = torchrun("gan", train_lake, run_dir, "steps=4", *tracked, tracking=True,
+                    env_extra=env_extra)
+    assert proc.returncode == 0, failure(proc)
+    run_id = json.loads((run_dir / "tracking.json").read_text())["run_id"]
+    bad = run_dir / "checkpoints" / "step_00000004" / "rank_00001.pt"
+    bad.write_bytes(bad.read_bytes()[:100])
+    proc = torchrun("gan", train_lake, run_dir, "steps=5", *tracked, tracking=True,
+                    env_extra=env_extra)
+    assert proc.returncode == 0, failure(proc)
+    assert "resumed from" in proc.stdout and "at step 2" in proc.stdout
+    assert summary(run_dir)["mlflow_run_id"] == run_id
+    c = mlflow_server_client(server.uri)
+    exp = c.get_experiment_by_name("stcnn-fallback")
+    assert [r.info.run_id for r in c.search_runs([exp.experiment_id])] == [run_id]   # one run
+    assert c.get_run(run_id).info.status == "FINISHED"
+    for key in ("G/loss", "D/loss", "time/step_s"):
+        hist = c.get_metric_history(run_id, key)
+        assert sorted(m.step for m in hist) == [1, 2, 3, 3, 4, 4, 5], key
+        # in the order logged: the first attempt's 1-4, then the resumed one's 3-5
+        by_time = [m.step for m in sorted(hist, key=lambda m: (m.timestamp, m.step))]
+        assert by_time == [1, 2, 3, 4, 3, 4, 5], (key, by_time)

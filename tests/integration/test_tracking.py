@@ -1,6 +1,7 @@
 """MLflow tracking (pipeline/tracking/) against a real ``mlflow server`` started by a fixture,
-plus outages (a port with nothing listening, and a proxy in front of the server that is cut and
-restored mid-run), the embedded sqlite default, rank != 0, resume and ``resolve_init``."""
+plus outages (a port with nothing listening, and an HTTP proxy in front of the server that is cut
+and restored mid-run and counts the metric entries that reach the server), the embedded sqlite
+default, rank != 0, resume and ``resolve_init``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,8 @@ import torch
 
 import mlflow
 
-from support import free_port as _free_port  # noqa: E402
+from support import closed_port  # noqa: E402
+from support.mlflow_proxy import MlflowProxy  # noqa: E402
 
 from pipeline.core.config import ConfigError  # noqa: E402
 from pipeline.tracking import (PARAM_VALUE_MAX, REJECTED_FILENAME, SPOOL_FILENAME,  # noqa: E402
@@ -47,70 +50,6 @@ def _isolated_env():
 def _no_tracking_uri_env():
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "STCNN_PARENT_RUN_ID"):
         os.environ.pop(key, None)
-
-
-class Proxy:
-    """A TCP forwarder to ``target`` on a fixed local port that can be cut (``stop``: listening
-    socket and live connections closed, so requests are refused) and restored (``start``)."""
-
-    def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.port = _free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self._listener: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        lst = socket.socket()
-        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        lst.bind(("127.0.0.1", self.port))
-        lst.listen(32)
-        self._listener = lst
-        threading.Thread(target=self._accept, args=(lst,), daemon=True).start()
-
-    def _accept(self, lst: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = lst.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def stop(self) -> None:
-        if self._listener is not None:
-            try:                       # wakes the blocked accept(); close() alone does not
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._listener.close()
-            self._listener = None
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
 
 
 def _weights(tmp: Path, seed: int = 0) -> tuple[Path, dict]:
@@ -271,7 +210,7 @@ def _outage_records(caplog) -> list[logging.LogRecord]:
 @pytest.mark.slow
 def test_outage_spools_everything_then_replays(server, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger=TRACKER_LOGGER)
-    dead = f"http://127.0.0.1:{_free_port()}"          # nothing listens there
+    dead = f"http://127.0.0.1:{closed_port()}"          # nothing listens there
     cfg = TrackingConfig(tracking_uri=dead, register_as="stcnn-tcb", alias="outage",
                          system_metrics=False, request_timeout_s=2)
     run_dir = tmp_path / "run"
@@ -297,7 +236,9 @@ def test_outage_spools_everything_then_replays(server, tmp_path, caplog):
     assert {e["kind"] for e in spooled} >= {"start", "params", "tags", "artifact", "model",
                                             "register", "end"}
 
-    sent = replay_spool(run_dir, server.uri)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "60"         # a loaded machine, one more hop
+    with MlflowProxy(server.uri) as proxy:                   # counts what reaches the server
+        sent = replay_spool(run_dir, proxy.uri)
     assert sent == len(spooled)
     assert not (run_dir / SPOOL_FILENAME).exists()
     run_id = json.loads((run_dir / STATE_FILENAME).read_text())["run_id"]
@@ -307,6 +248,9 @@ def test_outage_spools_everything_then_replays(server, tmp_path, caplog):
     hist = c.get_metric_history(run_id, "loss")
     assert sorted(m.step for m in hist) == list(range(50))
     assert {m.timestamp for m in hist} == {e["timestamp"] for e in metrics}
+    # at the wire: each spooled step sent once, every send answered
+    assert proxy.sends_per_step("loss", run_id) == Counter(range(50))
+    assert all(m.answered for m in proxy.sent_metrics(run_id))
     assert {a.path for a in c.list_artifacts(run_id, "extra")} == {"extra/state.pt"}
     mv = c.get_model_version_by_alias("stcnn-tcb", "outage")
     assert mv.run_id == run_id
@@ -321,9 +265,10 @@ def test_outage_mid_run_recovers_by_itself(server, tmp_path, caplog, async_metri
     """Synchronous sends see the outage at the call; async ones (MLflow's queue) when their
     futures are reaped, at the latest by ``flush()``: the same entries end up spooled."""
     caplog.set_level(logging.INFO, logger=TRACKER_LOGGER)
-    proxy = Proxy(int(server.uri.rsplit(":", 1)[1]))
+    proxy = MlflowProxy(server.uri)
     proxy.start()
-    cfg = TrackingConfig(tracking_uri=proxy.uri, system_metrics=False, request_timeout_s=2,
+    # a cut proxy refuses connections at once; the timeout only has to outlast a loaded machine
+    cfg = TrackingConfig(tracking_uri=proxy.uri, system_metrics=False, request_timeout_s=60,
                          retry_interval_s=0.5, async_metrics=async_metrics)
     run_dir = tmp_path / "run"
     try:
@@ -357,6 +302,9 @@ def test_outage_mid_run_recovers_by_itself(server, tmp_path, caplog, async_metri
     c = server.client()
     assert c.get_run(run_id).info.status == "FINISHED"
     assert sorted(m.step for m in c.get_metric_history(run_id, "loss")) == list(range(15))
+    # at the wire: each step reached the server once (none sent again after the replay)
+    assert proxy.sends_per_step("loss", run_id) == Counter(range(15))
+    assert all(m.answered for m in proxy.sent_metrics(run_id))
 
 
 @pytest.mark.slow
@@ -365,9 +313,9 @@ def test_store_back_while_the_run_ends_gets_everything(server, tmp_path, caplog,
     """The store is down when training ends and answers again a few seconds later: the run's
     end waits for it (tracking.final_retry_s) and delivers the spool itself."""
     caplog.set_level(logging.INFO, logger=TRACKER_LOGGER)
-    proxy = Proxy(int(server.uri.rsplit(":", 1)[1]))
+    proxy = MlflowProxy(server.uri)
     proxy.start()
-    cfg = TrackingConfig(tracking_uri=proxy.uri, system_metrics=False, request_timeout_s=2,
+    cfg = TrackingConfig(tracking_uri=proxy.uri, system_metrics=False, request_timeout_s=60,
                          retry_interval_s=60, final_retry_s=30, async_metrics=async_metrics)
     run_dir = tmp_path / "run"
     restart = threading.Timer(2.0, proxy.start)
@@ -397,11 +345,13 @@ def test_store_back_while_the_run_ends_gets_everything(server, tmp_path, caplog,
     c = server.client()
     assert c.get_run(run_id).info.status == "FINISHED"
     assert sorted(m.step for m in c.get_metric_history(run_id, "loss")) == list(range(5))
+    assert proxy.sends_per_step("loss", run_id) == Counter(range(5))   # each step sent once
+    assert all(m.answered for m in proxy.sent_metrics(run_id))
 
 
 @pytest.mark.slow
 def test_tracking_sync_cli(server, tmp_path):
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{closed_port()}"
     run_dir = tmp_path / "run"
     with Tracker(TrackingConfig(tracking_uri=dead, system_metrics=False, final_retry_s=0),
                  phase="p", run_dir=run_dir) as tr:
@@ -442,7 +392,7 @@ def test_rejected_call_is_kept_not_an_outage(server, tmp_path, caplog):
 def test_nonzero_rank_creates_nothing(tmp_path):
     weights, _ = _weights(tmp_path)
     # a dead server URI: a rank that tried to reach it would spool into run_dir
-    dead = TrackingConfig(tracking_uri=f"http://127.0.0.1:{_free_port()}", register_as="stcnn")
+    dead = TrackingConfig(tracking_uri=f"http://127.0.0.1:{closed_port()}", register_as="stcnn")
     cases = ((dead, 1), (TrackingConfig(register_as="stcnn"), 3),
              (TrackingConfig(enabled=False), 0))
     for rank_cfg, rank in cases:

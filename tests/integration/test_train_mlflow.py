@@ -11,12 +11,14 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 
-from support import free_port
+from support import closed_port
+from support.mlflow_proxy import MlflowProxy
 from support.training import REPO, torchrun
 
 pytestmark = pytest.mark.slow
@@ -113,7 +115,7 @@ def test_offline_phase_started_from_registered_models(chained):
 
 
 def test_training_completes_with_the_server_stopped(server, train_lake, tmp_path):
-    dead = f"http://127.0.0.1:{free_port()}"               # no server there any more
+    dead = f"http://127.0.0.1:{closed_port()}"               # no server there any more
     run_dir = tmp_path / "offline_tcb"
     proc = launch("gan", train_lake, run_dir, {"MLFLOW_TRACKING_URI": dead},
                   "tracking.request_timeout_s=2", "tracking.final_retry_s=0")
@@ -124,9 +126,10 @@ def test_training_completes_with_the_server_stopped(server, train_lake, tmp_path
     kinds = {e["kind"] for e in spool}
     assert {"start", "params", "metrics", "artifact", "model", "register", "end"} <= kinds, kinds
     # later, the spool goes to a live server: nothing was dropped
-    sync = subprocess.run([sys.executable, str(REPO / "launch" / "tracking_sync.py"), str(run_dir),
-                           "--tracking-uri", server.uri], capture_output=True, text=True,
-                          timeout=300)
+    with MlflowProxy(server.uri) as proxy:                  # counts what reaches the server
+        sync = subprocess.run([sys.executable, str(REPO / "launch" / "tracking_sync.py"),
+                               str(run_dir), "--tracking-uri", proxy.uri], capture_output=True,
+                              text=True, timeout=300)
     assert sync.returncode == 0, sync.stderr[-3000:]
     # the run the sync created is the one tracking.json names (no other fixture's run)...
     run_id = json.loads((run_dir / "tracking.json").read_text())["run_id"]
@@ -143,3 +146,6 @@ def test_training_completes_with_the_server_stopped(server, train_lake, tmp_path
     for key, steps in expected.items():
         got = sorted(m.step for m in c.get_metric_history(run_id, key))
         assert got == sorted(steps), f"{key}: synced steps {got}, spooled {sorted(steps)}"
+        # at the wire: each spooled (key, step) sent once, not once per attempt
+        assert proxy.sends_per_step(key, run_id) == Counter(steps), key
+    assert all(m.answered for m in proxy.sent_metrics(run_id))
