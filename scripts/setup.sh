@@ -4,7 +4,8 @@
 #   - FFCV builds from source against OpenCV and libjpeg-turbo: as root (or with sudo) this
 #     script apt-installs pkg-config libopencv-dev libturbojpeg0-dev; otherwise it says what to run
 #     and sets up everything else (FFCV tests then skip, saying why).
-#   - As root it also apt-installs slurm-wlm and munge for the single-host SLURM cluster tests.
+#   - As root it also apt-installs slurm-wlm and munge for the single-host SLURM cluster tests,
+#     and chromium + chromium-driver for the MLflow UI browser test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -36,6 +37,19 @@ if ! { command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ]; }; th
             || echo "setup: WARNING: could not install $SLURM_PKGS (the SLURM cluster tests will skip)" >&2
     else
         echo "setup: note: the SLURM cluster tests skip without: sudo apt-get install -y $SLURM_PKGS" >&2
+    fi
+fi
+
+# A headless browser for the MLflow UI test (tests/integration/test_mlflow_ui_journey.py, with
+# selenium from the test extra): Debian's chromium and chromium-driver.
+BROWSER_PKGS="chromium chromium-driver"
+if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+        echo "setup: installing a headless browser for the MLflow UI test: $BROWSER_PKGS"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $BROWSER_PKGS >/dev/null \
+            || echo "setup: WARNING: could not install $BROWSER_PKGS (the MLflow UI test will skip)" >&2
+    else
+        echo "setup: note: the MLflow UI test skips without: sudo apt-get install -y $BROWSER_PKGS" >&2
     fi
 fi
 

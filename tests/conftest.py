@@ -53,6 +53,19 @@ def real_layouts() -> Path:
 
 
 @pytest.fixture(scope="session")
+def davis2017_reference() -> Path:
+    """The DAVIS-2017 semi-supervised oracle (``DAVIS/`` root, ``results/`` and the official
+    davis2017-evaluation outputs in ``official/``); skips when it is not there."""
+    env = os.environ.get("STCNN_SHARED_DAVIS2017_REFERENCE")
+    for c in ([Path(env)] if env else []) + [REPO.parent / "shared" / "reference" / "metrics"
+                                             / "davis2017"]:
+        if all((c / d).is_dir() for d in ("DAVIS", "results", "official")):
+            return c
+    pytest.skip("DAVIS-2017 evaluation reference not found (../shared/reference/metrics/davis2017 "
+                "or $STCNN_SHARED_DAVIS2017_REFERENCE)")
+
+
+@pytest.fixture(scope="session")
 def train_lake(tmp_path_factory) -> Path:
     """The small synthetic lake the tiny training configs read
     (:func:`support.lakes.build_train_lake`)."""
@@ -91,3 +104,27 @@ def slurm(tmp_path_factory):
         pytest.skip(f"could not start a single-host SLURM cluster: {e}")
     yield cluster
     cluster.stop()
+
+
+# -- gpu tests: collected, then deselected unless asked for ---------------------------------------
+# A marker expression in addopts would be replaced by any -m on the command line (pytest keeps
+# the last -m), so `-m "not slow"` would bring them back: they are deselected here instead, and
+# counted in pytest's "N deselected". `--gpu` or STCNN_GPU=1 keeps them (scripts/gpu_check.sh).
+
+def pytest_addoption(parser):
+    parser.addoption("--gpu", action="store_true", default=False,
+                     help="run the tests marked gpu (tests/gpu/; they need a CUDA device)")
+
+
+def _gpu_requested(config) -> bool:
+    env = os.environ.get("STCNN_GPU", "").strip().lower() not in ("", "0", "false", "no")
+    return bool(config.getoption("--gpu")) or env
+
+
+def pytest_collection_modifyitems(config, items):
+    if _gpu_requested(config):
+        return
+    deselected = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if deselected:
+        items[:] = [item for item in items if item.get_closest_marker("gpu") is None]
+        config.hook.pytest_deselected(items=deselected)

@@ -7,7 +7,9 @@ rendezvous) and ``deepspeed``: the launcher sets ``RANK``/``WORLD_SIZE``/``LOCAL
 * Backend: ``nccl`` when the device is CUDA, ``gloo`` on the CPU (``dist.backend: auto``).
 * Collective timeout: generous for the first step (compilation, first shard reads, DeepSpeed op
   builds), then :func:`shorten_timeout` sets ``dist.timeout_s`` so a hung rank fails the job in
-  minutes instead of holding every GPU for half an hour.
+  minutes instead of holding every GPU for half an hour. A rank whose collective timed out
+  prints the step and the ranks that did not arrive (:func:`report_timeout`) before it fails;
+  the launcher then stops the others (torchrun: SIGTERM, SIGKILL 30 s later).
 * One :class:`Engine` per model (G, D, SSB): ``forward``/``backward``/``step``/``zero_grad`` over
   either DDP + a torch optimizer (:class:`DDPEngine`) or a DeepSpeed engine with ZeRO 0-2
   (:class:`DeepSpeedEngine`), chosen by ``dist.engine``. The training loop only talks to this
@@ -22,6 +24,7 @@ import contextlib
 import datetime as _dt
 import os
 import random
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Literal
 
@@ -145,6 +148,62 @@ def shorten_timeout(cfg: DistConfig, ctx: DistContext) -> None:
         dist.set_timeout(_dt.timedelta(seconds=cfg.timeout_s))
 
 
+_TIMEOUT_RE = re.compile(r"timed? ?out", re.IGNORECASE)
+_TIMEOUT_KEY = "stcnn_collective_timeout"
+# words of gloo's and nccl's timeout errors ("Application timeout caused pair closure",
+# ".../third_party/gloo/.../unbound_buffer.cc: Timed out waiting 300000ms for recv operation")
+_COLLECTIVE_HINTS = ("gloo", "pair closure", "nccl", "c10d", "collective", "watchdog")
+
+
+def is_collective_timeout(exc: BaseException) -> bool:
+    """True for the error a collective raises when the process group's timeout ran out (gloo:
+    ``RuntimeError: ... Timed out waiting 300000ms for recv operation to complete``; nccl with
+    ``TORCH_NCCL_BLOCKING_WAIT``: a ``DistBackendError`` saying ``timed out``). Other timeouts
+    (a DataLoader's, a file system's) are not."""
+    if not isinstance(exc, (RuntimeError, dist.DistError)):
+        return False
+    msg = str(exc)
+    return bool(_TIMEOUT_RE.search(msg)) and (
+        isinstance(exc, dist.DistError) or any(h in msg.lower() for h in _COLLECTIVE_HINTS))
+
+
+def report_timeout(exc: BaseException, ctx: DistContext, step: int, timeout_s: float,
+                   setting: str = "dist.timeout_s", wait_s: float = 10.0,
+                   stream: Any = None) -> list[int] | None:
+    """After a collective timed out on this rank during ``step`` (1-based): print which step and
+    timeout, and which ranks did not arrive. Every rank whose collective timed out announces it in
+    the process group's store; this rank waits up to ``wait_s`` for the others' announcements.
+    Ranks that announce nothing are the ones the collective waited for: hung (stuck in I/O, a
+    deadlock, a dead GPU) or dead. Returns those ranks (None when the store cannot tell)."""
+    import sys
+    import time
+
+    stream = stream or sys.stderr
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    print(f"rank {ctx.rank}: a collective timed out in step {step} after {timeout_s:g} s "
+          f"({setting}): {first}", file=stream, flush=True)
+    missing: list[int] | None = None
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        store.set(f"{_TIMEOUT_KEY}/{ctx.rank}", str(step))
+        deadline = time.monotonic() + wait_s
+        others = [r for r in range(ctx.world_size) if r != ctx.rank]
+        while True:
+            missing = [r for r in others if not store.check([f"{_TIMEOUT_KEY}/{r}"])]
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    except Exception as e:  # the store's host may be gone too: the message above stands alone
+        print(f"rank {ctx.rank}: cannot tell which ranks did not arrive ({e})", file=stream,
+              flush=True)
+        return None
+    if missing:
+        print(f"rank {ctx.rank}: rank(s) {missing} did not arrive at the collective of step "
+              f"{step} (hung or dead; see their logs); the last checkpoint is intact, run the "
+              f"same command again to resume", file=stream, flush=True)
+    return missing
+
+
 def destroy() -> None:
     """Leave the process group. DDP wrappers still alive at that point (kept by reference cycles
     between the loop, its hooks and the phase) made about one 2-rank gloo run in three abort at
@@ -265,9 +324,19 @@ class Engine:
         """Rank 0's buffers (BatchNorm running statistics) to every rank. DDP only broadcasts them
         at its own forwards, so forwards of the plain module (D frozen inside G's update) leave
         ranks with different statistics - used later in eval mode, and not what the rank-0
-        checkpoint holds. Called by the loop after every step."""
+        checkpoint holds. Called by the loop after every step.
+
+        An engine without a distributed context (``ctx``) is a one-process engine: nothing to
+        sync, by design. On a run of several ranks such an engine is an error, not a skip."""
         ctx = getattr(self, "ctx", None)
-        if ctx is None or not ctx.distributed:
+        if ctx is None:
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                raise RuntimeError(
+                    f"engine {getattr(self, 'name', type(self).__name__)!r} has no distributed "
+                    f"context (ctx) on a run of {dist.get_world_size()} ranks: its buffers "
+                    "(BatchNorm statistics) cannot be synced")
+            return
+        if not ctx.distributed:
             return
         buffers = [b for b in self.module.buffers() if b.numel()]
         if buffers:

@@ -6,7 +6,7 @@ added to ``loop.metrics``):
 * :class:`TimerHook`       step and data time, samples/s over all ranks
 * :class:`TimeoutHook`     shortens the collective timeout once the first step is done
 * :class:`ReduceHook`      every ``log.every`` steps: metrics averaged over ranks (collective)
-* :class:`ReplicaCheckHook` optional: weights and gradients identical on every rank
+* :class:`ReplicaCheckHook` optional: weights, gradients and buffers identical on every rank
 * :class:`EvalHook`        periodic validation (phases with an ``evaluate``)
 * :class:`ProgressHook`    a line per ``log.every`` steps on rank 0
 * :class:`StopHook`        SIGTERM / SIGUSR1 / ``checkpoint.stop_after``: stop at an agreed step
@@ -34,7 +34,8 @@ from typing import Any, Callable
 
 from pipeline.train.checkpoint import CheckpointManager, capture_rng_state
 from pipeline.core.config import ConfigError
-from pipeline.core.dist import DistConfig, DistContext, all_reduce_mean, any_rank, shorten_timeout
+from pipeline.core.dist import (DistConfig, DistContext, all_reduce_mean, any_rank,
+                               is_collective_timeout, report_timeout, shorten_timeout)
 from pipeline.train.loop import HookBase
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,28 @@ class LossHistoryHook(HookBase):
 
 
 class TimeoutHook(HookBase):
+    """Collectives wait ``dist.first_step_timeout_s`` until this invocation's first step is done,
+    then ``dist.timeout_s``. When a collective times out, this rank prints the step, the timeout
+    and the ranks that did not arrive (:func:`~pipeline.core.dist.report_timeout`), and the
+    error goes on (the run fails; the launcher stops the other ranks)."""
+
     def __init__(self, cfg: DistConfig, ctx: DistContext):
         self.cfg, self.ctx, self.done = cfg, ctx, False
+        self.current: int | None = None       # the step in progress (its after_step hooks too)
+
+    def before_step(self) -> None:
+        self.current = self.loop.step + 1
 
     def after_step(self) -> None:
         if not self.done:
             shorten_timeout(self.cfg, self.ctx)
             self.done = True
+
+    def on_exception(self, exc: BaseException) -> None:
+        if self.ctx.distributed and is_collective_timeout(exc):
+            setting = "dist.timeout_s" if self.done else "dist.first_step_timeout_s"
+            report_timeout(exc, self.ctx, self.current or self.loop.step + 1,
+                           getattr(self.cfg, setting.split(".")[1]), setting)
 
 
 class ReduceHook(HookBase):
@@ -111,13 +127,23 @@ class ReduceHook(HookBase):
 
 
 class ReplicaCheckHook(HookBase):
-    """Every ``every`` steps: are the weights and gradients of all ranks bit-identical (as DDP
-    promises)? Element-wise max and min over ranks must agree. Adds ``dist/replica_mismatch``
-    (number of differing tensors) to the logged metrics; raises when ``strict``."""
+    """Every ``every`` steps: are the weights, gradients and buffers (BatchNorm running
+    statistics and ``num_batches_tracked``, which :meth:`Engine.sync_buffers` broadcasts from
+    rank 0 each step) of all ranks bit-identical (as DDP promises)? Element-wise max and min over
+    ranks must agree. Adds ``dist/replica_mismatch`` (number of differing tensors) to the logged
+    metrics; raises when ``strict``, naming each tensor and its kind (weight, grad, buffer)."""
 
     def __init__(self, ctx: DistContext, every: int, strict: bool = True):
         self.ctx, self.every, self.strict = ctx, int(every), strict
         self.checks = 0
+
+    @staticmethod
+    def _tensors(module) -> Any:
+        for pname, p in module.named_parameters():
+            yield pname, "weight", p.detach()
+            yield pname, "grad", p.grad
+        for bname, b in module.named_buffers():
+            yield bname, "buffer", b
 
     def mismatches(self) -> list[str]:
         import torch
@@ -125,15 +151,14 @@ class ReplicaCheckHook(HookBase):
 
         bad = []
         for name, engine in self.loop.phase.engines.items():
-            for pname, p in engine.module.named_parameters():
-                for kind, t in (("weight", p.detach()), ("grad", p.grad)):
-                    if t is None:
-                        continue
-                    hi, lo = t.detach().clone(), t.detach().clone()
-                    tdist.all_reduce(hi, op=tdist.ReduceOp.MAX)
-                    tdist.all_reduce(lo, op=tdist.ReduceOp.MIN)
-                    if not torch.equal(hi, lo):
-                        bad.append(f"{name}.{pname} ({kind})")
+            for tname, kind, t in self._tensors(engine.module):
+                if t is None or not t.numel():
+                    continue
+                hi, lo = t.detach().clone(), t.detach().clone()
+                tdist.all_reduce(hi, op=tdist.ReduceOp.MAX)
+                tdist.all_reduce(lo, op=tdist.ReduceOp.MIN)
+                if not torch.equal(hi, lo):
+                    bad.append(f"{name}.{tname} ({kind})")
         return bad
 
     def after_step(self) -> None:

@@ -89,8 +89,9 @@ def build_eval_batches(cfg: Any, phase: Any, ctx) -> Any:
 
 def resume(manager: CheckpointManager, phase: Any, cfg: TrainConfig, ctx) -> Any:
     """Load the newest readable checkpoint into the engines and the phase (all ranks agree on
-    which); an unreadable one (truncated file, missing rank file) is reported and the previous
-    one tried. A world-size mismatch is not skipped over: it is an error with its fix."""
+    which); an unreadable one (truncated file, missing rank file, a damaged DeepSpeed partition,
+    any error on any rank) is reported and the previous one tried, on every rank together. A
+    world-size mismatch is not skipped over: it is an error with its fix."""
     own = {n: e for n, e in phase.engines.items() if e.saves_itself}
     for path in reversed(manager.list()):
         error = None
@@ -102,7 +103,7 @@ def resume(manager: CheckpointManager, phase: Any, cfg: TrainConfig, ctx) -> Any
             phase.load_state_dict(loaded.shared.get("phase", {}))
         except WorldSizeMismatch:
             raise
-        except (CheckpointError, KeyError, RuntimeError) as exc:
+        except Exception as exc:  # agreed on below: no rank goes on alone
             error = exc
         if not any_rank(error is not None, ctx):
             return loaded

@@ -5,9 +5,9 @@ checkpoints. Both ranks stop after the same step, that stop writes its own check
 command resumes from it, and the final state is bit-identical to an uninterrupted run.
 
 The signal's moment is fixed by ``STCNN_FAULT=hold:step=3:dir=D`` (:class:`fault_hook.HoldHook`):
-after step 3 the ranks publish their pids and wait until the test has signalled them; the
-signal is then seen at step 4's stop check, so the run must stop after step 4, two steps before
-its end and far from a periodic checkpoint (``checkpoint.every=100``).
+after step 3 the ranks publish their pids and hold until the signal has reached them (their stop
+hook recorded it); the signal is then seen at step 4's stop check, so the run must stop after
+step 4, two steps before its end and far from a periodic checkpoint (``checkpoint.every=100``).
 """
 
 from __future__ import annotations
@@ -50,12 +50,11 @@ def test_signal_mid_interval_stops_both_ranks_with_a_checkpoint_and_resumes_bit_
     _wait_for(pids, proc)
     if how == "TERM to torchrun":
         proc.send_signal(signal.SIGTERM)           # the agent forwards it to both workers
-        time.sleep(1.0)                            # ... which takes the agent a moment
     else:
         for p in pids:
             os.kill(int(p.read_text()), signal.SIGUSR1)
-    (hold / "go").touch()
-    out, err = proc.communicate(timeout=300)
+    # each rank holds until its StopHook has recorded the signal, however long that takes
+    out, err = proc.communicate(timeout=600)
     log = out + err
     # both ranks stopped after step 4, the step in which they saw the signal, and said so
     assert "stopping after step 4 (signal" in log, failure(proc)
@@ -75,3 +74,41 @@ def test_signal_mid_interval_stops_both_ranks_with_a_checkpoint_and_resumes_bit_
     # bit-identical to the uninterrupted run: weights, engines (optimizers, schedulers), phase,
     # and each rank's RNG state and data position
     assert_runs_bit_identical(uninterrupted_gan, run_dir, step=6, ranks=2)
+
+
+def test_preempted_and_resumed_run_is_one_mlflow_run_with_each_step_logged_once(
+        server, train_lake, tmp_path):
+    """Tracking on, in a real ``mlflow server``: the stopped attempt leaves its run KILLED, the
+    resumed attempt reopens the same run (by the id in ``run_dir/tracking.json``) and ends it
+    FINISHED; steps 1-4 come from the first attempt, 5-6 from the second, each once."""
+    import json
+
+    run_dir, hold = tmp_path / "run", tmp_path / "hold"
+    tracked = ("tracking.experiment=stcnn-preempt", "tracking.system_metrics=false",
+               "tracking.request_timeout_s=60")
+    cmd = torchrun_cmd("gan", train_lake, run_dir, *PREEMPT_RUN, FAULT_HOOK, *tracked,
+                       tracking=True)
+    proc = subprocess.Popen(cmd, env=fault_env(f"hold:step=3:dir={hold}",
+                                               MLFLOW_TRACKING_URI=server.uri),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    pids = [hold / "rank_0.pid", hold / "rank_1.pid"]
+    _wait_for(pids, proc)
+    for p in pids:
+        os.kill(int(p.read_text()), signal.SIGUSR1)
+    out, err = proc.communicate(timeout=600)
+    assert "stopping after step 4 (signal" in out + err, failure(proc)
+    run_id = json.loads((run_dir / "tracking.json").read_text())["run_id"]
+    c = server.client()
+    assert c.get_run(run_id).info.status == "KILLED"
+    proc2 = torchrun("gan", train_lake, run_dir, *PREEMPT_RUN, FAULT_HOOK, *tracked,
+                     tracking=True, env=fault_env("", MLFLOW_TRACKING_URI=server.uri))
+    assert proc2.returncode == 0, failure(proc2)
+    assert resumed_steps(proc2.stdout + proc2.stderr) == [4]
+    assert summary(run_dir)["mlflow_run_id"] == run_id
+    exp = c.get_experiment_by_name("stcnn-preempt")
+    assert [r.info.run_id for r in c.search_runs([exp.experiment_id])] == [run_id]   # one run
+    assert c.get_run(run_id).info.status == "FINISHED"
+    for key in ("G/loss", "D/loss", "time/step_s"):
+        steps = sorted(m.step for m in c.get_metric_history(run_id, key))
+        assert steps == [1, 2, 3, 4, 5, 6], (key, steps)

@@ -14,8 +14,8 @@ signalled the way SLURM signals it while it is between checkpoints:
 
 Either way the final weights, engines, phase and each rank's RNG/data state equal, bit for bit,
 those of an uninterrupted run. The moment is fixed by ``STCNN_FAULT=hold:step=3:dir=D``
-(``fault_hook.HoldHook``): after step 3 the ranks publish their pids and wait until the test
-has signalled; the signal is then seen at step 4's stop check (``checkpoint.every=100``, so
+(``fault_hook.HoldHook``): after step 3 the ranks publish their pids and hold until the signal
+has reached them (their stop hook recorded it); it is then seen at step 4's stop check (``checkpoint.every=100``, so
 step 4 is no periodic checkpoint). The step-4 save is slowed to 8 s, longer than the cluster's
 KillWait (5 s): a checkpoint only lands if nothing in the chain (batch shell, srun, the node's
 task, torchrun) dies or lets SLURM kill the step while the ranks write it.
@@ -141,8 +141,7 @@ def test_time_limit_warning_checkpoints_requeues_and_resumes_bit_identically(
     # what --signal=B:USR1@120 does 120 s before the time limit
     r = slurm.run("scancel", "--batch", "--signal=USR1", job)
     assert r.returncode == 0, r.stdout + r.stderr
-    time.sleep(1.0)                       # the shell -> srun -> the step's processes
-    (hold / "go").touch()
+    # the shell -> srun -> the step's processes: each rank holds until the signal reached it
     states = wait_until_gone(slurm, job, logs)
     log = outputs(logs, tail=10**6)
     assert "got SIGUSR1: stopping the training with a checkpoint" in log, log
@@ -168,8 +167,6 @@ def test_preemption_sigterm_to_the_step_checkpoints_and_the_same_command_resumes
     # what a pre-emption sends: SIGTERM to the job's steps (not the batch shell)
     r = slurm.run("scancel", "--signal=TERM", job)
     assert r.returncode == 0, r.stdout + r.stderr
-    time.sleep(1.0)
-    (hold / "go").touch()
     wait_until_gone(slurm, job, logs)
     log = outputs(logs, tail=10**6)
     assert_stopped_at_step_4(log, run_dir)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from support import free_port
+from support import PortTaken, address_in_use, start_on_free_port
 from support.training import (REPO, assert_same_tensors, last_checkpoint_state, load_state,
                               summary, tiny, torchrun)
 
@@ -149,12 +149,19 @@ def test_deepspeed_launcher_runs_the_gan_phase(train_lake, tmp_path):
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"
     run_dir = tmp_path / "dsl"
-    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2",
-           "--master_port", str(free_port()), str(REPO / "launch" / "pretrain_tcb.py"),
-           "--config", str(tiny("gan")), f"data.lake={train_lake}", f"run_dir={run_dir}",
-           "steps=2", "tracking.enabled=false", "dist.engine=deepspeed", "dist.zero_stage=1"]
-    proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True,
-                          timeout=600)
+
+    def launch(port: int) -> subprocess.CompletedProcess:
+        cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2",
+               "--master_port", str(port), str(REPO / "launch" / "pretrain_tcb.py"),
+               "--config", str(tiny("gan")), f"data.lake={train_lake}", f"run_dir={run_dir}",
+               "steps=2", "tracking.enabled=false", "dist.engine=deepspeed", "dist.zero_stage=1"]
+        proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True,
+                              timeout=600)
+        if proc.returncode and address_in_use(proc.stdout + proc.stderr):
+            raise PortTaken(port)            # another process took it first: another port
+        return proc
+
+    proc = start_on_free_port(launch)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     s = summary(run_dir)
     assert s["completed"] and s["world_size"] == 2

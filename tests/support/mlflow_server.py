@@ -3,6 +3,9 @@ free port (``conftest.py`` shares one per test session as the ``server`` fixture
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,7 +17,7 @@ from typing import Iterator
 import mlflow
 import pytest
 
-from support import free_port
+from support import PortTaken, address_in_use, start_on_free_port
 
 
 def answers(url: str, timeout: float = 1.0) -> bool:
@@ -34,11 +37,9 @@ class Server:
         return mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
 
-def start_server(root: Path, artifacts: str | None = None,
-                 env: dict | None = None) -> "Iterator[Server]":
-    """A real MLflow tracking server (sqlite backend, proxied artifacts in ``artifacts``, default
-    ``root/artifacts``; ``env`` for the server process) on a free port."""
-    port = free_port()
+def _launch(root: Path, port: int, artifacts: str | None, env: dict | None) -> subprocess.Popen:
+    """``mlflow server`` on ``port``, once it answers; :class:`PortTaken` if the port was in
+    use by then (another process bound it first)."""
     exe = Path(sys.executable).parent / "mlflow"
     log_path = root / "server.log"
     with open(log_path, "wb") as log_file:
@@ -46,14 +47,30 @@ def start_server(root: Path, artifacts: str | None = None,
             [str(exe), "server", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
              "--artifacts-destination", artifacts or str(root / "artifacts"), "--host",
              "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=log_file, stderr=subprocess.STDOUT, cwd=root, env=env)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while not answers(f"{uri}/health"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start:\n{log_path.read_text()[-3000:]}")
+            stdout=log_file, stderr=subprocess.STDOUT, cwd=root, env=env,
+            start_new_session=True)          # its own process group: a failed start ends all
+    deadline = time.monotonic() + 240        # its imports alone take minutes on a loaded machine
+    while not answers(f"http://127.0.0.1:{port}/health"):
+        log = log_path.read_text(errors="replace")
+        taken = address_in_use(log)          # its server process ends; mlflow itself may not
+        if taken or proc.poll() is not None or time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            if taken:
+                raise PortTaken(port)
+            pytest.fail(f"mlflow server did not start:\n{log[-3000:]}")
         time.sleep(0.25)
+    return proc
+
+
+def start_server(root: Path, artifacts: str | None = None,
+                 env: dict | None = None) -> "Iterator[Server]":
+    """A real MLflow tracking server (sqlite backend, proxied artifacts in ``artifacts``, default
+    ``root/artifacts``; ``env`` for the server process) on a free port (another one if that was
+    taken before the server bound it)."""
+    proc, port = start_on_free_port(lambda port: (_launch(root, port, artifacts, env), port))
+    uri = f"http://127.0.0.1:{port}"
     yield Server(uri, root)
     proc.terminate()
     try:

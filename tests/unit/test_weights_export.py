@@ -66,9 +66,9 @@ def test_random_init_exports_load_into_the_model_tensor_for_tensor(tmp_path, cap
 def test_without_internet_the_export_fails_in_one_line_naming_the_fix(tmp_path):
     """The download fails at once: torch's hub cache is empty and every request goes through a
     proxy on a closed local port."""
-    from support import child_env, free_port
+    from support import child_env, closed_port
 
-    proxy = f"http://127.0.0.1:{free_port()}"
+    proxy = f"http://127.0.0.1:{closed_port()}"
     env = child_env(TORCH_HOME=str(tmp_path / "torch_home"), HTTPS_PROXY=proxy, https_proxy=proxy,
                     HTTP_PROXY=proxy, http_proxy=proxy, NO_PROXY="", no_proxy="")
     out = tmp_path / "resnet101.pth"
