@@ -35,7 +35,8 @@ from typing import Any, Callable
 from pipeline.train.checkpoint import CheckpointManager, capture_rng_state
 from pipeline.core.config import ConfigError
 from pipeline.core.dist import (DistConfig, DistContext, all_reduce_mean, any_rank,
-                               is_collective_timeout, report_timeout, shorten_timeout)
+                               shorten_timeout)
+from pipeline.core.timeouts import is_collective_timeout, report_timeout
 from pipeline.train.loop import HookBase
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class LossHistoryHook(HookBase):
 class TimeoutHook(HookBase):
     """Collectives wait ``dist.first_step_timeout_s`` until this invocation's first step is done,
     then ``dist.timeout_s``. When a collective times out, this rank prints the step, the timeout
-    and the ranks that did not arrive (:func:`~pipeline.core.dist.report_timeout`), and the
+    and the ranks that did not arrive (:func:`~pipeline.core.timeouts.report_timeout`), and the
     error goes on (the run fails; the launcher stops the other ranks)."""
 
     def __init__(self, cfg: DistConfig, ctx: DistContext):

@@ -26,6 +26,8 @@ test_preprocess.py, test_checkpoint.py and test_config.py; this suite calls the 
 
 from __future__ import annotations
 
+import json
+
 import io
 import pickle
 import shutil
@@ -305,6 +307,13 @@ def test_checkpoint_holding_pickled_code(tmp_path):
     last = manager.save(2, {"w": torch.ones(2)})
     shared = last / "shared.pt"
     torch.save({"format": 1, "step": 2, "world_size": 1, "shared": {"w": _Boom(flag)}}, shared)
+    with pytest.raises(CheckpointError, match="damaged files"):   # its size no longer matches
+        manager.load()
+    # whoever replaced the file also rewrote the recorded sizes: the loader still unpickles nothing
+    meta_path = last / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["sizes"]["shared.pt"] = shared.stat().st_size
+    meta_path.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError) as ei:
         manager.load()
     msg = str(ei.value)

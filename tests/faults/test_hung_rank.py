@@ -31,7 +31,7 @@ BOUND_S = TIMEOUT_S + REPORT_WAIT_S + TORCHRUN_KILL_S + TEARDOWN_S
 def test_collective_timeouts_are_told_apart_from_other_timeouts():
     import torch.distributed as dist
 
-    from pipeline.core.dist import is_collective_timeout
+    from pipeline.core.timeouts import is_collective_timeout
 
     assert is_collective_timeout(RuntimeError("Application timeout caused pair closure"))
     assert is_collective_timeout(RuntimeError(
