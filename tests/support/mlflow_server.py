@@ -72,9 +72,13 @@ def start_server(root: Path, artifacts: str | None = None,
     proc, port = start_on_free_port(lambda port: (_launch(root, port, artifacts, env), port))
     uri = f"http://127.0.0.1:{port}"
     yield Server(uri, root)
-    proc.terminate()
+    # the whole process group: mlflow's uvicorn, job runner and huey workers outlive its parent
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
