@@ -24,8 +24,8 @@ val sequence's first frame + segmentation + the official evaluation) for
 
 The tuned variants use the same online budget and are repeated with ``--seeds`` seeds
 (``online.seed``); the report gives per sequence J and F (mean over seeds), the means, the spread
-over seeds (standard deviation of the mean J), the minutes of each phase, and the targets of
-issue 11 (full mean J >= 0.60, full - online_only >= 0.20, full > copy_first on every sequence).
+over seeds (standard deviation of the mean J), the minutes of each phase, and the benchmark's
+targets (full mean J >= 0.60, full - online_only >= 0.20, full > copy_first on every sequence).
 
 The training budget: the phase step counts in ``configs/proxy/`` (300 GAN, 600 SSB, 400
 alternating steps, and the ablation's 380 SSB steps) took 22 minutes of training on 2 CPU cores

@@ -28,29 +28,28 @@ if ! have_ffcv_libs; then
     fi
 fi
 
-# A single-host SLURM cluster (the `slurm` fixture of tests/conftest.py): slurm-wlm + munge.
-SLURM_PKGS="slurm-wlm munge"
-if ! { command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ]; }; then
+# As root, apt-install what a group of tests needs ($2: the packages; $1: those tests, for the
+# messages); otherwise say what to run (those tests then skip, saying why).
+apt_for_tests() {
+    local what=$1 pkgs=$2
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
-        echo "setup: installing SLURM for the cluster tests: $SLURM_PKGS"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $SLURM_PKGS >/dev/null \
-            || echo "setup: WARNING: could not install $SLURM_PKGS (the SLURM cluster tests will skip)" >&2
+        echo "setup: installing $pkgs for $what"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null \
+            || echo "setup: WARNING: could not install $pkgs ($what will skip)" >&2
     else
-        echo "setup: note: the SLURM cluster tests skip without: sudo apt-get install -y $SLURM_PKGS" >&2
+        echo "setup: note: $what skip without: sudo apt-get install -y $pkgs" >&2
     fi
+}
+
+# A single-host SLURM cluster (the `slurm` fixture of tests/conftest.py): slurm-wlm + munge.
+if ! { command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ]; }; then
+    apt_for_tests "the SLURM cluster tests" "slurm-wlm munge"
 fi
 
 # A headless browser for the MLflow UI test (tests/integration/test_mlflow_ui_journey.py, with
 # selenium from the test extra): Debian's chromium and chromium-driver.
-BROWSER_PKGS="chromium chromium-driver"
 if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
-    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
-        echo "setup: installing a headless browser for the MLflow UI test: $BROWSER_PKGS"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $BROWSER_PKGS >/dev/null \
-            || echo "setup: WARNING: could not install $BROWSER_PKGS (the MLflow UI test will skip)" >&2
-    else
-        echo "setup: note: the MLflow UI test skips without: sudo apt-get install -y $BROWSER_PKGS" >&2
-    fi
+    apt_for_tests "the MLflow UI test" "chromium chromium-driver"
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv

@@ -17,12 +17,10 @@ together (the embedded ones one after the other: they create the same sqlite fil
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -33,7 +31,7 @@ import pytest
 import torch
 
 from support import PortTaken, address_in_use, child_env, start_on_free_port
-from support.mlflow_server import answers
+from support.mlflow_server import answers, stop_group
 from support.training import REPO, failure, summary, torchrun_cmd
 
 pytestmark = pytest.mark.slow
@@ -150,10 +148,10 @@ def _start_ui(command: list[str], link: str, log: Path) -> tuple[subprocess.Pope
         while not answers(f"http://127.0.0.1:{port}/health"):
             text = log.read_text(errors="replace")
             if address_in_use(text):
-                _stop(proc)
+                stop_group(proc)
                 raise PortTaken(port)
             if proc.poll() is not None or time.monotonic() > deadline:
-                _stop(proc)
+                stop_group(proc)
                 pytest.fail(f"{' '.join(cmd)} did not start:\n{text[-3000:]}")
             time.sleep(0.5)
         return proc, re.sub(r"^(http://127\.0\.0\.1:)\d+", rf"\g<1>{port}", link)
@@ -161,17 +159,6 @@ def _start_ui(command: list[str], link: str, log: Path) -> tuple[subprocess.Pope
     return start_on_free_port(start)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """The UI and every process it started (its uvicorn workers and job consumers)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        pass
-    with contextlib.suppress(ProcessLookupError):      # whatever outlived the UI process
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 # -- the person in the browser -------------------------------------------------------------------
@@ -290,7 +277,7 @@ def _journey(v: dict, lake: Path, tmp_path: Path) -> None:
     finally:
         person.quit()
         if ui:
-            _stop(ui)
+            stop_group(ui)
     for phase, model in MODELS.items():        # the UI stored it
         assert str(client.get_model_version_by_alias(model, "candidate").version) == versions[phase]
 

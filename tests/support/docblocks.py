@@ -16,7 +16,10 @@ same fences GitHub renders), not with a regular expression of our own.
 
 from __future__ import annotations
 
+import ast
+import io
 import re
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,3 +87,18 @@ def mark_problem(block: Block, root: Path = REPO) -> str | None:
     if m["func"] and not re.search(rf"^(async )?def {m['func']}\b", path.read_text(), re.M):
         return f"{block.where}: {m['test']} has no test {m['func']}"
     return None
+
+
+def python_prose(path: Path) -> str:
+    """The docstrings and comments of a Python file."""
+    src = path.read_text()
+    parts = []
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node, clean=False)
+            if doc:
+                parts.append(doc)
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.COMMENT:
+            parts.append(tok.string)
+    return "\n".join(parts)

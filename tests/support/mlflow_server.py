@@ -64,6 +64,20 @@ def _launch(root: Path, port: int, artifacts: str | None, env: dict | None) -> s
     return proc
 
 
+def stop_group(proc: subprocess.Popen, grace_s: float = 20) -> None:
+    """End a server started in its own session and every process it started: mlflow's uvicorn
+    workers, job runner and huey consumers outlive their parent otherwise."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):      # whatever outlived the parent
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def start_server(root: Path, artifacts: str | None = None,
                  env: dict | None = None) -> "Iterator[Server]":
     """A real MLflow tracking server (sqlite backend, proxied artifacts in ``artifacts``, default
@@ -72,13 +86,4 @@ def start_server(root: Path, artifacts: str | None = None,
     proc, port = start_on_free_port(lambda port: (_launch(root, port, artifacts, env), port))
     uri = f"http://127.0.0.1:{port}"
     yield Server(uri, root)
-    # the whole process group: mlflow's uvicorn, job runner and huey workers outlive its parent
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        pass
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    stop_group(proc)

@@ -10,12 +10,11 @@ also define ``name``.
 
 from __future__ import annotations
 
-import ast
-import io
 import re
 import subprocess
-import tokenize
 from pathlib import Path
+
+from support.docblocks import python_prose
 
 REPO = Path(__file__).resolve().parents[2]
 TOPS = ("pipeline", "launch", "configs", "scripts", "benchmarks", "tests", "docs", "docker",
@@ -28,21 +27,6 @@ def _tracked(suffix: str) -> list[Path]:
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", f"*{suffix}"],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     return [REPO / p for p in out.split() if (REPO / p).is_file()]
-
-
-def _python_prose(path: Path) -> str:
-    """The docstrings and comments of a Python file."""
-    src = path.read_text()
-    parts = []
-    for node in ast.walk(ast.parse(src)):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            doc = ast.get_docstring(node, clean=False)
-            if doc:
-                parts.append(doc)
-    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
-        if tok.type == tokenize.COMMENT:
-            parts.append(tok.string)
-    return "\n".join(parts)
 
 
 def cited(text: str) -> list[tuple[str, str | None]]:
@@ -77,7 +61,7 @@ def _ignored(paths: set[str]) -> set[str]:
 
 def test_cited_repository_paths_exist():
     sources = [(p, p.read_text()) for p in _tracked(".md")]
-    sources += [(p, _python_prose(p)) for p in _tracked(".py")]
+    sources += [(p, python_prose(p)) for p in _tracked(".py")]
     cites = {(path.relative_to(REPO), c, f) for path, text in sources for c, f in cited(text)}
     ignored = _ignored({c for _, c, _ in cites})
     problems = sorted(f"{src} cites {c}{'::' + f if f else ''}: {why}"

@@ -1,4 +1,4 @@
-"""The docs describe the product: no words about how it was made, and no command or benchmark
+"""The docs and docstrings describe the product: no words about how it was made, and no command or benchmark
 reads a data folder it was not pointed at."""
 
 from __future__ import annotations
@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+
+from support.docblocks import python_prose
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,9 +30,11 @@ def making_words(text: str) -> list[str]:
     return [m.group(0) for m in MAKING.finditer(text)]
 
 
-def test_docs_have_no_words_about_how_the_project_was_made():
-    found = [f"{p.relative_to(REPO)}: {w!r}" for p in _files("*.md")
-             for w in making_words(p.read_text())]
+def test_docs_and_docstrings_have_no_words_about_how_the_project_was_made():
+    texts = [(p, p.read_text()) for p in _files("*.md")]
+    texts += [(p, python_prose(p)) for p in _files("*.py")
+              if p.name != "test_docs_product.py"]    # its own examples of the words
+    found = [f"{p.relative_to(REPO)}: {w!r}" for p, text in texts for w in making_words(text)]
     assert not found, "\n".join(found)
 
 
