@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support import free_port
+from support import closed_port
 from support.s3 import BUCKET, FAKE_ENV, SECRET, client, keys, start_moto_process, threaded_store
 
 from pipeline.lake import store as OS
@@ -193,7 +193,7 @@ def _store_env(endpoint: str, tmp: Path) -> dict[str, str]:
 def test_cli_one_line_error_for_an_unreachable_or_refusing_store(fault, cli, request, tmp_path,
                                                                  src_dataset):
     if fault == "unreachable":
-        endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        endpoint = f"http://127.0.0.1:{closed_port()}"  # nothing listens there
         expect = [f"cannot reach the S3 endpoint {endpoint}", "Fix: start the store or correct "
                   "AWS_ENDPOINT_URL"]
     else:
