@@ -56,6 +56,7 @@ if str(REPO) not in sys.path:
 
 
 from pipeline.core.atomic import atomic_write_text  # noqa: E402
+from pipeline.train.registry import by_command  # noqa: E402
 
 PROXY = REPO / "configs" / "proxy"
 VARIANTS = ("copy_first", "online_only", "ssb_only", "full")
@@ -87,14 +88,7 @@ def _phase_config(config: Path):
     """The phase config of a ``configs/proxy`` file, through its defaults (steps, rounds)."""
     from pipeline.core.config import load_config
 
-    name = config.stem
-    if name == "pretrain_tcb":
-        from pipeline.train.phases.gan import GanTrainConfig as C
-    elif name == "pretrain_ssb":
-        from pipeline.train.phases.segmentation import SegmentationTrainConfig as C
-    else:
-        from pipeline.train.phases.alternating import AlternatingTrainConfig as C
-    return load_config(C, config, [])
+    return load_config(by_command(config.stem).config_class, config, [])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -120,18 +114,19 @@ def train(args, out: Path, env: dict[str, str]) -> dict:
     common = ["data.lake=" + str(lake), f"tracking.experiment={EXPERIMENT}",
               "tracking.alias=proxy", "checkpoint.every=100000", "checkpoint.resume=false"]
     plan = [
-        ("pretrain_tcb", "launch/pretrain_tcb.py", "pretrain_tcb", []),
-        ("pretrain_ssb", "launch/pretrain_ssb.py", "pretrain_ssb", []),
-        ("train_offline", "launch/train_offline.py", "train_offline",
+        ("pretrain_tcb", "pretrain_tcb", []),
+        ("pretrain_ssb", "pretrain_ssb", []),
+        ("train_offline", "train_offline",
          [f"init_from=[{train_dir / 'pretrain_tcb' / 'weights.pt'},"
           f"{train_dir / 'pretrain_ssb' / 'weights.pt'}]", "init_missing=error",
           f"alternating.tcb_steps={tcb_round}", f"alternating.ssb_steps={ssb_round}"]),
         # the ablation: the SSB alone, trained on as many more steps as the full pipeline's SSB
-        ("ssb_only", "launch/pretrain_ssb.py", "pretrain_ssb",
+        ("ssb_only", "pretrain_ssb",
          [f"init_from=[{train_dir / 'pretrain_ssb' / 'weights.pt'}]",
           "tracking.register_as=stcnn-ssb-only"]),
     ]
-    for name, launcher, config, extra in plan:
+    for name, config, extra in plan:      # the run, its phase command, its extra keys
+        launcher = by_command(config).launcher
         _log(f"{name}: {steps[name]} steps ({launcher} --config configs/proxy/{config}.yaml)")
         sec = _run([py, launcher, "--config", str(PROXY / f"{config}.yaml"),
                     f"run_dir={train_dir / name}", f"steps={steps[name]}", *common, *extra,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Seconds per frame of online tuning and of inference (``pipeline/train/phases/online.py``), against the
+"""Seconds per frame of online tuning and of inference (``pipeline/inference/segmenter.py``), against the
 paper's 3.90 s/frame (Table 1: STCNN on one GPU, tuning + segmentation of DAVIS-2016 val).
 
     python benchmarks/online_speed.py                     # tiny model, CPU, real DAVIS if present
@@ -53,7 +53,8 @@ def run(args, tmp: Path) -> dict:
     from pipeline.core.config import load_config
     from pipeline.model.config import ModelConfig
     from pipeline.model.stcnn import build_generator, build_ssb
-    from pipeline.train.phases.online import OnlineConfig, OnlineSegmenter
+    from pipeline.inference.segmenter import OnlineSegmenter
+    from pipeline.inference.tuning import OnlineConfig
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)

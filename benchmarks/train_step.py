@@ -47,11 +47,11 @@ from pathlib import Path
 
 from _common import REPO, run_and_report  # the repo is put on sys.path there
 
-# phase -> (launcher, tiny config, datasets of its lake)
+# phase (pipeline/train/registry.py) -> the datasets of its lake (its tiny config's data.sets)
 PHASES = {
-    "gan": ("pretrain_tcb", ("ilsvrc_vid",)),
-    "segmentation": ("pretrain_ssb", ("msra10k", "voc2012")),
-    "alternating": ("train_offline", ("davis2016",)),
+    "gan": ("ilsvrc_vid",),
+    "segmentation": ("msra10k", "voc2012"),
+    "alternating": ("davis2016",),
 }
 SOURCE_SIZE = (64, 48)  # (W, H) of the synthetic sources; the tiny configs crop 48x64 or 48x48
 
@@ -94,9 +94,10 @@ def build_lake(root: Path, datasets: list[str], max_ranks: int) -> Path:
 
 
 def command(phase: str, ranks: int, overrides: list[str]) -> list[str]:
-    launcher, _ = PHASES[phase]
-    script = [str(REPO / "launch" / f"{launcher}.py"),
-              "--config", str(REPO / "configs" / "tiny" / f"{launcher}.yaml"), *overrides]
+    from pipeline.train.registry import by_name
+
+    spec = by_name(phase)
+    script = [str(REPO / spec.launcher), "--config", str(REPO / spec.tiny_config), *overrides]
     if ranks == 1:
         return [sys.executable, *script]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -166,7 +167,7 @@ def run(args, tmp: Path) -> dict:
     if args.lake:
         lake, data = Path(args.lake), f"data lake {args.lake}"
     else:
-        datasets = [d for p in phases for d in PHASES[p][1]]
+        datasets = [d for p in phases for d in PHASES[p]]
         t = time.perf_counter()
         lake = build_lake(tmp, datasets, max(args.ranks))
         data = (f"synthetic {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} lake ({', '.join(datasets)}), "

@@ -9,7 +9,8 @@
     python launch/segment.py ... --frames DIR --first-mask mask.png --out DIR
     python launch/segment.py ... online.iterations=100 online.size=[240,427]   # any config key
 
-Config: pipeline/jobs/segment/config.py (SegmentConfig) and pipeline/train/phases/online.py.
+Config: pipeline/jobs/segment/config.py (SegmentConfig) and pipeline/inference/tuning.py
+(OnlineConfig).
 """
 
 import sys

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 from pipeline.cli import common
+from pipeline.core.errors import PipelineError
 from pipeline.lake import store as objectstore
 from pipeline.lake.catalog import find_sets, read_manifest, summarize, validate_set, write_catalog, finished
 
@@ -34,8 +34,7 @@ NAME = "stcnn-catalog"
 FIX = "build the lake with stcnn-preprocess, or pass its root (e.g. shards/)"
 
 
-@common.command(NAME, errors=(FileNotFoundError, ValueError, objectstore.ObjectStoreError),
-                fix=FIX)
+@common.command(NAME, fix=FIX)
 def main(argv=None) -> int:
     p = common.parser(NAME, __doc__)
     p.add_argument("root",
@@ -45,24 +44,23 @@ def main(argv=None) -> int:
     p.add_argument("--rebuild", action="store_true", help="rewrite catalog.parquet of complete sets")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     a = p.parse_args(argv)
-    if not objectstore.is_s3(a.root):
-        if not Path(a.root).exists():
-            raise common.UserError(f"{a.root} does not exist",
-                                   "pass the lake root (the --out of stcnn-preprocess) or one "
-                                   "shard set <root>/<dataset>/<split>")
-        return report(a, a.root, show=str)
-    if a.rebuild:
-        raise common.UserError("--rebuild works on a local lake only",
-                               "rebuild the staging folder of stcnn-preprocess and run it again "
-                               "with the same --out (it uploads the new catalog.parquet)")
-    url = objectstore.normalize(a.root).rstrip("/")
-    with tempfile.TemporaryDirectory(prefix="stcnn-catalog-") as tmp:
-        try:
-            objectstore.download_prefix(url, tmp, tars=a.validate)
-            return report(a, tmp, show=lambda x: str(x).replace(tmp, url))
-        except (FileNotFoundError, ValueError) as e:
-            raise common.UserError(*common.split_fix(ValueError(str(e).replace(tmp, url)),
-                                                     FIX)) from e
+    try:  # a lake on the object store: copied to a temporary folder first (tars for --validate)
+        with objectstore.local_copy(a.root, tars=a.validate, rewrite=a.rebuild,
+                                    prefix="stcnn-catalog-") as copy:
+            if not Path(copy.path).exists():
+                raise PipelineError(f"{a.root} does not exist",
+                                    "pass the lake root (the --out of stcnn-preprocess) or one "
+                                    "shard set <root>/<dataset>/<split>")
+            try:
+                return report(a, copy.path, show=copy.show)
+            except PipelineError as e:  # named by the lake, not by a local copy of it
+                if copy.show(str(e)) == str(e):
+                    raise
+                raise PipelineError(copy.show(str(e))) from e
+    except objectstore.NotLocalError as e:
+        raise PipelineError("--rebuild works on a local lake only",
+                            "rebuild the staging folder of stcnn-preprocess and run it again "
+                            "with the same --out (it uploads the new catalog.parquet)") from e
 
 
 def report(a: argparse.Namespace, root: str, show) -> int:

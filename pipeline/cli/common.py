@@ -7,23 +7,25 @@ How a command uses it::
 
     NAME = "stcnn-weights"
 
-    @common.command(NAME, errors=(WeightsError,))     # + the command's own user-error classes
+    @common.command(NAME)
     def main(argv: list[str] | None = None) -> int:
         p = common.parser(NAME, __doc__)               # --help shows every default; --version
         p.add_argument("--out", required=True, help="the file to write")       # help= always
         p.add_argument("--sets", nargs="+", help="<dataset>/<split> under the lake")  # lists
         a = p.parse_args(argv)
         if not Path(a.out).parent.is_dir():            # check every input before writing
-            raise common.UserError(f"{Path(a.out).parent} does not exist",
-                                   "create it, or pass another --out")
+            raise PipelineError(f"{Path(a.out).parent} does not exist",
+                                "create it, or pass another --out")
         ...
         return 0
 
 * A user error is one line on stderr, ``stcnn-X: error: <problem>. Fix: <what to do>``, and
-  exit status 2: usage mistakes found by the parser, ``UserError``, ``FileProblem``,
-  ``ConfigError`` and the classes passed as ``errors``. A message with no fix of its own gets
-  the command's ``fix`` (default: look at ``stcnn-X --help``).
-* Anything else is a bug: its traceback stays, exit status 1.
+  exit status 2: usage mistakes found by the parser, and every
+  :class:`~pipeline.core.errors.PipelineError` (the base of every user-facing error; a class
+  may set another ``exit_status``, e.g. a diverged training's 1). A message with no fix of its
+  own gets the command's ``fix`` (default: look at ``stcnn-X --help``). Code that finds bad
+  user input raises a PipelineError there, where it knows the input is the user's.
+* Anything else is a bug: its traceback stays, exit status 1. A command catches nothing else.
 * ``main(["--help"])`` and ``main(["--version"])`` return 0 (the parser's exit becomes the
   return value), so a command is testable in-process.
 * Lists are repeated values after one flag: ``--sets a b`` (``nargs="+"``), never commas.
@@ -40,8 +42,8 @@ import sys
 from importlib import metadata
 from typing import Callable, NoReturn
 
-from pipeline.core.config import ConfigError
-from pipeline.core.errors import FileProblem
+from pipeline.core.errors import PipelineError
+from pipeline.core.logs import setup_logging
 
 DIST = "stcnn-pipeline"
 
@@ -54,46 +56,23 @@ def version() -> str:
         return "unknown (not installed: pip install -e .)"
 
 
-class UserError(Exception):
-    """Bad input found by a command: ``problem`` (what is wrong, naming the file or setting)
-    and ``fix`` (what to do)."""
-
-    def __init__(self, problem: str, fix: str):
-        self.problem, self.fix = problem, fix
-        super().__init__(f"{problem}. Fix: {fix}")
-
-
-def split_fix(exc: BaseException, default_fix: str) -> tuple[str, str]:
-    """``(problem, fix)`` of a user error, each on one line: an error's own ``problem``/``fix``
-    (FileProblem, UserError, MaskFormatError, ...) or a message's ``... Fix: ...``; else the
-    message and ``default_fix``."""
+def error_line(name: str, exc: PipelineError | str, fix: str | None = None) -> str:
+    """``<name>: error: <problem>. Fix: <fix>`` for a user error or a problem text, on one
+    line; ``fix`` (default: look at ``<name> --help``) where the error names none."""
     def line(text: object) -> str:
         return " ".join(str(text).split()).lstrip(": ").rstrip(". ")
 
-    problem, fix = getattr(exc, "problem", None), getattr(exc, "fix", None)
-    if isinstance(problem, str) and isinstance(fix, str):
-        path = getattr(exc, "path", None)
-        return line(f"{path}: {problem}" if path else problem), line(fix)
-    text = line(exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc)
-    for sep in (". Fix: ", "; Fix: ", " Fix: "):
-        if sep in text:
-            problem, fix = text.split(sep, 1)
-            return line(problem), line(fix)
-    return text or type(exc).__name__, line(default_fix)
+    err = exc if isinstance(exc, PipelineError) else PipelineError(exc)
+    path = getattr(err, "path", None)
+    problem = line(f"{path}: {err.problem}" if path else err.problem)
+    return f"{name}: error: {problem}. Fix: {line(err.fix or fix or f'see `{name} --help`')}"
 
 
-def error_line(name: str, exc: BaseException | str, fix: str | None = None) -> str:
-    """``<name>: error: <problem>. Fix: <fix>`` for an exception or a problem text."""
-    default = fix or f"see `{name} --help`"
-    problem, fix = split_fix(exc if isinstance(exc, BaseException) else UserError(exc, default),
-                             default)
-    return f"{name}: error: {problem}. Fix: {fix}"
-
-
-def fail(name: str, exc: BaseException | str, fix: str | None = None) -> int:
-    """Print the error line of ``exc`` on stderr; the exit status of a user error (2)."""
+def fail(name: str, exc: PipelineError | str, fix: str | None = None) -> int:
+    """Print the error line of ``exc`` on stderr; the exit status it calls for (a user
+    error's 2 unless its class says otherwise)."""
     print(error_line(name, exc, fix), file=sys.stderr, flush=True)
-    return 2
+    return exc.exit_status if isinstance(exc, PipelineError) else PipelineError.exit_status
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -117,7 +96,7 @@ class Parser(argparse.ArgumentParser):
         self.fix = fix or f"see `{self.prog} --help`"
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, error_line(self.command, UserError(message, self.fix)) + "\n")
+        self.exit(2, error_line(self.command, PipelineError(message, self.fix)) + "\n")
 
 
 def parser(name: str, description: str | None = None, *, prog: str | None = None,
@@ -130,22 +109,29 @@ def parser(name: str, description: str | None = None, *, prog: str | None = None
     return p
 
 
-def command(name: str, errors: tuple[type[BaseException], ...] = (), fix: str | None = None
-            ) -> Callable[[Callable[..., int]], Callable[..., int]]:
-    """Decorate ``main(argv) -> int`` of command ``name``: user errors become the one-line
-    error and exit status 2; the parser's exit (``--help``, usage errors) its return value."""
-    caught = (UserError, FileProblem, ConfigError, *errors)
+def command(name: str, fix: str | None = None,
+            log_level: str = "WARNING") -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Decorate ``main(argv) -> int`` of command ``name``: logging set up
+    (:func:`pipeline.core.logs.setup_logging`: ``log_level`` and above on stderr unless
+    ``$STCNN_LOG_LEVEL`` says otherwise); a :class:`PipelineError` becomes the one-line error
+    and its exit status (2); the parser's exit (``--help``, usage errors) the return value;
+    anything else propagates (a bug: traceback, exit status 1)."""
 
     def wrap(main: Callable[..., int]) -> Callable[..., int]:
         @functools.wraps(main)
         def run(argv: list[str] | None = None) -> int:
+            restore = None
             try:
+                restore = setup_logging(log_level)
                 return main(argv)
             except SystemExit as e:
                 if e.code is None or isinstance(e.code, int):
                     return e.code or 0
                 raise
-            except caught as e:
+            except PipelineError as e:
                 return fail(name, e, fix)
+            finally:
+                if restore is not None:
+                    restore()
         return run
     return wrap

@@ -19,7 +19,6 @@ DEFAULT = Path("configs/demo.yaml")  # found by pipeline.core.config.find_config
 
 @common.command("stcnn-demo", fix=FIX)
 def main(argv=None) -> int:
-    cfg = job_config(DemoConfig, DEFAULT, __doc__, "steps.gan=100", "stcnn-demo", argv,
-                     "%(levelname)s %(name)s: %(message)s")
+    cfg = job_config(DemoConfig, DEFAULT, __doc__, "steps.gan=100", "stcnn-demo", argv)
     run_demo(cfg)
     return 0

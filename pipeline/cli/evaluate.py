@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -57,9 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@common.command(NAME, errors=(ValueError, FileNotFoundError))
+@common.command(NAME)
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     parser = build_parser()
     a = parser.parse_args(argv)
     workers = a.workers if a.workers is not None else default_workers()

@@ -14,19 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from pipeline.cli import common
 from pipeline.lake import store as objectstore
-from pipeline.loading.ffcv.format import INSTALL_HINT, FFCVUnavailable, require_ffcv
+from pipeline.loading.ffcv.format import require_ffcv
 from pipeline.loading.ffcv.store import write_beton
 
 
 NAME = "stcnn-ffcv-store"
 
 
-@common.command(NAME, errors=(FileNotFoundError, ValueError, RuntimeError))
+@common.command(NAME)
 def main(argv: list[str] | None = None) -> int:
     p = common.parser(NAME, __doc__)
     p.add_argument("--lake", default="shards",
@@ -43,28 +42,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="with an s3:// lake: where the sets are copied (default: a temporary "
                         "folder, removed afterwards)")
     args = p.parse_args(argv)
-    try:
-        require_ffcv()
-    except FFCVUnavailable as e:
-        raise common.UserError(f"FFCV cannot be imported ({e.__cause__ or e})",
-                               INSTALL_HINT) from e
-    if not objectstore.is_s3(args.lake):
-        summary = _write(args, Path(args.lake))
-    elif args.staging:
-        summary = _write(args, _download(args, Path(args.staging)))
-    else:
-        with tempfile.TemporaryDirectory(prefix="stcnn-ffcv-sets-") as tmp:
-            summary = _write(args, _download(args, Path(tmp)))
+    require_ffcv()                  # before anything is read or written
+    # a lake on the object store: its sets copied to --staging or a temporary folder first
+    with objectstore.local_copy(args.lake, sets=args.sets, staging=args.staging or None,
+                                prefix="stcnn-ffcv-sets-") as copy:
+        summary = _write(args, Path(copy.path))
     print(json.dumps(summary, default=str))
     return 0
-
-
-def _download(args: argparse.Namespace, dest: Path) -> Path:
-    """Copy the finished shards of the sets of an s3:// lake to ``dest/<dataset>/<split>``."""
-    lake = objectstore.normalize(args.lake).rstrip("/")
-    for s in args.sets:
-        objectstore.download_prefix(objectstore.join(lake, s), dest / s)
-    return dest
 
 
 def _write(args: argparse.Namespace, lake: Path) -> dict:

@@ -4,7 +4,6 @@ typed config, printed resolved. A bad config raises ConfigError, which the comma
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,15 +17,13 @@ FIX = "correct that key or value in the --config file or the key=value overrides
 
 
 def job_config(cls: type[T], default: Path, description: str, example: str, name: str,
-               argv: list[str] | None = None, log_format: str = "%(levelname)s %(message)s"
-               ) -> T:
+               argv: list[str] | None = None) -> T:
     """The config of job command ``name`` (``stcnn-X``) from ``argv``."""
     p = common.parser(name, description)
     p.add_argument("--config", type=Path, default=default, help="the job's YAML config")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help=f"override any config key, e.g. {example}")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format=log_format)
     cfg = load_config(cls, a.config, a.overrides)
     print("resolved config:\n" + dump_yaml(cfg))
     return cfg

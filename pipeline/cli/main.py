@@ -11,12 +11,11 @@ from pathlib import Path
 from pipeline.cli import common
 from pipeline.cli.job_config import FIX, job_config
 from pipeline.jobs.main import MainConfig, run_main
-from pipeline.sources.types import SourceError
 
 DEFAULT = Path("configs/main.yaml")  # found by pipeline.core.config.find_config
 
 
-@common.command("stcnn-main", errors=(SourceError, ValueError, FileNotFoundError), fix=FIX)
+@common.command("stcnn-main", fix=FIX)
 def main(argv=None) -> int:
     cfg = job_config(MainConfig, DEFAULT, __doc__, "lake.workers=4", "stcnn-main", argv)
     report = run_main(cfg)

@@ -40,7 +40,7 @@ def table(summary: dict) -> str:
 NAME = "stcnn-model-info"
 
 
-@common.command(NAME, errors=(ValueError,))
+@common.command(NAME)
 def main(argv=None) -> int:
     p = common.parser(NAME, __doc__)
     p.add_argument("--config", required=True, help="model config, e.g. configs/model/stcnn.yaml")

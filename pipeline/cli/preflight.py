@@ -27,8 +27,7 @@ import torch
 
 from pipeline.cli import common
 from pipeline.core.dist import DistConfig, barrier, destroy, init_distributed
-
-PHASES = ["gan", "segmentation", "alternating"]
+from pipeline.train.registry import PHASES
 CHECKS = ["allreduce", "phases", "numerics", "online", "loader"]
 NAME = "stcnn-preflight"
 
@@ -167,11 +166,11 @@ def run(a: argparse.Namespace) -> tuple[dict, int]:
             result["allreduce"] = {"error": diagnose(exc, ctx.rank, host, ctx.backend)}
             failed = True
 
-    base = [f"dist.precision={a.precision}", f"dist.channels_last={str(a.channels_last).lower()}",
-            f"dist.device={ctx.device.type}", f"dist.timeout_s={a.timeout}",
-            f"dist.first_step_timeout_s={a.timeout}"]
+    base = {"dist.precision": a.precision, "dist.channels_last": a.channels_last,
+            "dist.device": ctx.device.type, "dist.timeout_s": a.timeout,
+            "dist.first_step_timeout_s": a.timeout}
     if cuda and ctx.world_size > 1:
-        base.append("dist.sync_bn=true")
+        base["dist.sync_bn"] = True
     result["phases"] = []
     for name in ([] if "phases" in a.skip else a.phases):
         entry: dict = {"phase": name}
@@ -189,7 +188,7 @@ def run(a: argparse.Namespace) -> tuple[dict, int]:
             try:
                 entry["compiled"] = measure_phase(
                     name, ctx, quick=a.quick, steps=a.steps, warmup=a.warmup,
-                    overrides=base + ["dist.compile=true"], device_name=device_name,
+                    overrides=base | {"dist.compile": True}, device_name=device_name,
                     flops_per_step=entry["flops_per_step"])
             except Exception as exc:  # noqa: BLE001
                 entry["compiled"] = {"error": _error(exc)}
@@ -197,7 +196,7 @@ def run(a: argparse.Namespace) -> tuple[dict, int]:
         if a.numerics and "numerics" not in a.skip:
             try:   # both precisions without dropout: its masks depend on the dtype
                 runs = {p: measure_phase(name, ctx, quick=a.quick, steps=a.steps,
-                                         warmup=a.warmup, overrides=base + [f"dist.precision={p}"],
+                                         warmup=a.warmup, overrides=base | {"dist.precision": p},
                                          device_name=device_name, dropout_off=True)
                         for p in ("fp32", "bf16")}
                 entry["numerics"] = compare_losses(runs["fp32"]["losses"],

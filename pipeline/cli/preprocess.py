@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import collections
 import json
-import logging
 import sys
 from pathlib import Path
 
 from pipeline.cli import common
-from pipeline.lake.store import is_s3
+from pipeline.lake.store import locate
 from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
 from pipeline.sources import SOURCES
-from pipeline.sources.types import SourceError
 
 
 NAME = "stcnn-preprocess"
@@ -57,10 +55,7 @@ def parse_args(argv=None) -> tuple[PreprocessConfig, bool]:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON lines only")
     a = p.parse_args(argv)
-    out = a.out if is_s3(a.out) else Path(a.out)
-    if a.staging is not None and not is_s3(a.out):
-        p.error("--staging is only used with --out s3://...")
-    cfg = PreprocessConfig(dataset=a.dataset, src=a.src, out=out, staging=a.staging, splits=a.splits, delta=a.delta,
+    cfg = PreprocessConfig(dataset=a.dataset, src=a.src, out=locate(a.out), staging=a.staging, splits=a.splits, delta=a.delta,
                            clip_stride=a.clip_stride, shard_max_count=a.shard_max_count,
                            shard_max_bytes=a.shard_max_bytes, workers=a.workers,
                            task_index=a.task_index, num_tasks=a.num_tasks, on_error=a.on_error,
@@ -68,9 +63,8 @@ def parse_args(argv=None) -> tuple[PreprocessConfig, bool]:
     return cfg, a.json
 
 
-@common.command(NAME, errors=(SourceError, ValueError, OSError, RuntimeError))  # OSError: disk full
+@common.command(NAME)
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     cfg, as_json = parse_args(argv)
     summaries = run_preprocess(cfg)
     for s in summaries:

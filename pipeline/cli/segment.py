@@ -20,7 +20,7 @@ NAME = "stcnn-segment"
 FIX = f"correct the flag or setting it names (`{NAME} --print-config` shows the resolved config)"
 
 
-@common.command(NAME, errors=(FileNotFoundError, ValueError), fix=FIX)
+@common.command(NAME, fix=FIX)
 def main(argv: list[str] | None = None) -> int:
     p = common.parser(NAME, __doc__)
     p.add_argument("--config", default=None,

@@ -14,11 +14,11 @@ has no store to send to.
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 from pipeline.cli import common
+from pipeline.core.errors import PipelineError
 from pipeline.tracking import (SPOOL_FILENAME, TrackingUnavailableError, configure_http,
                                read_spool, replay_spool)
 
@@ -26,7 +26,7 @@ from pipeline.tracking import (SPOOL_FILENAME, TrackingUnavailableError, configu
 NAME = "stcnn-tracking-sync"
 
 
-@common.command(NAME)
+@common.command(NAME, log_level="INFO")
 def main(argv: list[str] | None = None) -> int:
     p = common.parser(NAME, __doc__)
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
@@ -36,10 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     missing = [str(d) for d in args.run_dirs if not d.is_dir()]
     if missing:
-        raise common.UserError(f"run folder(s) {', '.join(missing)} do not exist",
-                               "pass the run_dir of the training (the folder holding "
-                               "tracking_spool.jsonl)")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        raise PipelineError(f"run folder(s) {', '.join(missing)} do not exist",
+                            "pass the run_dir of the training (the folder holding "
+                            "tracking_spool.jsonl)")
     configure_http(args.timeout, max_retries=2)
     status = 0
     for run_dir in args.run_dirs:
@@ -53,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run_dir}: sent {e.sent} of {total} spooled entries; {e}", file=sys.stderr)
             status = max(status, 1)
             continue
-        except ValueError as e:
-            common.fail(NAME, f"{run_dir}: {e}", "pass --tracking-uri, or set MLFLOW_TRACKING_URI")
-            status = 2
+        except PipelineError as e:      # this folder's; the others are still sent
+            status = max(status, common.fail(NAME, e))
             continue
         print(f"{run_dir}: sent {sent} of {total} spooled entries"
               + (f" ({total - sent} refused, see tracking_rejected.jsonl)" if sent < total else ""))

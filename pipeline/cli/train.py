@@ -12,21 +12,11 @@ from __future__ import annotations
 import sys
 
 from pipeline.cli import common
-from pipeline.train.loop import NonFiniteLossError
-from pipeline.train.runner import USER_ERRORS
+from pipeline.core.errors import PipelineError
+from pipeline.train.registry import PHASES, by_command, commands
 from pipeline.train.runner import main as run_main
 
 NAME = "stcnn-train"
-
-# phase command -> (runner phase, default config, what it trains)
-PHASES = {
-    "pretrain_tcb": ("gan", "configs/pretrain_tcb.yaml",
-                     "Adversarial pretraining of the temporal coherence branch (G and D)"),
-    "pretrain_ssb": ("segmentation", "configs/pretrain_ssb.yaml",
-                     "Pretraining of the spatial segmentation branch"),
-    "train_offline": ("alternating", "configs/train_offline.yaml",
-                      "Alternating offline training of both branches"),
-}
 
 
 def _fix(prog: str) -> str:
@@ -37,22 +27,19 @@ def _fix(prog: str) -> str:
 @common.command(NAME)
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in PHASES:
-        phase, config, what = PHASES[argv[0]]
+    if argv and argv[0] in commands():
+        spec = by_command(argv[0])
         prog = f"{NAME} {argv[0]}"
-        parser = common.parser(NAME, what, prog=prog)
+        parser = common.parser(NAME, spec.description, prog=prog)
         try:
-            return run_main(phase, config, what, argv[1:], parser=parser)
-        except USER_ERRORS as exc:
+            return run_main(spec.name, spec.config, spec.description, argv[1:], parser=parser)
+        except PipelineError as exc:     # the phase's own fix where the error names none
             return common.fail(NAME, exc, _fix(prog))
-        except NonFiniteLossError as exc:         # the training diverged: no traceback either
-            common.fail(NAME, exc, "lower optim.lr and start the run again")
-            return 1
-    phases = "\n".join(f"  {cmd:<14}  {what}\n  {'':<14}  (default config: {config})"
-                        for cmd, (_, config, what) in PHASES.items())
+    phases = "\n".join(f"  {s.command:<14}  {s.description}\n  {'':<14}  (default config: "
+                        f"{s.config})" for s in PHASES.values())
     p = common.parser(NAME, __doc__, epilog=f"phases:\n{phases}\n\n"
                       f"`{NAME} PHASE --help` shows a phase's options.")
-    p.add_argument("phase", choices=list(PHASES), help="the training phase to run")
+    p.add_argument("phase", choices=commands(), help="the training phase to run")
     p.add_argument("args", nargs="*", default=[], metavar="OPTION",
                    help="the phase's options: [--config FILE] [--print-config] [key=value ...]")
     a = p.parse_args(argv)          # --help, --version, or a usage error (no phase first)

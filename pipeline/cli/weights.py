@@ -17,7 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.cli import common
-from pipeline.model.imagenet_weights import ARCHS, ExportError, enum_name
+from pipeline.core.errors import PipelineError
+from pipeline.model.imagenet_weights import ARCHS, enum_name
 
 NAME = "stcnn-weights"
 
@@ -45,21 +46,21 @@ def build_parser():
 
 def _check_out(out: Path) -> None:
     if out.is_dir():
-        raise common.UserError(f"--out {out} is a folder", "name the .pth file to write")
+        raise PipelineError(f"--out {out} is a folder", "name the .pth file to write")
     parent = next((p for p in out.absolute().parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
-        raise common.UserError(f"--out {out}: {parent} is not a folder", "pass another --out")
+        raise PipelineError(f"--out {out}: {parent} is not a folder", "pass another --out")
 
 
-@common.command(NAME, errors=(ExportError,))
+@common.command(NAME)
 def main(argv: list[str] | None = None) -> int:
     from pipeline.model import imagenet_weights as iw
 
     a = build_parser().parse_args(argv)
     _check_out(a.out)
     if a.from_state_dict is not None and not a.from_state_dict.is_file():
-        raise common.UserError(f"--from-state-dict {a.from_state_dict}: no such file",
-                               f"pass torchvision's {a.arch} .pth file")
+        raise PipelineError(f"--from-state-dict {a.from_state_dict}: no such file",
+                            f"pass torchvision's {a.arch} .pth file")
     if a.random_init:
         model, source = iw.random_model(a.arch, a.seed), f"random init (seed {a.seed})"
     elif a.from_state_dict is not None:

@@ -1,1 +1,1 @@
-"""Foundations every stage uses: typed config, atomic writes, the error shape, process groups and engines, and the one reader, resize rule and palette of mask files."""
+"""Foundations every stage uses: typed config, atomic writes, the error shape, process groups and collectives, and the one reader, resize rule and palette of mask files."""

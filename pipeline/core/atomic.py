@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from pipeline.core.errors import PipelineError
 from pipeline.core.writeback import WriteBehindFile
 
 TMP_SUFFIX = ".tmp"
@@ -50,9 +51,14 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-class DiskFullError(OSError):
+class DiskFullError(PipelineError, OSError):
     """No space (or quota) left while writing a file atomically; the message names the file and
-    the fix. Nothing half-written is left behind: the temporary file is removed."""
+    the fix, ``errno`` and ``filename`` are the failed write's. Nothing half-written is left
+    behind: the temporary file is removed."""
+
+    def __init__(self, problem: str, fix: str, errno_: int, filename: str):
+        super().__init__(problem, fix)
+        self.errno, self.filename = errno_, filename
 
 
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -60,10 +66,10 @@ _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 def _disk_full(exc: OSError, path: Path) -> DiskFullError:
     return DiskFullError(
-        exc.errno, f"{exc.strerror or os.strerror(exc.errno)} while writing {path} (its "
-        f"temporary file was removed; nothing half-written is visible). Fix: free space on the "
-        f"filesystem of {path.parent} or write to another folder, then run the same command "
-        f"again: files already finished are kept", str(path))
+        f"{exc.strerror or os.strerror(exc.errno)} while writing {path} (its temporary file was "
+        f"removed; nothing half-written is visible)", f"free space on the filesystem of "
+        f"{path.parent} or write to another folder, then run the same command again: files "
+        f"already finished are kept", exc.errno, str(path))
 
 
 @contextlib.contextmanager

@@ -1,10 +1,14 @@
 """Typed configuration: dataclasses, filled from YAML files and ``key=value`` overrides.
 
     cfg = load_config(DemoConfig, "configs/demo.yaml", ["lake.shard_max_count=64", "seed=3"])
+    cfg = with_overrides(cfg, {"lake.shard_max_count": 64, "seed": 3})   # the same, typed
 
 * Every field has a type; values are checked and converted (``"3"`` -> 3 for an int field,
   ``"true"`` -> True, ``"[1,2]"`` -> [1, 2]) and a wrong one is an error naming the key and file.
 * Unknown keys are errors (a typo must not be silently ignored), with the valid keys listed.
+  A dataclass's own value checks (``__post_init__`` raising ValueError) are config errors too.
+* A dataclass may define a classmethod ``expand_config(data, where) -> dict`` that fills its
+  mapping before the keys are checked (an augmentation ``preset``'s values under the keys given).
 * A YAML file may say ``defaults: [other.yaml, ...]`` (paths relative to it): those are merged
   first, this file on top.
 * ``to_dict(cfg)`` gives the resolved config (for logging to MLflow and saving beside results).
@@ -26,6 +30,8 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
+from pipeline.core.errors import PipelineError
+
 # The checkout this package runs from, where one is meant (an editable install; in a regular
 # install this is site-packages' parent). Configs are found by find_config, not from here.
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +41,7 @@ PACKAGED_CONFIGS = "pipeline.configs"
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(PipelineError, ValueError):
     """A bad configuration: the message names the key, the source and what is expected."""
 
 
@@ -123,6 +129,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 
 def _build(cls: type[T], data: dict, where: str) -> T:
+    expand = getattr(cls, "expand_config", None)
+    if expand is not None:
+        data = expand(data, where)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
@@ -133,7 +142,7 @@ def _build(cls: type[T], data: dict, where: str) -> T:
         kwargs[name] = _convert(value, hints[name], f"{where}.{name}" if where else name)
     try:
         return cls(**kwargs)
-    except TypeError as e:  # a required field without a default
+    except (TypeError, ValueError) as e:  # a required field without a default, a value check
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
 
 
@@ -203,16 +212,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _set_key(data: dict, keys: list[str], value: Any, what: str) -> None:
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {what}: {k} is not a section")
+    node[keys[-1]] = value
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     data = _deep_merge({}, data)
     for text in overrides:
         keys, value = parse_override(text)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {k} is not a section")
-        node[keys[-1]] = value
+        _set_key(data, keys, value, repr(text))
     return data
 
 
@@ -239,6 +252,19 @@ def from_dict(cls: type[T], data: dict, overrides: list[str] | tuple[str, ...] =
         return _build(cls, data, "")
     except ConfigError as e:
         raise ConfigError(f"{e} (config: {where or 'stored config'})") from None
+
+
+def with_overrides(cfg: T, values: dict[str, Any]) -> T:
+    """``cfg`` with dotted keys set to typed values (``{"batch.size": 16, "dist.compile": True}``),
+    checked as ``key=value`` overrides are: an unknown key or a value of the wrong type is an
+    error naming the key. ``cfg`` itself is left as it was."""
+    data = to_dict(cfg)
+    for key, value in values.items():
+        _set_key(data, key.split("."), value, repr(key))
+    try:
+        return _build(type(cfg), data, "")
+    except ConfigError as e:
+        raise ConfigError(f"{e} (overrides {dict(values)!r})") from None
 
 
 def to_dict(cfg: Any) -> dict:

@@ -1,4 +1,4 @@
-"""Process groups, devices, seeding and the per-model training engines (DDP or DeepSpeed).
+"""Process groups, devices, collectives, seeding and autocast.
 
 Every launcher runs the same way under ``python``, ``torchrun`` (one node or many, c10d
 rendezvous) and ``deepspeed``: the launcher sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/
@@ -10,10 +10,9 @@ rendezvous) and ``deepspeed``: the launcher sets ``RANK``/``WORLD_SIZE``/``LOCAL
   minutes instead of holding every GPU for half an hour. A rank whose collective timed out
   prints the step and the ranks that did not arrive (:mod:`pipeline.core.timeouts`) before it fails;
   the launcher then stops the others (torchrun: SIGTERM, SIGKILL 30 s later).
-* One :class:`Engine` per model (G, D, SSB): ``forward``/``backward``/``step``/``zero_grad`` over
-  either DDP + a torch optimizer (:class:`DDPEngine`) or a DeepSpeed engine with ZeRO 0-2
-  (:class:`DeepSpeedEngine`), chosen by ``dist.engine``. The training loop only talks to this
-  interface.
+* Collectives on a :class:`DistContext` (:func:`barrier`, :func:`all_reduce_mean`,
+  :func:`any_rank`) are no-ops in a one-process context. The per-model training engines (DDP or
+  DeepSpeed) are :mod:`pipeline.train.engine`'s.
 * GPU options by config: ``sync_bn`` (per-GPU batches are 1-3), ``precision: bf16`` (autocast),
   ``channels_last``, ``compile``.
 """
@@ -174,6 +173,18 @@ def all_reduce_mean(values: dict[str, float], ctx: DistContext) -> dict[str, flo
     return {k: float(v) for k, v in zip(keys, t.tolist())}
 
 
+def default_group_context() -> DistContext:
+    """The context of the default process group as it is initialised (by :func:`init_distributed`,
+    or by a caller's own ``init_process_group``), else of a single process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistContext(0, 1, 0, torch.device("cpu"), None)
+    backend = dist.get_backend()
+    device = (torch.device("cuda", torch.cuda.current_device()) if backend == "nccl"
+              else torch.device("cpu"))
+    return DistContext(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0), device,
+                       backend)
+
+
 def any_rank(flag: bool, ctx: DistContext) -> bool:
     """True on every rank when ``flag`` is true on any (a collective)."""
     if not ctx.distributed:
@@ -220,206 +231,3 @@ def prepare_module(module: nn.Module, cfg: DistConfig, ctx: DistContext, *,
     if cfg.channels_last:
         module = module.to(memory_format=torch.channels_last)
     return module
-
-
-class Engine:
-    """One trainable model with its optimizer and scheduler.
-
-    ``module`` is the plain model (for state dicts, frozen use and evaluation); ``__call__`` runs
-    the wrapped model (gradient synchronisation). ``backward(loss)`` scales by the gradient
-    accumulation; ``step()`` is called once per optimizer step, after ``accum`` backwards.
-    """
-
-    name: str
-    module: nn.Module
-    accum: int
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
-
-    def no_sync(self, skip: bool):
-        raise NotImplementedError
-
-    def backward(self, loss: torch.Tensor) -> None:
-        raise NotImplementedError
-
-    def step(self) -> None:
-        raise NotImplementedError
-
-    def zero_grad(self) -> None:
-        raise NotImplementedError
-
-    def lr(self) -> float:
-        raise NotImplementedError
-
-    def state_dict(self) -> dict:
-        """Model/optimizer/scheduler state kept in ``shared.pt`` (DDP); DeepSpeed saves its own."""
-        raise NotImplementedError
-
-    def load_state_dict(self, state: dict) -> None:
-        raise NotImplementedError
-
-    @property
-    def saves_itself(self) -> bool:
-        return False
-
-    def sync_buffers(self) -> None:
-        """Rank 0's buffers (BatchNorm running statistics) to every rank. DDP only broadcasts them
-        at its own forwards, so forwards of the plain module (D frozen inside G's update) leave
-        ranks with different statistics - used later in eval mode, and not what the rank-0
-        checkpoint holds. Called by the loop after every step.
-
-        An engine without a distributed context (``ctx``) is a one-process engine: nothing to
-        sync, by design. On a run of several ranks such an engine is an error, not a skip."""
-        ctx = getattr(self, "ctx", None)
-        if ctx is None:
-            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-                raise RuntimeError(
-                    f"engine {getattr(self, 'name', type(self).__name__)!r} has no distributed "
-                    f"context (ctx) on a run of {dist.get_world_size()} ranks: its buffers "
-                    "(BatchNorm statistics) cannot be synced")
-            return
-        if not ctx.distributed:
-            return
-        buffers = [b for b in self.module.buffers() if b.numel()]
-        if buffers:
-            flat = torch.cat([b.detach().reshape(-1).to(torch.float64) for b in buffers])
-            dist.broadcast(flat, src=0)
-            offset = 0
-            with torch.no_grad():
-                for b in buffers:
-                    n = b.numel()
-                    b.copy_(flat[offset:offset + n].view_as(b).to(b.dtype))
-                    offset += n
-
-    def train(self, mode: bool = True) -> None:
-        self.module.train(mode)
-
-    @contextlib.contextmanager
-    def frozen(self) -> Iterator[nn.Module]:
-        """The plain module with ``requires_grad`` off (e.g. D during G's backward): no gradient
-        reaches it and no DDP/ZeRO hook fires."""
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            yield self.module
-        finally:
-            for p in params:
-                p.requires_grad_(True)
-
-
-class DDPEngine(Engine):
-    def __init__(self, name: str, module: nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: Any, ctx: DistContext, cfg: DistConfig, accum: int = 1):
-        self.name, self.module, self.optimizer, self.scheduler = name, module, optimizer, scheduler
-        self.accum = accum
-        self.ctx = ctx
-        if ctx.distributed and any(p.requires_grad for p in module.parameters()):
-            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            self.wrapped: nn.Module = nn.parallel.DistributedDataParallel(
-                module, device_ids=ids, find_unused_parameters=cfg.find_unused_parameters)
-        else:
-            self.wrapped = module
-        if cfg.compile:
-            self.wrapped = torch.compile(self.wrapped)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.wrapped(*args, **kwargs)
-
-    def no_sync(self, skip: bool):
-        inner = getattr(self.wrapped, "_orig_mod", self.wrapped)
-        if skip and isinstance(inner, nn.parallel.DistributedDataParallel):
-            return inner.no_sync()
-        return contextlib.nullcontext()
-
-    def backward(self, loss: torch.Tensor) -> None:
-        (loss / self.accum if self.accum > 1 else loss).backward()
-
-    def step(self) -> None:
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
-
-    def zero_grad(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    def state_dict(self) -> dict:
-        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-
-
-class DeepSpeedEngine(Engine):
-    """A ``deepspeed.initialize`` engine (ZeRO 0-2) around one model and its torch optimizer.
-    DeepSpeed owns gradient accumulation (``gradient_accumulation_steps``), loss scaling and the
-    checkpoint of its partitioned optimizer state (:attr:`saves_itself`)."""
-
-    def __init__(self, name: str, module: nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: Any, ctx: DistContext, cfg: DistConfig, micro_batch: int,
-                 accum: int = 1):
-        import deepspeed  # imported here: DDP-only users never pay for it
-
-        ds_config: dict[str, Any] = {
-            "train_micro_batch_size_per_gpu": micro_batch,
-            "gradient_accumulation_steps": accum,
-            "train_batch_size": micro_batch * accum * ctx.world_size,
-            "zero_optimization": {"stage": cfg.zero_stage},
-            "steps_per_print": 10**9,
-            "wall_clock_breakdown": False,
-        }
-        if cfg.precision == "bf16":
-            ds_config["bf16"] = {"enabled": True}
-        self.name, self.module, self.accum = name, module, accum
-        self.scheduler, self.ctx = scheduler, ctx
-        engine, opt, _, _ = deepspeed.initialize(model=module, optimizer=optimizer,
-                                                 config=ds_config, dist_init_required=False)
-        self.engine, self.optimizer = engine, opt
-        self.module = engine.module
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.engine(*args, **kwargs)
-
-    def no_sync(self, skip: bool):
-        return contextlib.nullcontext()  # DeepSpeed syncs at its accumulation boundary
-
-    def backward(self, loss: torch.Tensor) -> None:
-        # DeepSpeed counts micro-steps itself: engine.step() after every backward only updates
-        # the weights at the accumulation boundary (and zeroes the gradients then).
-        self.engine.backward(loss)
-        self.engine.step()
-
-    def step(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.step()
-
-    def zero_grad(self) -> None:
-        pass  # DeepSpeed zeroes after its own step
-
-    def lr(self) -> float:
-        return float(self.engine.optimizer.param_groups[0]["lr"])
-
-    @property
-    def saves_itself(self) -> bool:
-        return True
-
-    def state_dict(self) -> dict:
-        return {"scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
-
-    def load_state_dict(self, state: dict) -> None:
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-
-    def save_checkpoint(self, folder: str, tag: str) -> None:
-        self.engine.save_checkpoint(folder, tag=tag)
-
-    def load_checkpoint(self, folder: str, tag: str):
-        return self.engine.load_checkpoint(folder, tag=tag)

@@ -3,14 +3,15 @@ arrive (the training loop's TimeoutHook calls these when a step's collective tim
 
 from __future__ import annotations
 
+import logging
 import re
-import sys
 import time
-from typing import Any
 
 import torch.distributed as dist
 
 from pipeline.core.dist import DistContext
+
+log = logging.getLogger(__name__)
 
 _TIMEOUT_RE = re.compile(r"timed? ?out", re.IGNORECASE)
 _TIMEOUT_KEY = "stcnn_collective_timeout"
@@ -32,17 +33,15 @@ def is_collective_timeout(exc: BaseException) -> bool:
 
 
 def report_timeout(exc: BaseException, ctx: DistContext, step: int, timeout_s: float,
-                   setting: str = "dist.timeout_s", wait_s: float = 10.0,
-                   stream: Any = None) -> list[int] | None:
-    """After a collective timed out on this rank during ``step`` (1-based): print which step and
-    timeout, and which ranks did not arrive. Every rank whose collective timed out announces it in
+                   setting: str = "dist.timeout_s", wait_s: float = 10.0) -> list[int] | None:
+    """After a collective timed out on this rank during ``step`` (1-based): log (as errors) which
+    step and timeout, and which ranks did not arrive. Every rank whose collective timed out announces it in
     the process group's store; this rank waits up to ``wait_s`` for the others' announcements.
     Ranks that announce nothing are the ones the collective waited for: hung (stuck in I/O, a
     deadlock, a dead GPU) or dead. Returns those ranks (None when the store cannot tell)."""
-    stream = stream or sys.stderr
     first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-    print(f"rank {ctx.rank}: a collective timed out in step {step} after {timeout_s:g} s "
-          f"({setting}): {first}", file=stream, flush=True)
+    log.error("rank %d: a collective timed out in step %d after %g s (%s): %s", ctx.rank, step,
+              timeout_s, setting, first)
     missing: list[int] | None = None
     try:
         store = dist.distributed_c10d._get_default_store()
@@ -55,11 +54,10 @@ def report_timeout(exc: BaseException, ctx: DistContext, step: int, timeout_s: f
                 break
             time.sleep(0.2)
     except Exception as e:  # the store's host may be gone too: the message above stands alone
-        print(f"rank {ctx.rank}: cannot tell which ranks did not arrive ({e})", file=stream,
-              flush=True)
+        log.error("rank %d: cannot tell which ranks did not arrive (%s)", ctx.rank, e)
         return None
     if missing:
-        print(f"rank {ctx.rank}: rank(s) {missing} did not arrive at the collective of step "
-              f"{step} (hung or dead; see their logs); the last checkpoint is intact, run the "
-              f"same command again to resume", file=stream, flush=True)
+        log.error("rank %d: rank(s) %s did not arrive at the collective of step %d (hung or "
+                  "dead; see their logs); the last checkpoint is intact, run the same command "
+                  "again to resume", ctx.rank, missing, step)
     return missing

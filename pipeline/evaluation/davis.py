@@ -39,10 +39,14 @@ indices.
 One job, long because the protocol's reading rules, its per-sequence scoring and the official
 tool's exact output files belong together: each depends on the others' conventions (which
 frames count, how objects are numbered, how a NaN is written).
+
+Long (over 400 lines) on purpose: the whole protocol, both years and every output file of the
+official tool, is kept in one module, so that one reading checks it against the official tool.
 """
 
 from __future__ import annotations
 
+from pipeline.core.config import ConfigError
 import concurrent.futures as cf
 import dataclasses
 import logging
@@ -192,7 +196,7 @@ def evaluate_sequence(job: _Job) -> SequenceResult:
     ev = gt_paths[1:-1]
     frames = [p.stem for p in ev]
     if not ev:
-        warnings.warn(f"{job.name}: fewer than 3 annotated frames, nothing to evaluate")
+        log.warning("%s: fewer than 3 annotated frames, nothing to evaluate", job.name)
         empty = np.zeros((n_obj, 0))
         return SequenceResult(job.name, frames, empty, empty.copy(),
                               np.zeros(0) if job.temporal else None, job.eval_t)
@@ -371,7 +375,7 @@ def list_ground_truth(davis_root: str | Path, year: int, split: str,
     """(sequence, annotated frame paths) of a split, through the project's DAVIS readers."""
     name = {2016: "davis2016", 2017: "davis2017"}.get(int(year))
     if name is None:
-        raise ValueError(f"year must be 2016 or 2017, got {year!r}")
+        raise ConfigError(f"year must be 2016 or 2017, got {year!r}")
     try:
         src = get_source(name, davis_root)
         seqs = src.sequences(split)
@@ -444,7 +448,7 @@ def evaluate_davis(davis_root: str | Path, results: str | Path, year: int, split
     if temporal is None:
         temporal = year == 2016
     if temporal and year != 2016:
-        raise ValueError("T (temporal stability) is a DAVIS-2016 measure: use year=2016")
+        raise ConfigError("T (temporal stability) is a DAVIS-2016 measure: use year=2016")
     flags = _eval_t_flags(davis_root) if temporal else {}
     jobs = [_Job(name, paths, results, year, temporal, exact_ties, flags.get(name, True))
             for name, paths in list_ground_truth(davis_root, year, split, sequences)]

@@ -185,7 +185,8 @@ def _gif_bytes(frames: list[np.ndarray], fps: float) -> bytes:
     from PIL import Image
 
     duration = max(20, int(round(1000.0 / fps)))  # ms; browsers slow down delays < 20 ms
-    # Fast octree: ~12x faster than Pillow's default median cut at 480p, about as faithful.
+    # Fast octree: ~95x faster than Pillow's default median cut on 480p DAVIS frames
+    # (benchmarks/micro_claims.py prints it), about as faithful.
     ims = [Image.fromarray(f).quantize(colors=256, method=Image.Quantize.FASTOCTREE,
                                        dither=Image.Dither.NONE) for f in frames]
     buf = io.BytesIO()

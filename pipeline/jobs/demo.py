@@ -24,10 +24,12 @@ from pipeline.core.config import to_dict
 from pipeline.jobs.main import LakeConfig, LoaderCheckConfig, MainConfig, SampleDataConfig, run_main
 from pipeline.tracking import Tracker, TrackingConfig, environment_info, git_info, ui_hint
 from pipeline.train.weights import load_weights, save_random_weights
-from pipeline.train.runner import run_phase
+from pipeline.train.config import load_train_config, override_train_config
+from pipeline.train.registry import by_name
+from pipeline.train.runner import run_config
 from pipeline.jobs.segment import SegmentConfig, run_segment
 from pipeline.train.optim import OptimConfig
-from pipeline.train.phases.online import OnlineConfig
+from pipeline.inference.tuning import OnlineConfig
 
 TRAIN_DATASETS = ["davis2016", "msra10k", "voc2012", "ilsvrc_vid"]
 
@@ -124,22 +126,21 @@ def run_demo(cfg: DemoConfig) -> dict:
     saved_env = {k: os.environ.get(k) for k in ("STCNN_PARENT_RUN_ID", "MLFLOW_TRACKING_URI")}
     os.environ.update(pipeline_run.child_env())
     try:
-        common = [f"data.lake={lake}", f"tracking.experiment={cfg.experiment}",
-                  f"tracking.alias={cfg.alias}", "log.every=10", "checkpoint.every=1000"]
-        phases = [
-            ("gan", "pretrain_tcb", cfg.steps.gan, []),
-            ("segmentation", "pretrain_ssb", cfg.steps.segmentation, []),
-            ("alternating", "train_offline", cfg.steps.alternating,
-             ["init_missing=error",
-              f"init_from=[models:/stcnn-tcb@{cfg.alias},models:/stcnn-ssb@{cfg.alias}]",
-              f"alternating.tcb_steps={max(1, cfg.steps.alternating // 4)}",
-              f"alternating.ssb_steps={max(1, cfg.steps.alternating // 4)}"]),
-        ]
+        common = {"data.lake": str(lake), "tracking.experiment": cfg.experiment,
+                  "tracking.alias": cfg.alias, "log.every": 10, "checkpoint.every": 1000}
+        rounds = max(1, cfg.steps.alternating // 4)
+        extra = {"alternating": {
+            "init_missing": "error",
+            "init_from": [f"models:/stcnn-tcb@{cfg.alias}", f"models:/stcnn-ssb@{cfg.alias}"],
+            "alternating.tcb_steps": rounds, "alternating.ssb_steps": rounds}}
         report["phases"] = {}
-        for i, (phase, name, steps, extra) in enumerate(phases, start=1):
+        for i, phase in enumerate(("gan", "segmentation", "alternating"), start=1):
+            spec = by_name(phase)
+            name, steps = spec.command, getattr(cfg.steps, phase)
             t = _stage(f"training {i}/3: {name} ({phase}, {steps} steps)")
-            s = run_phase(phase, f"configs/tiny/{name}.yaml",
-                          common + [f"run_dir={out / 'train' / name}", f"steps={steps}"] + extra)
+            phase_cfg = load_train_config(spec.config_class, spec.tiny_config, [])
+            s = run_config(phase, override_train_config(phase_cfg, common | {
+                "run_dir": str(out / "train" / name), "steps": steps} | extra.get(phase, {})))
             report["phases"][name] = {k: s[k] for k in ("steps", "weights", "mlflow_run_id",
                                                         "samples_per_s", "last_metrics")}
             report["seconds"][name] = round(time.perf_counter() - t, 1)

@@ -8,18 +8,24 @@ online tuning, evaluation) extend it.
 
 from __future__ import annotations
 
+from pipeline.core.config import ConfigError
+import collections
 import dataclasses
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
 
 from pipeline.core.config import to_dict
+from pipeline.core.logs import report_events
 from pipeline.lake.catalog import summarize, validate_set, find_sets
 from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
 from pipeline.sources.registry import dataset_kind
 from pipeline.synthetic import DATASETS, SyntheticSpec, write_dataset
 from pipeline.loading.loader import make_loader
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -80,7 +86,8 @@ def check_loaders(lake: Path, cfg: LoaderCheckConfig, datasets: list[str]) -> li
             m = batch.get("mask")
             shapes.append({"input": list(x.shape), "mask": list(m.shape) if m is not None else None})
         out.append({"set": f"{dataset}/{set_dir.name}", "augment": preset, "batches": len(shapes),
-                    "shapes": shapes[0] if shapes else None})
+                    "shapes": shapes[0] if shapes else None,
+                    "data_events": loader.stats.events_counts()})
         print(f"{dataset}/{set_dir.name}: {len(shapes)} batches ({preset}), "
               f"input {shapes[0]['input']}, mask {shapes[0]['mask']}", flush=True)
     return out
@@ -89,7 +96,7 @@ def check_loaders(lake: Path, cfg: LoaderCheckConfig, datasets: list[str]) -> li
 def run_main(cfg: MainConfig) -> dict:
     unknown = sorted(set(cfg.datasets) - set(DATASETS))
     if unknown:
-        raise ValueError(f"unknown dataset(s) {unknown} in datasets; choose from {list(DATASETS)}")
+        raise ConfigError(f"unknown dataset(s) {unknown} in datasets; choose from {list(DATASETS)}")
     out = Path(cfg.out)
     sources, lake = out / "sources", out / "shards"
     report: dict = {"config": to_dict(cfg)}
@@ -130,6 +137,10 @@ def run_main(cfg: MainConfig) -> dict:
 
     _stage("4/4 loader batches")
     report["loaders"] = check_loaders(lake, cfg.loader, cfg.datasets)
+    events: collections.Counter = collections.Counter()
+    for entry in report["loaders"]:
+        events.update(entry["data_events"])
+    report["data_events"] = report_events(log, "main: loader batches", events)
 
     report["ok"] = not problems
     (out / "summary.json").write_text(json.dumps(report, indent=1, default=str) + "\n")

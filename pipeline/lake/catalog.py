@@ -7,6 +7,7 @@ finished, ``catalog.parquet``.
 
 from __future__ import annotations
 
+from pipeline.core.errors import FileProblem
 import dataclasses
 import json
 from pathlib import Path
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.atomic import atomic_open, stale_temps
+from pipeline.core.errors import InputMissing
 from pipeline.lake.contract import (CATALOG, MANIFEST, read_stats, shard_paths, split_member,
                                     unsafe_member)
 from pipeline.lake.tario import iter_members
@@ -35,10 +37,10 @@ def read_manifest(set_dir: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no manifest; this is not a shard set written by "
-                                "launch/preprocess.py (run it first)") from None
+        raise InputMissing(f"{path}: no manifest; this is not a shard set written by "
+                           "launch/preprocess.py (run it first)") from None
     except ValueError as e:
-        raise ValueError(f"{path}: unreadable manifest ({e}); re-run launch/preprocess.py") from None
+        raise FileProblem(path, f"unreadable manifest ({e})", "re-run launch/preprocess.py") from None
 
 
 def finished(set_dir: Path, n_shards: int) -> list[bool]:
@@ -63,8 +65,8 @@ def read_catalog(root: str | Path):
     """All finished samples of a lake (or one set) as one pyarrow table."""
     tables = [pq.read_table(s / CATALOG) for s in find_sets(root) if (s / CATALOG).is_file()]
     if not tables:
-        raise FileNotFoundError(f"{root}: no {CATALOG} (no complete shard set); run "
-                                "launch/preprocess.py, or launch/catalog.py --rebuild")
+        raise InputMissing(f"{root}: no {CATALOG} (no complete shard set); run "
+                           "launch/preprocess.py, or launch/catalog.py --rebuild")
     return pa.concat_tables(tables)
 
 
@@ -96,8 +98,8 @@ def summarize_set(set_dir: Path) -> dict:
 def summarize(root: str | Path) -> list[dict]:
     sets = find_sets(root)
     if not sets:
-        raise FileNotFoundError(f"{root}: no shard sets (no */*/manifest.json); "
-                                "build them with launch/preprocess.py")
+        raise InputMissing(f"{root}: no shard sets (no */*/manifest.json); "
+                           "build them with launch/preprocess.py")
     return [summarize_set(s) for s in sets]
 
 
@@ -145,7 +147,7 @@ def validate_set(set_dir: Path, *, deep: bool = True) -> Validation:
         tar_path, pq_path, stats_path = shard_paths(set_dir, i)
         try:
             stats = read_stats(stats_path)
-        except RuntimeError as e:
+        except FileProblem as e:
             v.error(str(e))
             continue
         if stats is None:

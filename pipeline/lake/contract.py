@@ -15,6 +15,7 @@ writer or uploader puts the stats file after the tar and the parquet (:func:`upl
 
 from __future__ import annotations
 
+from pipeline.core.errors import FileProblem
 import json
 import re
 from pathlib import Path
@@ -102,4 +103,4 @@ def read_stats(path: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
-        raise RuntimeError(f"{path}: unreadable shard stats ({e}); delete it to rebuild the shard") from e
+        raise FileProblem(path, f"unreadable shard stats ({e})", "delete it to rebuild the shard") from e

@@ -12,17 +12,22 @@ and then by DataLoader worker (:func:`split_by_worker`); a set with fewer shards
 
 from __future__ import annotations
 
+from pipeline.core.config import ConfigError
 import dataclasses
 import json
+import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Sequence
 
+from pipeline.core.errors import InputMissing, PipelineError
 from pipeline.lake import store as objectstore
-from pipeline.lake.contract import is_shard_tar, stats_path
+from pipeline.lake.contract import stats_name
 
-class NotEnoughShardsError(ValueError):
+log = logging.getLogger(__name__)
+
+
+class NotEnoughShardsError(PipelineError, ValueError):
     """A shard set has fewer shards than ranks x workers."""
 
 
@@ -32,102 +37,84 @@ class ShardSet:
 
     name: str
     shards: tuple[str, ...]
-    samples: int | None = None  # from the stats files, when they say
 
 
-def _read_count(stats: Path) -> int | None:
+def _read_count(stats: str) -> int | None:
     try:
-        return int(json.loads(stats.read_text())["count"])
+        return int(json.loads(objectstore.read_bytes(stats))["count"])
     except Exception:
         return None
 
 
-def _total_count(tars: Sequence[Path]) -> int | None:
+def _total_count(shards: Sequence[str]) -> int | None:
     """Samples in these shards by their stats files; None when one of them does not say."""
-    counts = [_read_count(stats_path(t)) for t in tars]
+    counts = [_read_count(stats_name(t)) for t in shards]
     return sum(counts) if all(c is not None for c in counts) else None
+
+
+def _finished_in(shard: str, files: set[str]) -> bool:
+    """The tar ``shard`` and its stats file are among ``files`` (of its folder or prefix)."""
+    name = shard.rsplit("/", 1)[-1]
+    return name in files and stats_name(name) in files
 
 
 def finished_shards(set_dir: str | os.PathLike) -> list[Path]:
     """The finished shards of a set folder, sorted: ``NNNNN.tar`` with its ``NNNNN_stats.json``
     (none when the folder does not exist)."""
-    return sorted(p for p in Path(set_dir).glob("*.tar")
-                  if is_shard_tar(p.name) and p.is_file() and stats_path(p).is_file())
+    return [Path(s) for s in objectstore.list_finished(set_dir)]
 
 
 def list_shards(shard_dir: str | os.PathLike) -> list[str]:
     """:func:`finished_shards` as strings; raises when the folder does not exist."""
     if not Path(shard_dir).is_dir():
-        raise FileNotFoundError(f"shard folder {shard_dir} does not exist")
+        raise InputMissing(f"shard folder {shard_dir} does not exist")
     return [str(p) for p in finished_shards(shard_dir)]
 
 
 def shard_sets(sources: "str | os.PathLike | Sequence[str | os.PathLike]") -> list[ShardSet]:
     """Resolve folders and/or tar paths to shard sets.
 
-    A folder is one set; tar files given directly form one set together (unfinished ones, without
-    their stats file, are dropped with a warning). An ``s3://bucket/prefix/<dataset>/<split>``
-    URL is one set too (its finished shards by :func:`pipeline.lake.store.list_finished`;
-    shards are then ``s3://`` URLs, split over ranks and workers like paths); ``s3://`` tar URLs
-    given directly form one set like local tars. Raises when a set has no finished shard.
+    A folder, or an ``s3://bucket/prefix/<dataset>/<split>`` URL, is one set (its finished
+    shards by :func:`pipeline.lake.store.list_finished`: paths, or ``s3://`` URLs, split over
+    ranks and workers alike); tar files or URLs given directly form one set together
+    (unfinished ones, without their stats file, are dropped with a warning). Raises when a set
+    has no finished shard.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     sets: list[ShardSet] = []
-    loose: list[Path] = []
-    loose_s3: list[str] = []
+    loose: list[str] = []
     for src in sources:
-        if objectstore.is_s3(src):  # s3://bucket/prefix/<dataset>/<split>, or one tar there
-            url = objectstore.normalize(src).rstrip("/")
-            if url.endswith(".tar"):
-                loose_s3.append(url)
-                continue
-            shards = objectstore.list_finished(url)
+        loc = objectstore.locate(src)
+        if objectstore.is_set(loc):
+            shards = objectstore.list_finished(loc)
             if not shards:
-                raise FileNotFoundError(
-                    f"shard set {url} has no finished shard (NNNNN.tar with NNNNN_stats.json "
-                    "objects); upload it with launch/preprocess.py --out s3://..., or check the "
-                    "URL (s3://<bucket>/<prefix>/<dataset>/<split>)")
-            sets.append(ShardSet(url, tuple(shards), None))
-            continue
-        p = Path(src)
-        if p.is_dir():
-            shards = list_shards(p)
-            if not shards:
-                raise FileNotFoundError(
-                    f"shard set {p} has no finished shard (NNNNN.tar with NNNNN_stats.json); "
-                    "run launch/preprocess.py for it, or wait for it to finish")
-            sets.append(ShardSet(str(p), tuple(shards), _total_count([Path(s) for s in shards])))
-        elif p.suffix == ".tar":
-            loose.append(p)
+                raise InputMissing(
+                    f"shard set {loc} has no finished shard (NNNNN.tar with NNNNN_stats.json)",
+                    "write it with launch/preprocess.py (--out: a folder, or s3://<bucket>/"
+                    "<prefix>, which it uploads to) and wait for it to finish, or check the "
+                    "location (<lake>/<dataset>/<split>)")
+            sets.append(ShardSet(str(loc), tuple(shards)))
+        elif str(loc).endswith(".tar"):
+            loose.append(str(loc))
         else:
-            raise FileNotFoundError(f"{p} is neither a shard folder nor a .tar shard")
+            raise InputMissing(f"{loc} is neither a shard folder nor a .tar shard")
     if loose:
-        finished = [p for p in loose if p.is_file() and stats_path(p).is_file()]
-        dropped = [str(p) for p in loose if p not in finished]
+        listed: dict[str, set[str]] = {}  # each folder or prefix listed once
+        for u in loose:
+            folder = objectstore.parent(u)
+            if folder not in listed:
+                listed[folder] = set(objectstore.list_files(folder))
+        finished = [u for u in loose if _finished_in(u, listed[objectstore.parent(u)])]
+        dropped = [u for u in loose if u not in finished]
         if dropped:
-            warnings.warn(f"ignoring unfinished or missing shards (no _stats.json): {dropped}",
-                          stacklevel=2)
+            log.warning("ignoring unfinished or missing shards (no _stats.json): %s", dropped)
         if not finished:
-            raise FileNotFoundError(f"none of the given shards is finished: {dropped}")
-        sets.append(ShardSet("+".join(sorted({str(p.parent) for p in finished})),
-                             tuple(str(p) for p in finished), _total_count(finished)))
-    if loose_s3:
-        listed: dict[str, set[str]] = {}
-        for u in loose_s3:
-            parent = u.rsplit("/", 1)[0]
-            if parent not in listed:
-                listed[parent] = set(objectstore.list_finished(parent))
-        finished_s3 = [u for u in loose_s3 if u in listed[u.rsplit("/", 1)[0]]]
-        dropped_s3 = [u for u in loose_s3 if u not in finished_s3]
-        if dropped_s3:
-            warnings.warn(f"ignoring unfinished or missing shards (no _stats.json): {dropped_s3}",
-                          stacklevel=2)
-        if not finished_s3:
-            raise FileNotFoundError(f"none of the given shards is finished: {dropped_s3}")
-        sets.append(ShardSet("+".join(sorted(set(listed))), tuple(finished_s3), None))
+            raise InputMissing(f"none of the given shards is finished: {dropped}")
+        sets.append(ShardSet("+".join(sorted({objectstore.parent(u) for u in finished})),
+                             tuple(finished)))
     if not sets:
-        raise ValueError("no shard folders or shards given")
+        raise ConfigError("no shard folders or shards given", "name at least one shard set folder, tar file or s3:// prefix")
     return sets
 
 
@@ -181,9 +168,10 @@ def check_shard_counts(sets: Sequence[ShardSet], world_size: int, num_workers: i
         fix_workers = (f"use num_workers <= {max_workers}" if max_workers >= 1
                        else f"run on at most {n} ranks")
         per_shard = ""
-        if s.samples:
-            per_shard = (f" (it holds {s.samples} samples: --shard-max-count "
-                         f"{max(1, s.samples // needed)} gives >= {needed} shards)")
+        samples = _total_count(s.shards)  # read here, on this error's path only
+        if samples:
+            per_shard = (f" (it holds {samples} samples: --shard-max-count "
+                         f"{max(1, samples // needed)} gives >= {needed} shards)")
         raise NotEnoughShardsError(
             f"shard set {s.name} has {n} finished shard(s), but world_size={world_size} x "
             f"num_workers={nw} = {needed} are needed: every rank and every DataLoader worker "

@@ -10,6 +10,7 @@ any number of workers or array tasks produce the same samples in the same shards
 
 from __future__ import annotations
 
+from pipeline.core.config import ConfigError
 import dataclasses
 import os
 from pathlib import Path
@@ -63,9 +64,9 @@ def _file_sizes(seq: Sequence) -> tuple[list[int], dict[int, int]]:
 
 def plan_clips(sequences: list[Sequence], delta: int, clip_stride: int) -> list[SampleSpec]:
     if delta < 1:
-        raise ValueError(f"delta must be >= 1 (the paper uses 4), got {delta}")
+        raise ConfigError(f"delta must be >= 1 (the paper uses 4), got {delta}")
     if clip_stride < 1:
-        raise ValueError(f"clip stride must be >= 1, got {clip_stride}")
+        raise ConfigError(f"clip stride must be >= 1, got {clip_stride}")
     specs = []
     for seq in sequences:
         with_mask = seq.mask_format is not None
@@ -109,7 +110,7 @@ def payload_bytes(specs: list[SampleSpec]) -> int:
 def split_into_shards(specs: list[SampleSpec], max_count: int, max_bytes: int) -> list[list[SampleSpec]]:
     """Consecutive groups: a new shard starts when the count or the byte budget would be passed."""
     if max_count < 1 or max_bytes < 1:
-        raise ValueError(f"shard limits must be positive (count {max_count}, bytes {max_bytes})")
+        raise ConfigError(f"shard limits must be positive (count {max_count}, bytes {max_bytes})")
     shards: list[list[SampleSpec]] = []
     cur: list[SampleSpec] = []
     cur_bytes = 0

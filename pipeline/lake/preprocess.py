@@ -9,18 +9,20 @@ files.
 
 from __future__ import annotations
 
+from pipeline.core.config import ConfigError
+import collections
 import concurrent.futures as cf
 import contextlib
 import dataclasses
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Literal
 
 from pipeline.core.atomic import atomic_write_text, remove_dead_temps
+from pipeline.core.logs import report_events
 from pipeline.lake import store as objectstore
 from pipeline.lake.catalog import finished, write_catalog
 from pipeline.lake.contract import CATALOG, MANIFEST, shard_name
@@ -62,10 +64,10 @@ def _array_var(env, name: str) -> int:
     try:
         return int(env[name])
     except KeyError:
-        raise ValueError(f"{name} is not set in this SLURM array task: pass --num-tasks N, the "
+        raise ConfigError(f"{name} is not set in this SLURM array task: pass --num-tasks N, the "
                          "size of the array whose tasks you run") from None
     except ValueError:
-        raise ValueError(f"{name}={env[name]!r} is not an integer: pass --task-index and "
+        raise ConfigError(f"{name}={env[name]!r} is not an integer: pass --task-index and "
                          "--num-tasks by hand") from None
 
 
@@ -74,7 +76,7 @@ def _array_size(env) -> int:
     lo, hi, count = (_array_var(env, f"SLURM_ARRAY_TASK_{k}") for k in ("MIN", "MAX", "COUNT"))
     if lo == 0 and hi == count - 1:
         return count
-    raise ValueError(
+    raise ConfigError(
         f"this SLURM array (task ids {lo}..{hi}, {count} task(s)) is not a whole array "
         f"0..N-1, so the number of tasks sharing the shards is unknown: pass --num-tasks N, the "
         f"size of the array whose tasks you re-run (e.g. --num-tasks 64 after --array=0-63)")
@@ -97,18 +99,18 @@ def resolve_task(task_index: int | None, num_tasks: int | None,
     if num_tasks is None:
         num_tasks = _array_size(env) if array_id is not None else 1
     if num_tasks < 1:
-        raise ValueError(f"--num-tasks must be >= 1, got {num_tasks}")
+        raise ConfigError(f"--num-tasks must be >= 1, got {num_tasks}")
     if in_array:
         task_index = _array_var(env, "SLURM_ARRAY_TASK_ID")
     elif task_index is None:
         task_index = 0
     if not 0 <= task_index < num_tasks:
         if in_array:
-            raise ValueError(
+            raise ConfigError(
                 f"SLURM_ARRAY_TASK_ID {task_index} is not in [0, {num_tasks}) of --num-tasks "
                 f"{num_tasks}: submit task ids 0..{num_tasks - 1} only, or pass --num-tasks N, "
                 "the size of the array whose tasks you re-run")
-        raise ValueError(f"--task-index {task_index} is not in [0, {num_tasks}): use "
+        raise ConfigError(f"--task-index {task_index} is not in [0, {num_tasks}): use "
                          f"--task-index 0..{num_tasks - 1} with --num-tasks {num_tasks}")
     return task_index, num_tasks
 
@@ -238,42 +240,38 @@ def write_splits(cfg: PreprocessConfig, source: Source, plans: list[_SplitPlan],
     return summaries
 
 
-def _run_to_store(cfg: PreprocessConfig) -> list[dict]:
-    """``out=s3://...``: write the sets into a local staging folder, then upload each one with
-    :func:`objectstore.upload_set` (stats files last), so readers of the store only ever see
-    finished shards. The summaries' ``dir`` is the set URL; ``staging_dir`` the local folder."""
-    url = objectstore.normalize(cfg.out).rstrip("/")
-    objectstore.check_access(url)  # bucket and credentials, before the long part
-    tmp = None
-    if cfg.staging is None:
-        tmp = tempfile.TemporaryDirectory(prefix="stcnn-staging-")
-        staging = Path(tmp.name)
-    else:
-        staging = Path(cfg.staging)
-    try:
-        summaries = run_preprocess(dataclasses.replace(cfg, out=staging, staging=None))
+def run_preprocess(cfg: PreprocessConfig) -> list[dict]:
+    """Write this task's shards of the splits into the lake ``cfg.out``. A lake on the object
+    store is written to a local staging folder (:func:`objectstore.writer_for`: its bucket and
+    credentials checked first), each set then uploaded stats files last, so readers of the
+    store only ever see finished shards: its summaries' ``dir`` is the set URL, ``upload`` the
+    upload's counts and ``staging_dir`` the local set (None for a temporary staging folder)."""
+    task_index, num_tasks = resolve_task(cfg.task_index, cfg.num_tasks)  # before any write
+    cfg = dataclasses.replace(cfg, task_index=task_index, num_tasks=num_tasks)
+    with objectstore.writer_for(cfg.out, cfg.staging) as lake:
+        summaries = _write_sets(dataclasses.replace(cfg, out=lake.root, staging=None))
         for s in summaries:
-            set_url = objectstore.join(url, s["dataset"], s["split"])
-            s["upload"] = objectstore.upload_set(s["dir"], set_url)
-            s["staging_dir"] = s["dir"] if tmp is None else None
+            upload = lake.publish(s["dir"], s["dataset"], s["split"])
+            if upload is None:  # written in place
+                continue
+            set_url = str(lake.location(s["dataset"], s["split"]))
+            s["upload"] = upload
+            s["staging_dir"] = s["dir"] if lake.kept else None
             s["dir"] = set_url
             if s["catalog"]:
-                s["catalog"] = objectstore.join(set_url, Path(s["catalog"]).name)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+                s["catalog"] = str(lake.location(s["dataset"], s["split"],
+                                                 Path(s["catalog"]).name))
     return summaries
 
 
-def run_preprocess(cfg: PreprocessConfig) -> list[dict]:
-    task_index, num_tasks = resolve_task(cfg.task_index, cfg.num_tasks)  # before any write
-    cfg = dataclasses.replace(cfg, task_index=task_index, num_tasks=num_tasks)
-    if objectstore.is_s3(cfg.out):
-        return _run_to_store(cfg)
+def _write_sets(cfg: PreprocessConfig) -> list[dict]:
+    """The shards of this task (``cfg.task_index`` of ``cfg.num_tasks``), written into the
+    local folder ``cfg.out``; the catalog of each split whose shards are all finished."""
+    task_index, num_tasks = cfg.task_index, cfg.num_tasks
     if cfg.dataset not in SOURCES:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {sorted(SOURCES)}")
+        raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose one of {sorted(SOURCES)}")
     if cfg.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {cfg.workers}")
+        raise ConfigError(f"--workers must be >= 1, got {cfg.workers}")
     source = get_source(cfg.dataset, cfg.src, on_error=cfg.on_error)
     splits = cfg.splits or source.splits()
     unknown = [s for s in splits if s not in source.splits()]
@@ -281,4 +279,10 @@ def run_preprocess(cfg: PreprocessConfig) -> list[dict]:
         raise SourceError(source.root, f"split(s) {unknown} not found in {cfg.dataset}",
                           f"choose among {source.splits()}")
     plans = [plan_split(cfg, source, split, task_index, num_tasks) for split in splits]
-    return write_splits(cfg, source, plans, task_index, num_tasks)
+    summaries = write_splits(cfg, source, plans, task_index, num_tasks)
+    events: collections.Counter = collections.Counter()
+    for s in summaries:   # the splits' counted skips: bad inputs while writing, while listing
+        events.update(s["failures"])
+        events.update(s["listing_skips"])
+    report_events(log, f"preprocess {source.name} ({'+'.join(splits)})", events)
+    return summaries

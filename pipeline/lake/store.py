@@ -1,5 +1,20 @@
-"""Shard sets on an S3-compatible object store (AWS S3, MinIO, Ceph, a local ``moto`` server),
-through ``fsspec``'s ``s3fs``.
+"""Where shard sets live, a local folder or an object store: the one module that tells the two
+kinds of location apart.
+
+The object store is an S3-compatible one (AWS S3, MinIO, Ceph, a local ``moto`` server), reached
+through ``fsspec``'s ``s3fs``. Every other module names a location (a path, or an ``s3://`` URL)
+and reads, lists and writes it through these functions:
+
+    locate(root, *parts)     a local Path (``~`` expanded), or an ``s3://`` URL string
+    is_set / parent          a shard set (local folder; a prefix not naming a ``.tar``), a parent
+    open_read(url)           a binary reader: the file itself (unbuffered: the tar reader reads
+                             large blocks), or an object streamed in ranged reads
+    list_finished(url)       the finished shards of a set (contract: its stats file exists)
+    writer_for(out)          where a job writes sets (the lake, or a staging folder) and
+                             ``publish`` (nothing, or :func:`upload_set`: stats last)
+    local_copy(url)          a local folder holding a lake (itself, or a downloaded copy)
+
+One job, long because both kinds of location are answered here, so that no other module asks.
 
 A set URL is ``s3://<bucket>/<prefix>/<dataset>/<split>``; its objects mirror a local set folder
 (``shards/README.md``): ``NNNNN.tar``, ``NNNNN.parquet``, ``NNNNN_stats.json``, ``manifest.json``,
@@ -18,14 +33,18 @@ profile, an instance role), ``AWS_DEFAULT_REGION``, and for a non-AWS store the 
 
 from __future__ import annotations
 
+from pipeline.core.config import ConfigError
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable, Iterator
 
+from pipeline.core.errors import InputMissing, PipelineError
 from pipeline.lake.contract import SET_FILES, finished_names, is_shard_tar, upload_order
 
 S3_PREFIX = "s3://"
@@ -37,8 +56,12 @@ _filesystems: dict[tuple, Any] = {}
 _filesystems_lock = threading.Lock()
 
 
-class ObjectStoreError(RuntimeError):
+class ObjectStoreError(PipelineError, RuntimeError):
     """An object-store call failed for a reason the user fixes (bucket, credentials, endpoint)."""
+
+
+class NotLocalError(ObjectStoreError, ValueError):
+    """A lake on the object store was to be rewritten in place, which works on a local one only."""
 
 
 def normalize(url: "str | os.PathLike") -> str:
@@ -61,15 +84,39 @@ def split_url(url: "str | os.PathLike") -> tuple[str, str]:
     """``s3://bucket/a/b`` -> (``bucket``, ``a/b``); the key has no leading/trailing slash."""
     s = normalize(url)
     if not s.startswith(S3_PREFIX):
-        raise ValueError(f"{s!r} is not an s3:// URL")
+        raise ConfigError(f"{s!r} is not an s3:// URL")
     bucket, _, key = s[len(S3_PREFIX):].partition("/")
     if not bucket:
-        raise ValueError(f"{s!r} names no bucket (expected s3://<bucket>/<prefix>)")
+        raise ConfigError(f"{s!r} names no bucket (expected s3://<bucket>/<prefix>)")
     return bucket, key.strip("/")
 
 
 def join(url: str, *parts: str) -> str:
     return "/".join([normalize(url).rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def locate(root: "str | os.PathLike", *parts: str) -> "Path | str":
+    """``root/parts``: an ``s3://`` URL (a str, no trailing slash) for a location on the object
+    store, else a local :class:`Path` (``~`` expanded)."""
+    if is_s3(root):
+        return join(root, *parts) if parts else normalize(root).rstrip("/")
+    return Path(root).expanduser().joinpath(*parts)
+
+
+def is_set(url: "str | os.PathLike") -> bool:
+    """``url`` names a shard set rather than one shard: an existing local folder; on the object
+    store any prefix not ending in ``.tar`` (a prefix does not exist apart from its objects:
+    the shards it holds are listed, :func:`list_finished`)."""
+    loc = locate(url)
+    return not loc.endswith(".tar") if isinstance(loc, str) else loc.is_dir()
+
+
+def parent(url: "str | os.PathLike") -> str:
+    """The folder or prefix holding ``url`` (``.`` for a bare local name)."""
+    loc = locate(url)
+    return loc.rsplit("/", 1)[0] if isinstance(loc, str) else str(loc.parent)
+
+
 
 
 def endpoint_url() -> str | None:
@@ -123,7 +170,7 @@ def _code(exc: BaseException) -> str:
 
 
 def _error(exc: BaseException, url: str, action: str) -> Exception:
-    """An s3fs/botocore error -> an :class:`ObjectStoreError` (or FileNotFoundError) naming the
+    """An s3fs/botocore error -> an :class:`ObjectStoreError` (or :class:`InputMissing`) naming the
     URL and the fix. Never includes credentials."""
     from botocore.exceptions import (EndpointConnectionError, NoCredentialsError,
                                      PartialCredentialsError)
@@ -141,7 +188,7 @@ def _error(exc: BaseException, url: str, action: str) -> Exception:
         return ObjectStoreError(f"{action} {url}: bucket {bucket!r} does not exist{where}. Fix: "
                                 f"create it (aws s3 mb s3://{bucket}) or fix the URL")
     if isinstance(exc, FileNotFoundError) or code in ("NoSuchKey", "404", "NotFound"):
-        return FileNotFoundError(f"{action} {url}: no such object{where}")
+        return InputMissing(f"{action} {url}: no such object{where}")
     if isinstance(exc, PermissionError) or code in (
             "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken",
             "InvalidToken"):
@@ -157,11 +204,14 @@ def _store_errors() -> tuple[type[BaseException], ...]:
     return (BotoCoreError, OSError)
 
 
-def open_stream(url: "str | os.PathLike") -> IO[bytes]:
-    """A readable, seekable binary stream of one object (s3fs's file: ranged GETs read ahead in
-    8 MiB blocks, so memory stays bounded and no temporary file is written; its ``size`` is the
-    object's). Raises FileNotFoundError for a missing object, :class:`ObjectStoreError`
-    otherwise."""
+def open_read(url: "str | os.PathLike") -> IO[bytes]:
+    """A readable, seekable binary stream of one file or object. A local file is opened
+    unbuffered (its reader asks for large blocks; a buffer would only copy them). An object is
+    s3fs's file: ranged GETs read ahead in 8 MiB blocks, so memory stays bounded and no
+    temporary file is written; its ``size`` is the object's. Raises FileNotFoundError for a
+    missing file or object, :class:`ObjectStoreError` for a store that refuses."""
+    if not is_s3(url):
+        return open(os.fspath(url), "rb", buffering=0)
     url = normalize(url)
     try:
         return filesystem().open(_path(url), "rb", block_size=8 << 20, cache_type="readahead")
@@ -170,6 +220,9 @@ def open_stream(url: "str | os.PathLike") -> IO[bytes]:
 
 
 def read_bytes(url: "str | os.PathLike") -> bytes:
+    """The bytes of one file or object (FileNotFoundError when it is missing)."""
+    if not is_s3(url):
+        return Path(url).read_bytes()
     url = normalize(url)
     try:
         return filesystem().cat_file(_path(url))
@@ -200,12 +253,25 @@ def check_access(url: "str | os.PathLike") -> None:
     _list(normalize(url).rstrip("/"))
 
 
-def list_finished(s3_url: "str | os.PathLike") -> list[str]:
-    """URLs of the finished shards of a set, sorted: ``NNNNN.tar`` objects whose
-    ``NNNNN_stats.json`` object exists (empty when the prefix holds none)."""
-    url = normalize(s3_url).rstrip("/")
-    names = _list(url)
-    return [join(url, n) for n in finished_names(names)]
+def list_finished(set_url: "str | os.PathLike") -> list[str]:
+    """Paths or URLs of the finished shards of a set, sorted: ``NNNNN.tar`` files or objects
+    whose ``NNNNN_stats.json`` exists (empty when the folder or prefix holds none, or is
+    missing)."""
+    loc = locate(set_url)
+    return [str(locate(loc, n)) for n in finished_names(list_files(loc))]
+
+
+def list_files(url: "str | os.PathLike") -> list[str]:
+    """Names of the files (symlinks to files included) in a folder, or of the objects directly
+    under a prefix; none when it is missing or empty (a missing bucket is an error)."""
+    loc = locate(url)
+    if isinstance(loc, str):
+        return list(_list(loc))
+    try:
+        with os.scandir(loc) as entries:
+            return [e.name for e in entries if e.is_file()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def download_prefix(url: "str | os.PathLike", dest: "str | os.PathLike", *,
@@ -239,8 +305,8 @@ def download_prefix(url: "str | os.PathLike", dest: "str | os.PathLike", *,
     except _store_errors() as e:
         raise _error(e, url, "downloading") from e
     if not n:
-        raise FileNotFoundError(f"{url}: no objects there; check the URL (a lake root or a set "
-                                "s3://bucket/prefix/<dataset>/<split>)")
+        raise InputMissing(f"{url}: no objects there; check the URL (a lake root or a set "
+                           "s3://bucket/prefix/<dataset>/<split>)")
     return n
 
 
@@ -373,3 +439,82 @@ def upload_set(local_set_dir: "str | os.PathLike", s3_url: "str | os.PathLike") 
 
 def read_json(url: str) -> Any:
     return json.loads(read_bytes(url))
+
+
+@dataclasses.dataclass
+class LakeWriter:
+    """Where a job writes shard sets: ``root``, a local folder (the lake itself, or the staging
+    folder of a lake on the object store, ``staged``), and :meth:`publish`, which puts a written
+    set at its place in the lake."""
+
+    lake: "Path | str"
+    root: Path
+    staged: bool = False
+    kept: bool = False          # a staging folder the caller named (kept afterwards)
+
+    def location(self, *parts: str) -> "Path | str":
+        return locate(self.lake, *parts)
+
+    def publish(self, local_set: "str | os.PathLike", *parts: str) -> dict | None:
+        """Put the set written at ``local_set`` at ``lake/parts``: nothing to do for a local
+        lake (None); an upload, stats last, for one on the object store (its counts,
+        :func:`upload_set`)."""
+        if not self.staged:
+            return None
+        return upload_set(local_set, self.location(*parts))
+
+
+@contextlib.contextmanager
+def writer_for(out: "str | os.PathLike",
+               staging: "str | os.PathLike | None" = None) -> Iterator[LakeWriter]:
+    """The :class:`LakeWriter` of the lake ``out``. A local lake is written in place (a
+    ``staging`` folder is an error there: nothing is staged). For one on the object store the
+    bucket and credentials are checked first (before any long job), and the sets are written
+    to ``staging``, else to a temporary folder removed at the end."""
+    lake = locate(out)
+    if isinstance(lake, Path):
+        if staging is not None:
+            raise PipelineError(f"a staging folder ({staging}) is only used for a lake on an "
+                                f"object store, not for the folder {out}",
+                                "drop --staging, or write to s3://<bucket>/<prefix>")
+        yield LakeWriter(lake, lake)
+        return
+    check_access(lake)
+    if staging is not None:
+        yield LakeWriter(lake, Path(staging), staged=True, kept=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="stcnn-staging-") as tmp:
+        yield LakeWriter(lake, Path(tmp), staged=True)
+
+
+@dataclasses.dataclass
+class LocalCopy:
+    """A local folder holding a lake (``path``, a str) and ``show``, which names the lake
+    instead of that folder in a text (the identity for a local lake)."""
+
+    path: str
+    show: Callable[[Any], str] = str
+
+
+@contextlib.contextmanager
+def local_copy(url: "str | os.PathLike", *, sets: "list[str] | None" = None, tars: bool = True,
+               staging: "str | os.PathLike | None" = None, rewrite: bool = False,
+               prefix: str = "stcnn-lake-") -> Iterator[LocalCopy]:
+    """A local folder holding the lake (or set) ``url``: a local one is itself, as given; one
+    on the object store is downloaded (only ``sets``, ``<dataset>/<split>`` under it, when
+    given; no shard tars with ``tars=False``) to ``staging``, else to a temporary folder
+    (``prefix``) removed at the end. ``rewrite=True`` (the caller writes there) is refused for
+    a lake on the object store, before anything is downloaded: :class:`NotLocalError`."""
+    if not is_s3(url):
+        yield LocalCopy(os.fspath(url))
+        return
+    url = normalize(url).rstrip("/")
+    if rewrite:
+        raise NotLocalError(f"{url} is on an object store: a local copy of it would be "
+                            "rewritten, not the lake")
+    with contextlib.ExitStack() as stack:
+        dest = (str(staging) if staging is not None else
+                stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+        for s in sets or [""]:
+            download_prefix(join(url, s) if s else url, Path(dest) / s, tars=tars)
+        yield LocalCopy(dest, lambda text: str(text).replace(dest, url))

@@ -12,13 +12,15 @@ from __future__ import annotations
 import os
 from typing import BinaryIO, Callable, Iterator
 
+from pipeline.core.errors import PipelineError
+
 BLOCK = 512
 REGULAR = (b"0", b"\0", b"7")
 GNU_LONGNAME = b"L"
 PAX_HEADERS = (b"x", b"g")  # per-member and global pax extended headers
 
 
-class TarFormatError(ValueError):
+class TarFormatError(PipelineError, ValueError):
     pass
 
 

@@ -2,7 +2,8 @@
 ``GNU_FORMAT`` output for the same members (mode 0644, uid/gid 0, mtime 0, no owner names).
 
 Why by hand: ``tarfile.addfile`` builds a ``TarInfo`` copy, a header dict and a dozen field
-conversions per member (~80 us), plus a ``BytesIO`` round trip of the data; a shard holds
+conversions per member, plus a ``BytesIO`` round trip of the data (1.3-1.7x this writer's time
+per DAVIS member: benchmarks/micro_claims.py prints both); a shard holds
 7 members per clip, so that was a quarter of the preprocessing job's time. Every header here is a
 fixed template with only the name, size and checksum filled in; the data is written as it is.
 The round trip (``tarfile`` and :mod:`pipeline.lake.tario` read it back) and the byte identity

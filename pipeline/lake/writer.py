@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.core.errors import PipelineError
 from pipeline.core.atomic import atomic_open, atomic_write_text, fsync_dir, remove_stale_temps
 from pipeline.lake.contract import read_stats, shard_paths
 from pipeline.lake.plan import SampleSpec
@@ -48,7 +49,7 @@ CATALOG_SCHEMA = pa.schema([
 ])
 
 
-class ShardPlanMismatch(RuntimeError):
+class ShardPlanMismatch(PipelineError, RuntimeError):
     pass
 
 

@@ -62,6 +62,8 @@ import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
+from pipeline.core.config import ConfigError, from_dict
+
 __all__ = [
     "AugmentConfig",
     "PRESETS",
@@ -94,21 +96,29 @@ def _pair(value: Any, name: str, cast=int) -> tuple | None:
 class AugmentConfig:
     """What to do to every sample; see the module docstring for the order and the presets.
 
-    size:         output (H, W); ``None`` keeps the (cropped) source size.
+    This is also the ``augment:`` section of the configs (``data.augment``, ``eval.augment``),
+    loaded by :mod:`pipeline.core.config`: a key not below, or a value of the wrong type, is a
+    config error naming the key, at load.
+
+    preset:       a name of :data:`PRESETS`: every key not given takes the preset's value
+                  (``{preset: offline, size: [200, 300]}``); ``None``: the defaults below.
+                  Recorded, not compared: two configs doing the same thing are equal.
+    size:         output (H, W), or one number for both; ``None`` keeps the (cropped) source size.
     hflip:        probability of a horizontal flip of all frames and the mask.
     rotate_deg:   rotation angle drawn uniformly from [-rotate_deg, rotate_deg] degrees.
-    scale:        zoom factor drawn uniformly from [lo, hi]; (1, 1) = no rescale.
+    scale:        zoom factor drawn uniformly from [lo, hi] (one number: fixed); (1, 1) = none.
     crop:         random crop (h, w) taken from the source before anything else; ``None`` = none.
     time_reverse: probability of reversing the frame order (mask-free clips only).
     mask_fill:    mask value for pixels coming from outside the source (255 = void, the default).
     antialias:    antialiased downscaling of the frames (uint8, cheap).
     """
 
-    size: tuple[int, int] | None = None
+    preset: str | None = dataclasses.field(default=None, compare=False)
+    size: tuple[int, int] | int | None = None
     hflip: float = 0.5
     rotate_deg: float = 0.0
-    scale: tuple[float, float] = (1.0, 1.0)
-    crop: tuple[int, int] | None = None
+    scale: tuple[float, float] | float = (1.0, 1.0)
+    crop: tuple[int, int] | int | None = None
     time_reverse: float = 0.0
     mask_fill: int = 255
     antialias: bool = True
@@ -138,16 +148,17 @@ class AugmentConfig:
         object.__setattr__(self, "mask_fill", int(self.mask_fill))
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AugmentConfig":
-        """Build from a plain mapping (YAML); unknown keys are an error naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown AugmentConfig keys {unknown}; known: {sorted(names)}")
-        return cls(**dict(d))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def expand_config(cls, data: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """The mapping of a config file with its ``preset``'s values under the keys it does not
+        set (:mod:`pipeline.core.config` calls this before checking the keys)."""
+        d = dict(data)
+        if d.get("preset") is None:
+            return d
+        try:
+            base = get_preset(d["preset"])
+        except ConfigError as e:
+            raise ConfigError(f"{where + '.' if where else ''}preset: {e}") from None
+        return {f.name: getattr(base, f.name) for f in dataclasses.fields(cls)} | d
 
     @property
     def is_identity(self) -> bool:
@@ -168,20 +179,22 @@ PRESETS: dict[str, AugmentConfig] = {
     "eval": AugmentConfig(size=None, hflip=0.0),
     "none": AugmentConfig(size=None, hflip=0.0),
 }
+PRESETS = {name: dataclasses.replace(cfg, preset=name) for name, cfg in PRESETS.items()}
 
 
 def get_preset(name: str, **overrides: Any) -> AugmentConfig:
     """A preset by name, optionally with fields replaced: ``get_preset("offline", size=None)``."""
     try:
         cfg = PRESETS[name]
-    except KeyError:
-        raise ValueError(
+    except (KeyError, TypeError):
+        raise ConfigError(
             f"unknown augmentation preset {name!r}; known: {sorted(PRESETS)}") from None
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
 
 
 def resolve_augment(augment: "AugmentConfig | str | Mapping[str, Any] | None") -> AugmentConfig:
-    """Accept a config, a preset name, a mapping (YAML) or None (= no augmentation)."""
+    """Accept a config, a preset name, a mapping (YAML, checked as the config loader checks the
+    ``augment:`` section) or None (= no augmentation)."""
     if augment is None:
         return PRESETS["none"]
     if isinstance(augment, AugmentConfig):
@@ -189,11 +202,7 @@ def resolve_augment(augment: "AugmentConfig | str | Mapping[str, Any] | None") -
     if isinstance(augment, str):
         return get_preset(augment)
     if isinstance(augment, Mapping):
-        d = dict(augment)
-        base = d.pop("preset", None)
-        if base is not None:
-            return get_preset(base, **d)
-        return AugmentConfig.from_dict(d)
+        return from_dict(AugmentConfig, dict(augment), where="augment")
     raise TypeError("augment must be an AugmentConfig, a preset name, a mapping or None, "
                     f"not {type(augment)}")
 

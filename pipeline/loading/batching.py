@@ -22,7 +22,9 @@ def in_worker() -> bool:
 def alloc(shape: Sequence[int], dtype: torch.dtype = torch.uint8,
           shared: bool = False) -> torch.Tensor:
     """An uninitialised contiguous tensor, in shared memory when ``shared`` (what a DataLoader
-    worker hands over without another copy, as torch's default_collate does)."""
+    worker hands over without another copy, as torch's default_collate does). Uses torch's private
+    ``TypedStorage._new_shared``, as default_collate does: torch is pinned for it in
+    pyproject.toml, and tests/unit/test_torch_private_api.py guards it."""
     if not shared:
         return torch.empty(tuple(shape), dtype=dtype)
     numel = 1

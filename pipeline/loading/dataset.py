@@ -35,6 +35,10 @@ class ShardDataset(wds.DataPipeline):
     In each DataLoader worker the pipeline is: this worker's shards (split by rank, then worker)
     -> resampled shard stream -> tar reader -> shuffle buffer of raw samples -> decode ->
     augment -> (batch). Extra stages can be appended with ``.append(stage)`` / ``.compose(...)``.
+    Batches are made one of three ways: ``decode_device`` set (JPEG bytes, decoded by the trainer,
+    :mod:`pipeline.loading.device_decode`); a flip-only config (decoded straight into the batch,
+    into a ``pool`` slot, :class:`BufferPool`, when one is given and this runs in a worker); else
+    ``wds.map`` + ``wds.batched``.
     """
 
     def __init__(self, sets: Sequence[ShardSet], *, kind: Kind | None, augment: AugmentConfig,
@@ -42,7 +46,8 @@ class ShardDataset(wds.DataPipeline):
                  shuffle_buffer: int = 100, merge_objects: bool = False, masks: bool = True,
                  weights: Sequence[float] | None = None, batch_size: int | None = None,
                  partial: bool = False, nodesplitter: Callable = split_by_rank,
-                 workersplitter: Callable = split_by_worker):
+                 workersplitter: Callable = split_by_worker, pool: BufferPool | None = None,
+                 decode_device: str | None = None):
         super().__init__()
         if weights is not None and len(weights) != len(sets):
             raise ValueError(f"{len(weights)} weights for {len(sets)} shard sets")
@@ -64,8 +69,8 @@ class ShardDataset(wds.DataPipeline):
         self._seen_epoch: int | None = None
         self._repeat = 0        # iterations at an unchanged epoch (persistent workers)
         self.stats = ReadStats()
-        self.pool: BufferPool | None = None  # reused batch buffers (make_loader sets it)
-        self.decode_device: str | None = None  # JPEG bytes to the trainer (make_loader sets it)
+        self.pool = pool  # reused batch buffers (pipeline/loading/bufferpool.py), or None
+        self.decode_device = decode_device  # JPEG bytes to the trainer's device decoder, or None
         self._reported: dict[str, int] = {}  # what batches have reported of self.stats so far
 
     def set_epoch(self, epoch: int) -> None:
@@ -119,8 +124,9 @@ class ShardDataset(wds.DataPipeline):
         stats = self.stats
 
         def tar_samples(src: Iterator[dict[str, str]]) -> Iterator[dict[str, Any]]:
-            # our reader, not wds.tarfile_to_samples: 3.2x its byte rate on the DAVIS shards
-            # (never reads or unpickles members the loader does not decode; counted skips)
+            # our reader, not wds.tarfile_to_samples: 3.5-4.8x its byte rate on the DAVIS shards
+            # (benchmarks/micro_claims.py prints it); never reads or unpickles members the
+            # loader does not decode; counted skips
             empty = 0
             for item in src:
                 got = 0

@@ -72,7 +72,8 @@ class IncompleteSampleError(ValueError):
 
 def decode_jpeg(data: bytes) -> torch.Tensor:
     """JPEG bytes -> uint8 [3, H, W] (RGB), a channels-last view of the decoder's [H, W, 3]
-    memory. torchvision's libjpeg-turbo decoder (about 2x faster than PIL here); PIL is tried
+    memory. torchvision's libjpeg-turbo decoder (1.5-1.9x PIL's speed on DAVIS frames:
+    benchmarks/micro_claims.py prints it); PIL is tried
     when it refuses a file (both gave identical pixels on every file tried); a failure of both
     raises :class:`CorruptSampleError`."""
     if not data:

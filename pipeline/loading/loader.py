@@ -29,7 +29,7 @@ Reading rules (docs/architecture.md); each lives in a module of its own, re-expo
   initialised ``torch.distributed``, else 0/1.
 * **Corrupt data is skipped, warned about and counted.** A member that fails to decode (truncated
   JPEG, bad PNG, bad JSON), a sample missing a member, or a truncated tar is skipped with a
-  :class:`CorruptSampleWarning` naming the shard and the key. Counts live in a :class:`ReadStats`
+  logged warning naming the shard and the key. Counts live in a :class:`ReadStats`
   (:mod:`pipeline.loading.readstats`):
   - each pipeline (each DataLoader worker process) keeps its own ``dataset.stats``;
   - every batch carries ``batch["stats"]``: what its worker counted since its previous batch (a
@@ -76,8 +76,8 @@ from pipeline.loading.augment import AugmentConfig, resolve_augment, to_float
 from pipeline.loading.batching import collate
 from pipeline.loading.decode import Kind, decode_sample
 from pipeline.loading.process import process_sample
-from pipeline.loading.readstats import CorruptSampleWarning, ReadStats
-from pipeline.loading.tarsamples import IgnoredMemberWarning, read_tar
+from pipeline.loading.readstats import ReadStats
+from pipeline.loading.tarsamples import read_tar
 from pipeline.lake.contract import split_member
 from pipeline.core.seeds import seed_int
 from pipeline.loading.bufferpool import BufferPool, POOL_KEY, PoolWatcher
@@ -85,8 +85,6 @@ from pipeline.loading.dataset import ShardDataset
 from pipeline.loading.device_decode import check_config, decode_batch
 
 __all__ = [
-    "CorruptSampleWarning",
-    "IgnoredMemberWarning",
     "NotEnoughShardsError",
     "ReadStats",
     "ShardSet",
@@ -117,7 +115,8 @@ def make_dataset(urls_or_dir: "str | os.PathLike | Sequence[str | os.PathLike]",
                  shuffle_buffer: int = 100, merge_objects: bool = False, masks: bool = True,
                  weights: Sequence[float] | None = None, batch_size: int | None = None,
                  partial: bool = False, nodesplitter: Callable = split_by_rank,
-                 workersplitter: Callable = split_by_worker) -> ShardDataset:
+                 workersplitter: Callable = split_by_worker, pool: BufferPool | None = None,
+                 decode_device: str | None = None) -> ShardDataset:
     """A :class:`ShardDataset` over one or more shard sets (folders, or tar paths).
 
     ``kind``: "clip" or "image" (samples of the other kind are skipped and counted).
@@ -134,6 +133,8 @@ def make_dataset(urls_or_dir: "str | os.PathLike | Sequence[str | os.PathLike]",
     ``weights``: per-set sampling weights; default uniform over all shards (~ by sample count).
     ``batch_size``: collate in the pipeline (what :func:`make_loader` does); ``partial`` keeps a
     last short batch (only meaningful when ``resampled=False``).
+    ``pool``: batch buffers the DataLoader workers reuse (:class:`BufferPool`); ``decode_device``:
+    workers send JPEG bytes for that device to decode (both: see :func:`make_loader`).
     """
     sets = shard_sets(urls_or_dir)
     rank, world_size = dist_info(rank, world_size)
@@ -145,7 +146,7 @@ def make_dataset(urls_or_dir: "str | os.PathLike | Sequence[str | os.PathLike]",
                         world_size=world_size, resampled=resampled, shuffle_buffer=shuffle_buffer,
                         merge_objects=merge_objects, masks=masks, weights=weights,
                         batch_size=batch_size, partial=partial, nodesplitter=nodesplitter,
-                        workersplitter=workersplitter)
+                        workersplitter=workersplitter, pool=pool, decode_device=decode_device)
 
 
 class ShardLoader(wds.WebLoader):
@@ -233,15 +234,14 @@ def make_loader(shard_dirs: "str | os.PathLike | Sequence[str | os.PathLike]", b
         if kind != "clip":
             raise ValueError("decode_device: only clip samples decode on the device (kind='clip')")
         buffer_slots = 0  # bytes are small: nothing to reuse
+    # per worker: the batches in flight (prefetch_factor), the one held, one being built
+    pool = BufferPool(num_workers, buffer_slots) if num_workers > 0 and buffer_slots > 0 else None
     ds = make_dataset(shard_dirs, kind=kind, augment=augment, seed=seed, rank=rank,
                       world_size=world_size, num_workers=num_workers, resampled=True,
                       shuffle_buffer=shuffle_buffer, merge_objects=merge_objects, masks=masks,
-                      weights=weights, batch_size=batch_size)
-    ds.decode_device = decode_device
+                      weights=weights, batch_size=batch_size, pool=pool,
+                      decode_device=decode_device)
     kw: dict[str, Any] = dict(num_workers=num_workers, pin_memory=pin_memory)
-    if num_workers > 0 and buffer_slots > 0:
-        # per worker: the batches in flight (prefetch_factor), the one held, one being built
-        ds.pool = BufferPool(num_workers, buffer_slots)
     if num_workers > 0:
         kw["persistent_workers"] = persistent_workers
         if prefetch_factor is not None:

@@ -1,21 +1,20 @@
-"""What a shard reader delivered and skipped (:class:`ReadStats`), and the warning it gives.
+"""What a shard reader delivered and skipped (:class:`ReadStats`), and the warning it logs.
 
-Corrupt data is skipped, warned about (:class:`CorruptSampleWarning`, naming the shard and the
-key) and counted; the counts travel with the loader's batches and are summed in the main process
-(see :mod:`pipeline.loading.loader`).
+Corrupt data is skipped, warned about (a ``log.warning`` naming the shard and the key) and
+counted; the counts travel with the loader's batches and are summed in the main process (see
+:mod:`pipeline.loading.loader`); a job sums them up in one line at its end
+(:meth:`ReadStats.events_counts`, :func:`pipeline.core.logs.report_events`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
+import logging
 from typing import Any, Mapping
 
+log = logging.getLogger(__name__)
+
 MAX_EVENTS = 20
-
-
-class CorruptSampleWarning(UserWarning):
-    """A sample or shard was skipped; the message names the shard and the key."""
 
 
 @dataclasses.dataclass
@@ -42,8 +41,11 @@ class ReadStats:
         self.events.append((reason, shard, key, message))
         del self.events[:-MAX_EVENTS]
         if warn:
-            warnings.warn(f"skipped ({reason}) shard {shard} key {key!r}: {message}",
-                          CorruptSampleWarning, stacklevel=3)
+            log.warning("skipped (%s) shard %s key %r: %s", reason, shard, key, message)
+
+    def events_counts(self) -> dict[str, int]:
+        """The counts of data events (skips and ignored members), for a job's summary line."""
+        return {k: getattr(self, k) for k in self.COUNTS if k not in ("samples", "shards_opened")}
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.COUNTS}

@@ -9,8 +9,8 @@ alone unpickled: it is counted in ``ignored_members``. Reading uses the lean tar
 
 from __future__ import annotations
 
+import logging
 import re
-import warnings
 from typing import Any, Iterator
 
 from botocore.exceptions import BotoCoreError
@@ -20,12 +20,10 @@ from pipeline.lake.contract import split_member, unsafe_member
 from pipeline.loading.readstats import ReadStats
 from pipeline.lake.tario import iter_members
 
+log = logging.getLogger(__name__)
+
 FRAME_RE = re.compile(r"^(\d{2})\.jpg$")
 _WARNED_IGNORED: set[tuple[str, str]] = set()
-
-
-class IgnoredMemberWarning(UserWarning):
-    """A tar member with an extension the loader never decodes (e.g. a pickle) was skipped."""
 
 
 def _wanted(ext: str) -> bool:
@@ -41,16 +39,16 @@ def read_tar(url: str, stats: ReadStats | None = None) -> Iterator[dict[str, Any
     """Raw samples of one tar: ``{"__key__", "__url__", ext: bytes, ...}``, members in tar order
     grouped by key. Only jpg / mask.png / json members are read; others are counted and skipped.
     A truncated or corrupt tar ends the shard with a warning naming the key being read (that
-    partial sample is dropped). An ``s3://`` URL is streamed (:func:`pipeline.lake.store.
-    open_stream`: ranged reads, no temporary file); a missing, truncated or corrupt object, or a
-    read that fails mid-object, counts like a missing, truncated or corrupt file."""
+    partial sample is dropped). The file or object is opened by :func:`pipeline.lake.store.
+    open_read` (an ``s3://`` object is streamed: ranged reads, no temporary file); a missing,
+    truncated or corrupt object, or a read that fails mid-object, counts like a missing,
+    truncated or corrupt file."""
     stats = stats if stats is not None else ReadStats()
     stats.shards_opened += 1
     cur: dict[str, Any] | None = None
     member = None
     try:
-        with (objectstore.open_stream(url) if objectstore.is_s3(url)
-              else open(url, "rb", buffering=0)) as fh:
+        with objectstore.open_read(url) as fh:
             for member, data in iter_members(fh, _wanted_member):
                 if unsafe_member(member):
                     stats.record("corrupt_samples", url, None,
@@ -70,10 +68,9 @@ def read_tar(url: str, stats: ReadStats | None = None) -> Iterator[dict[str, Any
                     stats.ignored_members += 1
                     if (url, ext) not in _WARNED_IGNORED:  # once per shard and extension
                         _WARNED_IGNORED.add((url, ext))
-                        warnings.warn(f"ignored member {member!r} (key {key!r}) of shard {url}"
-                                      ": only jpg, mask.png and json members are read; members "
-                                      f"'.{ext}' are counted in ignored_members, never decoded",
-                                      IgnoredMemberWarning, stacklevel=2)
+                        log.warning("ignored member %r (key %r) of shard %s: only jpg, mask.png "
+                                    "and json members are read; members '.%s' are counted in "
+                                    "ignored_members, never decoded", member, key, url, ext)
                     continue
                 if ext in cur:
                     stats.record("corrupt_samples", url, key, f"duplicate member {member}")

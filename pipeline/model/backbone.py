@@ -27,10 +27,12 @@ from torchvision.models import inception as tv_inception
 from torchvision.models.inception import Inception3
 from torchvision.models.resnet import Bottleneck
 
+from pipeline.core.errors import PipelineError
+
 NormLayer = Callable[[int], nn.Module]
 
 
-class PretrainedWeightsError(ValueError):
+class PretrainedWeightsError(PipelineError, ValueError):
     """A weights file that is missing, unreadable, or does not fit the model it is meant for."""
 
 

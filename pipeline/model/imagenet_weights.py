@@ -30,6 +30,7 @@ from torch import nn
 from torchvision import models as tvm
 
 from pipeline.core.atomic import atomic_write_bytes
+from pipeline.core.errors import PipelineError
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,8 @@ ARCHS: dict[str, Arch] = {
 }
 
 
-class ExportError(ValueError):
+class ExportError(PipelineError, ValueError):
     """A weight file that cannot be made: ``problem`` and ``fix``."""
-
-    def __init__(self, problem: str, fix: str):
-        self.problem, self.fix = problem, fix
-        super().__init__(f"{problem}. Fix: {fix}")
 
 
 def enum_name(arch: str) -> str:

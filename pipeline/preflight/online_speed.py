@@ -45,7 +45,8 @@ def measure_online(device: torch.device, *, model: str, iterations: int, dreams:
                    size: list[int] | None, frames: int | None, davis_root: str | None,
                    sequence: str | None, precision: str = "fp32") -> dict:
     from pipeline.model.stcnn import build_generator, build_ssb
-    from pipeline.train.phases.online import OnlineConfig, OnlineSegmenter
+    from pipeline.inference.segmenter import OnlineSegmenter
+    from pipeline.inference.tuning import OnlineConfig
 
     torch.manual_seed(0)
     cfg = load_config(ModelConfig, model)

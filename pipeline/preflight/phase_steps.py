@@ -15,37 +15,40 @@ import gc
 import itertools
 import resource
 import time
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.core.config import find_config
-from pipeline.core.dist import DistContext, autocast, seed_everything, seed_model_init
-from pipeline.loading.augment import resolve_augment
+from pipeline.core.dist import DistContext, autocast, seed_everything
 from pipeline.preflight.peaks import peak_flops
-from pipeline.train.config import load_model_config, load_train_config, plan_batch
+from pipeline.train.build import build_phase
+from pipeline.train.config import load_train_config, override_train_config
 from pipeline.train.hooks import LossHistoryHook, TimerHook
 from pipeline.train.loop import TrainLoop
+from pipeline.train.registry import by_name
 
-# phase -> launcher (its config is configs/<launcher>.yaml, or configs/tiny/ with --quick)
-LAUNCHERS = {"gan": "pretrain_tcb", "segmentation": "pretrain_ssb", "alternating": "train_offline"}
 DEFAULT_SIZE = (480, 854)
 
 
 def config_path(phase: str, quick: bool) -> str:
-    return str(find_config(f"configs/{'tiny/' if quick else ''}{LAUNCHERS[phase]}.yaml"))
+    """The phase's config: its default one, or its tiny one with ``quick``."""
+    spec = by_name(phase)
+    return str(find_config(spec.tiny_config if quick else spec.config))
 
 
-def phase_config(phase: str, quick: bool, world_size: int, overrides: list[str]):
-    from pipeline.train.runner import phase_classes
-
-    _, cfg_cls = phase_classes()[phase]
-    base = load_train_config(cfg_cls, config_path(phase, quick), [])
-    extra = [f"batch.size={base.batch.size * world_size}", "batch.micro_size=null",
-             "init_missing=random", "tracking.enabled=false"]
+def phase_config(phase: str, quick: bool, world_size: int,
+                 overrides: dict[str, Any] | None = None):
+    """The phase's config for the preflight: the config's global batch on every rank, random
+    initial weights, no tracking; then ``overrides`` (dotted keys -> typed values)."""
+    base = load_train_config(by_name(phase).config_class, config_path(phase, quick), [])
+    values: dict[str, Any] = {"batch.size": base.batch.size * world_size,
+                              "batch.micro_size": None, "init_from": [],
+                              "init_missing": "random", "tracking.enabled": False}
     if phase == "alternating":  # both kinds of step within a few steps
-        extra += ["alternating.tcb_steps=1", "alternating.ssb_steps=1"]
-    return load_train_config(cfg_cls, config_path(phase, quick), extra + list(overrides))
+        values |= {"alternating.tcb_steps": 1, "alternating.ssb_steps": 1}
+    return override_train_config(base, values | dict(overrides or {}))
 
 
 def synthetic_batches(kind: str, masks: bool, micro: int, delta: int, size: tuple[int, int],
@@ -83,21 +86,15 @@ def _peak_memory(device: torch.device) -> dict:
 
 
 def measure_phase(phase_name: str, ctx: DistContext, *, quick: bool, steps: int, warmup: int,
-                  overrides: list[str] = (), flops_per_step: float | None = None,
+                  overrides: dict[str, Any] | None = None, flops_per_step: float | None = None,
                   device_name: str = "", dropout_off: bool = False) -> dict:
     """``warmup`` + ``steps`` steps of ``phase_name``; the timed steps are the last ``steps``.
     FLOPs are counted on extra steps after them (the counter slows a step down) unless given
     (``flops_per_step``, e.g. from the eager run for a compiled one). ``dropout_off``: dropout
     layers set to p=0 (numerics: a bf16 tensor draws other dropout masks than an fp32 one)."""
-    from pipeline.train.runner import phase_classes
-
-    phase_cls, _ = phase_classes()[phase_name]
-    cfg = phase_config(phase_name, quick, ctx.world_size, list(overrides))
-    plan = plan_batch(cfg.batch, ctx.world_size)
-    model_cfg = load_model_config(cfg)
-    size = resolve_augment(dict(cfg.data.augment)).size or DEFAULT_SIZE
-    with seed_model_init(cfg.seed):
-        phase = phase_cls(cfg, model_cfg, ctx, plan, init={})
+    cfg = phase_config(phase_name, quick, ctx.world_size, overrides)
+    size = cfg.data.augment.size or DEFAULT_SIZE
+    phase, plan, model_cfg, _ = build_phase(by_name(phase_name).phase_class, cfg, ctx)
     dropouts = [m for e in phase.engines.values() for m in e.module.modules()
                 if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
     if dropout_off:
@@ -125,8 +122,8 @@ def measure_phase(phase_name: str, ctx: DistContext, *, quick: bool, steps: int,
     if counted:
         with FlopCounterMode(display=False) as counter:
             for _ in range(flop_steps):
-                loop.metrics = loop.run_step()
-                loop.step += 1
+                loop.state.metrics = loop.run_step()
+                loop.state.step += 1
         flops_per_step = counter.get_total_flops() / flop_steps
     achieved = flops_per_step / mean_step
     peak, peak_what = peak_flops(device_name, cfg.dist.precision,

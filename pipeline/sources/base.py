@@ -12,6 +12,7 @@ and left out.
 
 from __future__ import annotations
 
+from pipeline.core.config import ConfigError
 import abc
 import logging
 import os
@@ -34,7 +35,7 @@ class Source(abc.ABC):
     def __init__(self, root: str | Path, *, on_error: OnError = "raise",
                  skips: SkipLog | None = None):
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+            raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.root = Path(root)
         if not self.root.is_dir():
             raise SourceError(self.root, f"{self.name} root folder does not exist",

@@ -3,6 +3,7 @@ subset of the 2017 package) and ``davis2017``."""
 
 from __future__ import annotations
 
+from pipeline.core.errors import InputMissing
 import logging
 import os
 from pathlib import Path
@@ -168,5 +169,5 @@ def find_davis(explicit: str | os.PathLike | None = None) -> Path | None:
     root = Path(explicit)
     if (root / "JPEGImages" / "480p").is_dir():
         return root
-    raise FileNotFoundError(f"--davis-root {explicit}: no JPEGImages/480p under it; point "
+    raise InputMissing(f"--davis-root {explicit}: no JPEGImages/480p under it; point "
                             "it at a DAVIS-2016 release folder")

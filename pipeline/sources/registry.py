@@ -4,6 +4,7 @@ jobs read the list of datasets from here."""
 
 from __future__ import annotations
 
+from pipeline.core.config import ConfigError
 from pathlib import Path
 
 from pipeline.sources.base import Source
@@ -23,7 +24,7 @@ def get_source(name: str, root: str | Path, **kw) -> Source:
     try:
         cls = SOURCES[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; valid names: "
+        raise ConfigError(f"unknown dataset {name!r}; valid names: "
                          f"{', '.join(sorted(SOURCES))}") from None
     return cls(root, **kw)
 
@@ -33,5 +34,5 @@ def dataset_kind(name: str) -> str:
     try:
         return SOURCES[name].kind
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; valid names: "
+        raise ConfigError(f"unknown dataset {name!r}; valid names: "
                          f"{', '.join(sorted(SOURCES))}") from None

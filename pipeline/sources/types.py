@@ -42,9 +42,6 @@ class SourceError(FileProblem):
         super().__init__(path, problem, fix)
         self.reason = reason  # the SkipLog key used when this error is skipped
 
-    def __reduce__(self):  # picklable across worker processes
-        return (type(self), (self.path, self.problem, self.fix, self.reason))
-
 
 class SkipLog:
     """Counts what a reader (or the preprocessing job) left out, by reason, with the files."""

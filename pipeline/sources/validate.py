@@ -9,6 +9,7 @@ fix, never as a bare Pillow exception.
 
 from __future__ import annotations
 
+from pipeline.core.config import ConfigError
 import io
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def _objects(values: np.ndarray, mask_format: MaskFormat) -> tuple[int, ...]:
 def load_mask(path: Path | str, mask_format: MaskFormat) -> MaskData:
     """The PNG mask's bytes unchanged, its size, and the object ids it holds."""
     if mask_format not in MASK_FORMATS:
-        raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
+        raise ConfigError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
     data = _read(path, "mask", MISSING_MASK, BAD_MASK)
     if not data.startswith(PNG_SIGNATURE):
         raise SourceError(path, "mask is not a PNG file (bad signature)", REEXTRACT, BAD_MASK)

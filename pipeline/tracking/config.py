@@ -115,7 +115,7 @@ def resolve_tracking_uri(uri: str | None, default_store: str | Path | None) -> s
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     if default_store is None:
-        raise ValueError("no tracking URI: set tracking.tracking_uri or $MLFLOW_TRACKING_URI, "
+        raise ConfigError("no tracking URI: set tracking.tracking_uri or $MLFLOW_TRACKING_URI, "
                          "or give Tracker a default_store folder for the embedded sqlite store")
     return embedded_uri(default_store)
 

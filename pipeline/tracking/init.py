@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pipeline.core.errors import InputMissing
+from pipeline.core.config import ConfigError
 import os
 import tempfile
 from pathlib import Path
@@ -19,7 +21,7 @@ OTHER_STORE = ("name the store that holds it with tracking.tracking_uri=URI (or 
 def _find_weights(root: Path) -> Path | None:
     found = sorted(root.rglob(WEIGHTS_FILENAME), key=lambda p: (len(p.parts), str(p)))
     if len(found) > 1 and len(found[0].parts) == len(found[1].parts):
-        raise ValueError(f"several {WEIGHTS_FILENAME} files in {root}: "
+        raise ConfigError(f"several {WEIGHTS_FILENAME} files in {root}: "
                          f"{[str(p) for p in found]}; point the URI at one of them")
     return found[0] if found else None
 
@@ -31,7 +33,7 @@ def _models_uri_location(client: mlflow.MlflowClient, uri: str) -> str:
     process-global one)."""
     parts = uri[len("models:/"):].strip("/").split("/")
     if not parts or not parts[0]:
-        raise ValueError(f"{uri!r} names no model")
+        raise ConfigError(f"{uri!r} names no model")
     if "@" in parts[0]:
         name, alias = parts[0].split("@", 1)
         version, sub = client.get_model_version_by_alias(name, alias).version, parts[1:]
@@ -72,17 +74,17 @@ def resolve_init(uri: str, dst: str | Path | None = None, *,
     if not uri.startswith(("runs:/", "models:/")):
         path = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
         if not path.exists():
-            raise FileNotFoundError(
+            raise InputMissing(
                 f"{what}={uri!r}: no such file or folder (expected a weights file, a "
                 "checkpoint folder, a runs:/<run_id>/<path> or a models:/<name>@<alias> URI)")
         return path
     store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not store:
-        raise FileNotFoundError(f"{what}={uri!r}: no tracking store to look it up in; "
+        raise InputMissing(f"{what}={uri!r}: no tracking store to look it up in; "
                                 f"{OTHER_STORE}")
     db = sqlite_file(store)
     if db is not None and not db.is_file():
-        raise FileNotFoundError(f"{what}={uri!r}: tracking store {store} does not exist (no "
+        raise InputMissing(f"{what}={uri!r}: tracking store {store} does not exist (no "
                                 f"file {db}); {OTHER_STORE}")
     out = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="stcnn-init-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -93,7 +95,7 @@ def resolve_init(uri: str, dst: str | Path | None = None, *,
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(out),
                                                          tracking_uri=store))
     except Exception as e:  # noqa: BLE001 - re-raised with the fix
-        raise FileNotFoundError(
+        raise InputMissing(
             f"{what}={uri!r}: could not download it from tracking store {store} ({e}). Check "
             f"the run id / model name and alias, or {OTHER_STORE}") from e
     if local.is_file():
@@ -102,6 +104,6 @@ def resolve_init(uri: str, dst: str | Path | None = None, *,
     if weights is not None:
         return weights
     if uri.startswith("models:/"):
-        raise FileNotFoundError(f"{what}={uri!r}: the model has no {WEIGHTS_FILENAME} "
+        raise InputMissing(f"{what}={uri!r}: the model has no {WEIGHTS_FILENAME} "
                                 f"(downloaded to {local}); was it logged with Tracker.log_model?")
     return local

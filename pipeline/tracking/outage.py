@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from mlflow.exceptions import MlflowException
 
+from pipeline.core.errors import PipelineError
 from pipeline.tracking.config import REJECTION_CODES
 
 
-class TrackingUnavailableError(RuntimeError):
+class TrackingUnavailableError(PipelineError, RuntimeError):
     """The tracking store could not be reached; ``sent`` entries went out before it failed."""
 
     def __init__(self, message: str, sent: int = 0):

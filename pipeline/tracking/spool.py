@@ -14,6 +14,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from pipeline.core.atomic import atomic_write_text
+from pipeline.core.config import ConfigError
 from pipeline.tracking.config import (MAX_METRICS_PER_BATCH, REJECTED_FILENAME, SPOOL_FILENAME,
                                       STATE_FILENAME, make_client)
 from pipeline.tracking.outage import TrackingUnavailableError, is_rejection, short_error
@@ -157,8 +158,8 @@ def replay_spool(run_dir: str | Path, tracking_uri: str | None = None) -> int:
     state = read_state(run_dir)
     uri = tracking_uri or state.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        raise ValueError(f"replay_spool: no tracking URI for {run_dir} (pass one, or set "
-                         "MLFLOW_TRACKING_URI)")
+        raise ConfigError(f"{run_dir}: no tracking URI recorded for this run",
+                          "pass --tracking-uri, or set MLFLOW_TRACKING_URI")
     if tracking_uri and state.get("run_id") and state.get("tracking_uri") not in (None, uri):
         log.warning("replaying into %s, but run %s was created in %s", uri, state["run_id"],
                     state["tracking_uri"])

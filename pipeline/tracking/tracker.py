@@ -9,6 +9,9 @@ again, and MLflow keeps both values (the later timestamps are the resumed attemp
 overwritten. A call whose answer was lost after the store committed it is spooled
 and sent again with the original timestamps; MLflow's SQL stores keep one row for an identical
 (key, timestamp, step, value), so the resend does not double a step.
+
+Long (over 400 lines) on purpose: every call a run makes (parameters, metrics, artifacts,
+models, registration, the end) goes through the one outage path of this class.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
 """The configuration every training phase shares (``configs/<phase>.yaml``).
 
 Each phase module extends :class:`TrainConfig` with its own section (``gan:``,
-``segmentation:``, ``alternating:``). Paths in a config (``model``) are looked up next to the
-config file, then as :func:`pipeline.core.config.find_config` finds configs (the working
-directory, then the packaged configs).
+``segmentation:``, ``alternating:``); the weights of the losses are one ``loss:`` section for
+every phase (:class:`pipeline.train.losses.LossConfig`), and ``data.augment`` is an
+:class:`pipeline.loading.augment.AugmentConfig` (a preset and the keys it changes). Paths in a
+config (``model``) are looked up next to the config file, then as
+:func:`pipeline.core.config.find_config` finds configs (the working directory, then the packaged
+configs). The model config is read at load with ``model_overrides`` applied, so a bad override
+is a config error before anything runs.
 
 Batch sizes are global, as in the paper: ``batch.size`` samples per optimizer step over all
 ranks. With ``batch.micro_size`` unset every rank takes ``size / world_size`` per step in one
@@ -17,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.core.config import ConfigError, find_config, load_config
+from pipeline.core.config import ConfigError, find_config, load_config, with_overrides
 from pipeline.core.dist import DistConfig
+from pipeline.loading.augment import AugmentConfig, get_preset
 from pipeline.model.config import ModelConfig
 from pipeline.tracking import TrackingConfig
+from pipeline.train.losses import LossConfig
 
 
 
@@ -37,7 +43,7 @@ class DataConfig:
     weights: list[float] | None = None # sampling weight per set (None: by size)
     backend: Literal["webdataset", "ffcv"] = "webdataset"
     ffcv_store: str | None = None      # .beton written by launch/ffcv_store.py (backend: ffcv)
-    augment: dict[str, Any] = field(default_factory=lambda: {"preset": "none"})
+    augment: AugmentConfig = field(default_factory=lambda: get_preset("none"))
     num_workers: int = 2
     epoch_batches: int = 1000          # batches per rank and epoch (bounds the replay on resume)
     shuffle_buffer: int = 100
@@ -78,6 +84,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    loss: LossConfig = field(default_factory=LossConfig)  # the weights of every phase's losses
     # extra hooks, "module:callable" import paths: each callable is called with the rank's
     # DistContext and returns a hook (or None), appended after the built-in ones
     hooks: list[str] = field(default_factory=list)
@@ -135,6 +142,16 @@ def load_train_config(cls: type, path: str | Path | None, overrides: list[str]) 
     path = find_config(path) if path is not None else None
     cfg = load_config(cls, path, overrides)
     cfg.config_path = str(path) if path is not None else None
+    return _checked(cfg)
+
+
+def override_train_config(cfg: Any, values: dict[str, Any]) -> Any:
+    """A loaded phase config with dotted keys set to typed values (``{"steps": 10,
+    "data.lake": "/lake"}``), checked as ``key=value`` overrides are."""
+    return _checked(with_overrides(cfg, values))
+
+
+def _checked(cfg: Any) -> Any:
     if cfg.steps < 1:
         raise ConfigError(f"steps must be >= 1, got {cfg.steps}")
     if cfg.checkpoint.every < 1:
@@ -143,4 +160,8 @@ def load_train_config(cls: type, path: str | Path | None, overrides: list[str]) 
         raise ConfigError(f"data.epoch_batches must be >= 1, got {cfg.data.epoch_batches}")
     if isinstance(cfg.init_from, str):
         cfg.init_from = [cfg.init_from]
+    try:
+        load_model_config(cfg)  # the model file and model_overrides: bad keys fail here, at load
+    except ConfigError as e:
+        raise ConfigError(f"model / model_overrides: {e}") from None
     return cfg

@@ -16,22 +16,20 @@ import torch
 
 from pipeline.core.config import ConfigError
 from pipeline.lake import store as objectstore
-from pipeline.loading.augment import IMAGENET_MEAN, IMAGENET_STD, resolve_augment
+from pipeline.loading.augment import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.loading.loader import make_loader
 from pipeline.train.config import DataConfig
 
 
 def set_dirs(cfg: DataConfig) -> list[Path | str]:
     """The set folders under ``data.lake``; for ``data.lake: s3://bucket/prefix`` the set URLs
-    (their finished shards are listed, and a missing set reported, by ``shard_sets``)."""
+    (their finished shards are listed, and an empty set reported, by ``shard_sets``)."""
     if not cfg.sets:
         raise ConfigError("data.sets is empty: name the shard sets to train on, e.g. "
                           "data.sets=[ilsvrc_vid/train]")
-    if objectstore.is_s3(cfg.lake):
-        return [objectstore.join(objectstore.normalize(cfg.lake), s) for s in cfg.sets]
-    lake = Path(cfg.lake).expanduser()
-    dirs = [lake / s for s in cfg.sets]
-    missing = [str(d) for d in dirs if not d.is_dir()]
+    lake = objectstore.locate(cfg.lake)
+    dirs = [objectstore.locate(lake, s) for s in cfg.sets]
+    missing = [str(d) for d in dirs if not objectstore.is_set(d)]
     if missing:
         raise ConfigError(f"shard sets {missing} do not exist. Fix: build them with "
                           f"launch/preprocess.py (--out {lake}) or set data.lake / data.sets")
@@ -41,7 +39,7 @@ def set_dirs(cfg: DataConfig) -> list[Path | str]:
 def build_loader(cfg: DataConfig, batch_size: int, *, kind: str, masks: bool, seed: int,
                  rank: int, world_size: int, pin_memory: bool = False):
     """A webdataset loader (or, for image sets with ``backend: ffcv``, an FFCV one)."""
-    augment = resolve_augment(dict(cfg.augment))
+    augment = cfg.augment
     if cfg.backend == "ffcv":
         if kind != "image":
             raise ConfigError("data.backend=ffcv serves image datasets only (SSB pretraining); "
@@ -130,6 +128,12 @@ class DataStream:
     def position(self) -> dict[str, int]:
         return {"epoch": self.epoch, "batch": self.batch}
 
+    def data_events(self) -> dict[str, int]:
+        """What this rank's loader skipped or ignored so far (its ``ReadStats`` counts; none for
+        an FFCV loader, whose store was checked when it was written)."""
+        stats = getattr(self.loader, "stats", None)
+        return stats.events_counts() if stats is not None else {}
+
     def seek(self, position: dict[str, int]) -> None:
         """Continue after ``position``: same epoch seed, its first ``batch`` batches replayed."""
         self.epoch = int(position["epoch"])
@@ -138,7 +142,7 @@ class DataStream:
             try:
                 next(self._it)
             except StopIteration:
-                raise RuntimeError(f"cannot resume at {position}: the epoch has fewer batches; "
+                raise ConfigError(f"cannot resume at {position}: the epoch has fewer batches; "
                                    "data.epoch_batches changed since the checkpoint") from None
             self.batch += 1
 

@@ -1,9 +1,11 @@
 """Side concerns of training, plugged into :class:`pipeline.train.loop.TrainLoop`.
 
-Registered in this order by ``pipeline/train/runner.py`` (each reads what the earlier ones
-added to ``loop.metrics``):
+Registered in this order (:data:`HOOK_ORDER`; :func:`ordered` puts the runner's hooks in it),
+each reading what the earlier ones added to the loop's declared state
+(:class:`~pipeline.train.loop.LoopState`: ``metrics``, ``reduced``, ``stop_requested``):
 
 * :class:`TimerHook`       step and data time, samples/s over all ranks
+* :class:`LossHistoryHook` this rank's losses after each step (the run's loss curve)
 * :class:`TimeoutHook`     shortens the collective timeout once the first step is done
 * :class:`ReduceHook`      every ``log.every`` steps: metrics averaged over ranks (collective)
 * :class:`ReplicaCheckHook` optional: weights, gradients and buffers identical on every rank
@@ -14,7 +16,9 @@ added to ``loop.metrics``):
 * :class:`ExportHook`      ``run_dir/weights.pt`` at the end (rank 0)
 * :class:`TrackingHook`    MLflow: run, params, metrics, checkpoints, model, registry (rank 0)
 
-More hooks come from the config (``hooks: ["module:callable"]``, :func:`load_hooks`), e.g. the
+Callbacks between hooks are given at construction: the checkpoint hook is built with the
+tracking hook's :meth:`TrackingHook.checkpoint_saved` as its ``on_saved``. More hooks come from
+the config (``hooks: ["module:callable"]``, :func:`load_hooks`), e.g. the
 fault injection of ``tests/faults``.
 
 Collective hooks (Reduce, Eval, Checkpoint) decide by step number only, so every rank enters
@@ -56,10 +60,11 @@ class TimerHook(HookBase):
     def after_step(self) -> None:
         dt = time.perf_counter() - self._t0
         self.step_times.append(dt)
-        m = self.loop.metrics
-        m["time/step_s"] = dt
-        m["time/data_s"] = self.loop.data_seconds
-        m["throughput/samples_per_s"] = self.loop.samples_in_step * self.world_size / max(dt, 1e-9)
+        state = self.loop.state
+        state.metrics["time/step_s"] = dt
+        state.metrics["time/data_s"] = state.data_seconds
+        state.metrics["throughput/samples_per_s"] = (state.samples_in_step * self.world_size
+                                                     / max(dt, 1e-9))
 
 
 class LossHistoryHook(HookBase):
@@ -73,11 +78,11 @@ class LossHistoryHook(HookBase):
         self.values: dict[str, list[float]] = {}
 
     def after_step(self) -> None:
-        step = self.loop.step
+        step = self.loop.state.step
         if step % self.stride and step != self.loop.total_steps:
             return
         self.steps.append(step)
-        for k, v in self.loop.metrics.items():
+        for k, v in self.loop.state.metrics.items():
             if k.endswith("loss"):
                 self.values.setdefault(k, []).append(float(v))
 
@@ -96,7 +101,7 @@ class TimeoutHook(HookBase):
         self.current: int | None = None       # the step in progress (its after_step hooks too)
 
     def before_step(self) -> None:
-        self.current = self.loop.step + 1
+        self.current = self.loop.state.step + 1
 
     def after_step(self) -> None:
         if not self.done:
@@ -106,25 +111,24 @@ class TimeoutHook(HookBase):
     def on_exception(self, exc: BaseException) -> None:
         if self.ctx.distributed and is_collective_timeout(exc):
             setting = "dist.timeout_s" if self.done else "dist.first_step_timeout_s"
-            report_timeout(exc, self.ctx, self.current or self.loop.step + 1,
+            report_timeout(exc, self.ctx, self.current or self.loop.state.step + 1,
                            getattr(self.cfg, setting.split(".")[1]), setting)
 
 
 class ReduceHook(HookBase):
-    """``loop.reduced``: rank means of ``loop.metrics`` at logging steps, else ``None``."""
+    """``state.reduced``: rank means of ``state.metrics`` at logging steps (else the loop's
+    ``None`` stays)."""
 
     def __init__(self, ctx: DistContext, every: int):
         self.ctx, self.every = ctx, max(1, int(every))
 
     def is_log_step(self) -> bool:
-        return self.loop.step % self.every == 0 or self.loop.step == self.loop.total_steps
-
-    def before_train(self) -> None:
-        self.loop.reduced = None
+        step = self.loop.state.step
+        return step % self.every == 0 or step == self.loop.total_steps
 
     def after_step(self) -> None:
-        self.loop.reduced = (all_reduce_mean(self.loop.metrics, self.ctx)
-                             if self.is_log_step() else None)
+        if self.is_log_step():
+            self.loop.state.reduced = all_reduce_mean(self.loop.state.metrics, self.ctx)
 
 
 class ReplicaCheckHook(HookBase):
@@ -163,34 +167,35 @@ class ReplicaCheckHook(HookBase):
         return bad
 
     def after_step(self) -> None:
-        if not self.ctx.distributed or self.every <= 0 or self.loop.step % self.every:
+        state = self.loop.state
+        if not self.ctx.distributed or self.every <= 0 or state.step % self.every:
             return
         bad = self.mismatches()
         self.checks += 1
-        self.loop.metrics["dist/replica_mismatch"] = float(len(bad))
-        if getattr(self.loop, "reduced", None) is not None:
-            self.loop.reduced["dist/replica_mismatch"] = float(len(bad))
+        state.metrics["dist/replica_mismatch"] = float(len(bad))
+        if state.reduced is not None:
+            state.reduced["dist/replica_mismatch"] = float(len(bad))
         if bad and self.strict:
-            raise RuntimeError(f"ranks diverged after step {self.loop.step}: {bad[:10]} "
+            raise RuntimeError(f"ranks diverged after step {state.step}: {bad[:10]} "
                                f"({len(bad)} tensors differ)")
 
 
 class EvalHook(HookBase):
     """Every ``every`` steps (and at the end): ``evaluate()`` (a collective returning rank-mean
-    metrics such as ``eval/J``), merged into ``loop.reduced`` for logging."""
+    metrics such as ``eval/J``), merged into ``state.reduced`` for logging."""
 
     def __init__(self, evaluate: Callable[[], dict[str, float]], every: int):
         self.evaluate, self.every = evaluate, int(every)
 
     def after_step(self) -> None:
-        step = self.loop.step
-        if self.every > 0 and (step % self.every == 0 or step == self.loop.total_steps):
+        state = self.loop.state
+        if self.every > 0 and (state.step % self.every == 0 or state.step == self.loop.total_steps):
             results = self.evaluate()
-            self.loop.metrics.update(results)
-            if getattr(self.loop, "reduced", None) is None:
-                self.loop.reduced = dict(results)
+            state.metrics.update(results)
+            if state.reduced is None:
+                state.reduced = dict(results)
             else:
-                self.loop.reduced.update(results)
+                state.reduced.update(results)
 
 
 class ProgressHook(HookBase):
@@ -199,13 +204,14 @@ class ProgressHook(HookBase):
         self.stream = stream or sys.stdout
 
     def after_step(self) -> None:
-        m = getattr(self.loop, "reduced", None)
+        m = self.loop.state.reduced
         if not self.ctx.is_main or m is None:
             return
         shown = [f"{k} {v:.4g}" for k, v in m.items()
                  if k.endswith("/loss") or k.startswith("eval/") or k.endswith("/mse")]
         rate = m.get("throughput/samples_per_s")
-        line = f"[{self.phase}] step {self.loop.step}/{self.loop.total_steps} | " + " | ".join(shown)
+        line = (f"[{self.phase}] step {self.loop.state.step}/{self.loop.total_steps} | "
+                + " | ".join(shown))
         if rate is not None:
             line += f" | {rate:.2f} samples/s | {m.get('time/step_s', 0.0):.3f} s/step"
         print(line, file=self.stream, flush=True)
@@ -227,21 +233,21 @@ class StopHook(HookBase):
         self.signalled = signum
 
     def before_train(self) -> None:
-        self._start = self.loop.step
+        self._start = self.loop.state.step
         if threading.current_thread() is threading.main_thread():
             for s in self.signals:
                 self._previous[s] = signal.signal(s, self._handler)
 
     def after_step(self) -> None:
         local = self.signalled is not None or (
-            self.stop_after is not None and self.loop.step - self._start >= self.stop_after)
+            self.stop_after is not None and self.loop.state.step - self._start >= self.stop_after)
         flag = any_rank(local, self.ctx)
         if flag and not self.loop.completed:
-            self.loop.stop_requested = True
+            self.loop.state.stop_requested = True
             if self.ctx.is_main:
                 why = (f"signal {self.signalled}" if self.signalled is not None
                        else f"stop_after={self.stop_after}")
-                print(f"stopping after step {self.loop.step} ({why}); run the same command "
+                print(f"stopping after step {self.loop.state.step} ({why}); run the same command "
                       "again to resume", flush=True)
 
     def after_train(self) -> None:
@@ -262,23 +268,24 @@ class CheckpointHook(HookBase):
         self.last_saved: tuple[Path, int] | None = None
 
     def save(self) -> Path:
-        loop = self.loop
+        loop, step = self.loop, self.loop.state.step
         engines = loop.phase.engines
-        shared = {"step": loop.step, "phase": loop.phase.state_dict(),
+        shared = {"step": step, "phase": loop.phase.state_dict(),
                   "engines": {n: e.state_dict() for n, e in engines.items()}}
         if self.extra is not None:
             shared.update(self.extra())
         rank_state = {"rng": capture_rng_state(), "data": self.stream.position()}
         own = {n: e for n, e in engines.items() if e.saves_itself}
-        path = self.manager.save(loop.step, shared, rank_state, engines=own or None)
-        self.last_saved = (path, loop.step)
+        path = self.manager.save(step, shared, rank_state, engines=own or None)
+        self.last_saved = (path, step)
         if self.on_saved is not None:
-            self.on_saved(path, loop.step)
+            self.on_saved(path, step)
         return path
 
     def after_step(self) -> None:
-        step = self.loop.step
-        if step % self.every == 0 or step == self.loop.total_steps or self.loop.stop_requested:
+        state = self.loop.state
+        if state.step % self.every == 0 or state.step == self.loop.total_steps or \
+                state.stop_requested:
             self.save()
 
 
@@ -298,31 +305,34 @@ class ExportHook(HookBase):
 class TrackingHook(HookBase):
     """MLflow on rank 0 (the tracker is a no-op elsewhere): the run with the resolved config and
     environment, reduced metrics at logging steps, checkpoints, then the weights as a logged
-    model, registered under the phase's name with the configured alias."""
+    model, registered under the phase's name with the configured alias. Checkpoints arrive
+    through :meth:`checkpoint_saved` (the checkpoint hook's ``on_saved``): each is logged
+    (``log_checkpoints: all``) or the last one at the end (``last``)."""
 
     def __init__(self, tracker: Any, *, params: dict, tags: dict, export: ExportHook | None,
-                 checkpoints: CheckpointHook | None, log_checkpoints: str):
+                 log_checkpoints: str):
         self.tracker, self.params, self.tags = tracker, params, tags
-        self.export, self.checkpoints = export, checkpoints
+        self.export = export
         self.log_checkpoints = log_checkpoints
+        self.last_checkpoint: tuple[Path, int] | None = None
         self.ended = False
 
     def before_train(self) -> None:
         self.tracker.start(self.params, self.tags)
 
     def checkpoint_saved(self, path: Path, step: int) -> None:
+        self.last_checkpoint = (path, step)
         if self.log_checkpoints == "all":
             self.tracker.log_checkpoint(path, step)
 
     def after_step(self) -> None:
-        m = getattr(self.loop, "reduced", None)
+        m = self.loop.state.reduced
         if m is not None:
-            self.tracker.log_metrics(m, self.loop.step)
+            self.tracker.log_metrics(m, self.loop.state.step)
 
     def after_train(self) -> None:
-        if self.checkpoints is not None and self.checkpoints.last_saved and \
-                self.log_checkpoints == "last":
-            self.tracker.log_checkpoint(*self.checkpoints.last_saved)
+        if self.last_checkpoint is not None and self.log_checkpoints == "last":
+            self.tracker.log_checkpoint(*self.last_checkpoint)
         if self.export is not None and self.export.path is not None:
             uri = self.tracker.log_model(self.export.path, name="model",
                                          model_config=self.params.get("model_config"))
@@ -334,6 +344,26 @@ class TrackingHook(HookBase):
         if not self.ended:
             self.tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             self.ended = True
+
+
+HOOK_ORDER: tuple[type[HookBase], ...] = (
+    TimerHook, LossHistoryHook, TimeoutHook, ReduceHook, ReplicaCheckHook, EvalHook, ProgressHook,
+    StopHook, CheckpointHook, ExportHook, TrackingHook)
+"""The order the training hooks run in (the module docstring's list): timings and losses are in
+``state.metrics`` before the reduction; the reduction before the hooks that merge into it or log
+it; the stop decision before the checkpoint it triggers; the checkpoint and the export before
+tracking logs them."""
+
+
+def ordered(hooks: list[HookBase]) -> list[HookBase]:
+    """``hooks`` (at most one of each kind in :data:`HOOK_ORDER`) in :data:`HOOK_ORDER`'s order."""
+    rank = {cls: i for i, cls in enumerate(HOOK_ORDER)}
+    kinds = [type(h) for h in hooks]
+    unknown = [k.__name__ for k in kinds if k not in rank]
+    if unknown or len(set(kinds)) != len(kinds):
+        raise ValueError(f"ordered() takes one hook of each kind in HOOK_ORDER; got "
+                         f"{[k.__name__ for k in kinds]} (extra hooks go after it)")
+    return sorted(hooks, key=lambda h: rank[type(h)])
 
 
 def load_hooks(specs: list[str], ctx: DistContext) -> list[HookBase]:

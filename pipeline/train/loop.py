@@ -4,7 +4,7 @@
     loop.run()
 
 A *phase* (``pipeline/train/phases/gan.py``, ``segmentation.py``, ``alternating.py``) owns the models
-(as :class:`pipeline.core.dist.Engine` objects) and says what one step is: a list of :class:`Update` s,
+(as :class:`pipeline.train.engine.Engine` objects) and says what one step is: a list of :class:`Update` s,
 each a loss on one engine. The loop runs every update over the step's micro-batches (gradient
 accumulation, DDP synchronising only on the last one), then steps that engine::
 
@@ -17,6 +17,8 @@ accumulation, DDP synchronising only on the last one), then steps that engine::
 
 Hooks (``pipeline/train/hooks.py``) see the loop before/after training and each step: timing,
 progress, checkpoints, MLflow, evaluation, collective timeouts. Like detectron2's ``HookBase``.
+What the loop and its hooks share is :class:`LoopState` (``loop.state``), declared once, like
+detectron2's ``EventStorage``: hooks read and write its fields, and no others.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
-from pipeline.core.dist import Engine
+from pipeline.core.errors import PipelineError
+from pipeline.train.engine import Engine
 
 
 @dataclass
@@ -65,16 +68,39 @@ class HookBase:
     def on_exception(self, exc: BaseException) -> None: ...
 
 
-class NonFiniteLossError(FloatingPointError):
-    pass
+class NonFiniteLossError(PipelineError, FloatingPointError):
+    """The training diverged (a loss or metric is not finite): reported in one line, exit
+    status 1 (the run failed; its input may be fine)."""
+
+    exit_status = 1
+
+    def __init__(self, problem: str, fix: str = "lower optim.lr and start the run again"):
+        super().__init__(problem, fix)
+
+
+@dataclass(slots=True)
+class LoopState:
+    """The state the loop and its hooks share (``loop.state``). Slotted: a hook cannot create a
+    field that is not declared here. The loop sets ``metrics``, ``reduced`` (to None),
+    ``samples_in_step`` and ``data_seconds`` each step before the ``after_step`` hooks run."""
+
+    step: int = 0                    # completed optimizer steps
+    metrics: dict[str, float] = field(default_factory=dict)
+    # ^ this rank's scalars of the last step: the loop's losses and learning rates, then what
+    #   hooks add (time/, throughput/, dist/replica_mismatch, eval/) before the logging hooks
+    reduced: dict[str, float] | None = None
+    # ^ at logging steps, the rank means of ``metrics`` (ReduceHook) with the replica check and
+    #   the validation results merged in (ReplicaCheckHook, EvalHook); None at other steps
+    samples_in_step: int = 0         # this rank's samples in the last step
+    data_seconds: float = 0.0        # time spent waiting for the last step's batches
+    stop_requested: bool = False     # set by a hook: stop after this step
 
 
 class TrainLoop:
     """Iteration-based: ``total_steps`` optimizer steps, ``accum`` micro-batches each.
 
     ``stream`` yields loader batches (one micro-batch each); ``autocast`` is a context factory
-    (bf16 on GPUs). After each step ``self.metrics`` holds this rank's scalar losses; hooks add
-    to it (e.g. timings) before the logging hooks read it.
+    (bf16 on GPUs). ``state`` (:class:`LoopState`) is what the hooks see of each step.
     """
 
     def __init__(self, phase: Phase, stream: Iterable[dict], total_steps: int, *,
@@ -85,12 +111,8 @@ class TrainLoop:
         self._iter = iter(stream)
         self.total_steps = int(total_steps)
         self.accum = int(accum)
-        self.step = int(start_step)          # completed optimizer steps
         self.autocast = autocast
-        self.metrics: dict[str, float] = {}
-        self.samples_in_step = 0
-        self.data_seconds = 0.0
-        self.stop_requested = False          # set by a hook: stop after this step
+        self.state = LoopState(step=int(start_step))
         self.hooks: list[HookBase] = []
         for h in hooks or []:
             self.register(h)
@@ -106,10 +128,11 @@ class TrainLoop:
     def run(self) -> None:
         self._call("before_train")
         try:
-            while self.step < self.total_steps and not self.stop_requested:
+            while self.state.step < self.total_steps and not self.state.stop_requested:
                 self._call("before_step")
-                self.metrics = self.run_step()
-                self.step += 1
+                self.state.metrics = self.run_step()
+                self.state.reduced = None
+                self.state.step += 1
                 self._call("after_step")
         except BaseException as exc:
             for h in self.hooks:
@@ -120,19 +143,19 @@ class TrainLoop:
     @property
     def completed(self) -> bool:
         """All ``total_steps`` done (not stopped early by a hook)."""
-        return self.step >= self.total_steps
+        return self.state.step >= self.total_steps
 
     def next_micro_batches(self) -> list[Any]:
         t0 = time.perf_counter()
         batches = [next(self._iter) for _ in range(self.accum)]
-        self.data_seconds = time.perf_counter() - t0
-        self.samples_in_step = sum(self.phase.samples(b) for b in batches)
+        self.state.data_seconds = time.perf_counter() - t0
+        self.state.samples_in_step = sum(self.phase.samples(b) for b in batches)
         return [self.phase.prepare(b) for b in batches]
 
     def run_step(self) -> dict[str, float]:
         micros = self.next_micro_batches()
         metrics: dict[str, float] = {}
-        for update in self.phase.updates(self.step):
+        for update in self.phase.updates(self.state.step):
             engine = self.phase.engines[update.engine]
             prefix = update.name or update.engine
             engine.zero_grad()
@@ -144,7 +167,7 @@ class TrainLoop:
                     loss = terms["loss"]
                     if not torch.isfinite(loss.detach()).all():
                         raise NonFiniteLossError(
-                            f"{prefix} loss is {loss.item()} at step {self.step + 1} "
+                            f"{prefix} loss is {loss.item()} at step {self.state.step + 1} "
                             f"(phase {self.phase.name}); lower the learning rate, or check "
                             "the inputs and the initial weights (random full-depth ResNets "
                             "overflow); the last checkpoint is intact")
@@ -157,7 +180,7 @@ class TrainLoop:
             metrics[f"{prefix}/lr"] = engine.lr()
         for engine in self.phase.engines.values():
             engine.sync_buffers()        # BatchNorm statistics: rank 0's everywhere
-        self.phase.end_step(self.step, metrics)
+        self.phase.end_step(self.state.step, metrics)
         if any(isinstance(v, float) and math.isnan(v) for v in metrics.values()):
-            raise NonFiniteLossError(f"NaN metric at step {self.step + 1}: {metrics}")
+            raise NonFiniteLossError(f"NaN metric at step {self.state.step + 1}: {metrics}")
         return metrics

@@ -27,11 +27,16 @@ VOID = 255  # void / "don't care" label in the masks (DAVIS-2017 palette PNGs)
 
 @dataclass
 class LossConfig:
+    """The ``loss:`` section of every training phase's config: the weights of the terms above.
+    A phase reads those of the losses it computes (GAN: ``lambda_adv``; SSB pretraining: the
+    side weights; alternating: all)."""
+
     lambda_adv: float = 0.001  # Eq. 2 (Sec. 3.3)
     # Weight of the side outputs (all but the last map) in Eq. 3. constant: 1, as in the paper and
     # in the code's SSB pretraining; linear_decay: 1 - step/total_steps, the code's joint training.
     side_weight_schedule: Literal["constant", "linear_decay"] = "constant"
-    ignore_index: int = VOID
+    seg_weight_g: float = 1.0  # the segmentation loss in G's update (alternating training)
+    ignore_index: int = VOID   # the mask label Eq. 3 leaves out (void)
 
 
 class GeneratorLoss(NamedTuple):

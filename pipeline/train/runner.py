@@ -16,39 +16,29 @@ import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.atomic import atomic_write_text
-from pipeline.core.errors import FileProblem
+from pipeline.core.logs import report_events
 from pipeline.train.checkpoint import CheckpointManager, restore_rng_state
 from pipeline.core.config import ConfigError, config_text, dump_yaml, to_dict
-from pipeline.core.dist import autocast, destroy, init_distributed, seed_everything, seed_model_init
-from pipeline.tracking import Tracker, environment_info, git_info, store_for, ui_hint
-from pipeline.train.config import TrainConfig, load_model_config, load_train_config, plan_batch
+from pipeline.core.dist import autocast, destroy, init_distributed
+from pipeline.tracking import Tracker, environment_info, git_info, ui_hint
+from pipeline.train.config import TrainConfig, load_train_config
 from pipeline.train.data import DataStream, build_loader, set_dirs
 from pipeline.train.hooks import (CheckpointHook, EvalHook, ExportHook,
                                   LossHistoryHook, ProgressHook, ReduceHook, ReplicaCheckHook,
-                                  StopHook, TimeoutHook, TimerHook, TrackingHook, load_hooks)
+                                  StopHook, TimeoutHook, TimerHook, TrackingHook, load_hooks,
+                                  ordered)
 from pipeline.train.loop import TrainLoop
-from pipeline.train.weights import gather_init, save_weights
-from pipeline.train.weights import WeightsError
-from pipeline.model.backbone import PretrainedWeightsError
-from pipeline.lake.listing import NotEnoughShardsError
-from pipeline.train.checkpoint import CheckpointError, WorldSizeMismatch
+from pipeline.train.weights import save_weights
+from pipeline.train.checkpoint import WorldSizeMismatch
 from pipeline.core.dist import any_rank
-from pipeline.train.phases.segmentation import SegmentationPhase, SegmentationTrainConfig
-from pipeline.train.phases.gan import GanPhase, GanTrainConfig
-from pipeline.train.phases.alternating import AlternatingPhase, AlternatingTrainConfig
+from pipeline.train.build import build_phase
+from pipeline.train.registry import by_name
 
 log = logging.getLogger(__name__)
-
-
-def phase_classes() -> dict[str, tuple[type, type]]:
-    return {"gan": (GanPhase, GanTrainConfig),
-            "segmentation": (SegmentationPhase, SegmentationTrainConfig),
-            "alternating": (AlternatingPhase, AlternatingTrainConfig)}
 
 
 def parse_args(argv: list[str] | None, default_config: str, description: str,
@@ -75,7 +65,7 @@ def build_eval_batches(cfg: Any, phase: Any, ctx) -> Any:
         raise ConfigError("eval.every > 0 needs eval.sets (shard sets under data.lake)")
     from dataclasses import replace
 
-    dcfg = replace(cfg.data, sets=list(ecfg.sets), augment=dict(ecfg.augment), weights=None,
+    dcfg = replace(cfg.data, sets=list(ecfg.sets), augment=ecfg.augment, weights=None,
                    backend="webdataset", num_workers=0, epoch_batches=ecfg.batches)
     loader = build_loader(dcfg, phase.plan.micro_size, kind=phase.kind, masks=True,
                           seed=cfg.seed + 7919, rank=ctx.rank, world_size=ctx.world_size)
@@ -108,9 +98,8 @@ def resume(manager: CheckpointManager, phase: Any, cfg: TrainConfig, ctx) -> Any
         if not any_rank(error is not None, ctx):
             return loaded
         if ctx.is_main or error is not None:
-            print(f"warning: checkpoint {path} cannot be resumed from "
-                  f"({error or 'another rank could not read it'}); trying the previous one",
-                  file=sys.stderr, flush=True)
+            log.warning("checkpoint %s cannot be resumed from (%s); trying the previous one",
+                        path, error or "another rank could not read it")
     if manager.list():
         raise ConfigError(f"no checkpoint in {manager.directory} can be resumed from (see the "
                           "warnings); move the folder away to start over, or fix the files")
@@ -120,12 +109,17 @@ def resume(manager: CheckpointManager, phase: Any, cfg: TrainConfig, ctx) -> Any
 def run_phase(phase_name: str, config_path: str | Path | None, overrides: list[str],
               *, tracker_factory=None) -> dict:
     """Train one phase; returns a summary (also written to ``run_dir/summary.json`` by rank 0)."""
-    phase_cls, cfg_cls = phase_classes()[phase_name]
-    cfg: TrainConfig = load_train_config(cfg_cls, config_path, overrides)
+    cfg: TrainConfig = load_train_config(by_name(phase_name).config_class, config_path, overrides)
+    return run_config(phase_name, cfg, tracker_factory=tracker_factory)
+
+
+def run_config(phase_name: str, cfg: TrainConfig, *, tracker_factory=None) -> dict:
+    """Train one phase from its loaded config (e.g. :func:`load_train_config` then
+    :func:`pipeline.train.config.override_train_config`); returns its summary."""
     check_inputs(cfg)
     ctx = init_distributed(cfg.dist)
     try:
-        return _run(phase_name, phase_cls, cfg, ctx, tracker_factory)
+        return _run(phase_name, by_name(phase_name).phase_class, cfg, ctx, tracker_factory)
     finally:
         destroy()
 
@@ -147,20 +141,13 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    seed_everything(cfg.seed, ctx.rank)
-    plan = plan_batch(cfg.batch, ctx.world_size)
-    model_cfg = load_model_config(cfg)
-    init_states, init_sources = gather_init(cfg.init_from,
-                                            store_for(run_dir, cfg.tracking.tracking_uri))
-    with seed_model_init(cfg.seed):
-        phase = phase_cls(cfg, model_cfg, ctx, plan, init=init_states)
+    phase, plan, model_cfg, init_sources = build_phase(phase_cls, cfg, ctx)
     loader = build_loader(cfg.data, plan.micro_size, kind=phase.kind, masks=phase.masks,
                           seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
                           pin_memory=ctx.device.type == "cuda")
     stream = DataStream(loader)
 
-    manager = CheckpointManager(run_dir / "checkpoints", cfg.checkpoint.keep_last,
-                                rank=ctx.rank, world_size=ctx.world_size)
+    manager = CheckpointManager(run_dir / "checkpoints", cfg.checkpoint.keep_last, ctx=ctx)
     start_step = 0
     resumed_from = None
     loaded = resume(manager, phase, cfg, ctx) if cfg.checkpoint.resume else None
@@ -188,23 +175,23 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
 
     def write_weights() -> Path:
         return save_weights(run_dir / "weights.pt", phase.modules(), phase=phase_name,
-                            step=loop.step, model_config=to_dict(model_cfg))
+                            step=loop.state.step, model_config=to_dict(model_cfg))
 
     timer = TimerHook(ctx.world_size)
     history = LossHistoryHook(cfg.steps)
     export = ExportHook(ctx, write_weights)
-    ckpt = CheckpointHook(manager, cfg.checkpoint.every, stream=stream)
-    tracking = TrackingHook(tracker, params=params, tags=tags, export=export, checkpoints=ckpt,
+    tracking = TrackingHook(tracker, params=params, tags=tags, export=export,
                             log_checkpoints=cfg.checkpoint.log_to_mlflow)
-    ckpt.on_saved = tracking.checkpoint_saved if ctx.is_main else None
+    ckpt = CheckpointHook(manager, cfg.checkpoint.every, stream=stream,
+                          on_saved=tracking.checkpoint_saved)
     hooks = [timer, history, TimeoutHook(cfg.dist, ctx), ReduceHook(ctx, cfg.log.every),
-             ReplicaCheckHook(ctx, cfg.dist.check_replicas_every)]
+             ReplicaCheckHook(ctx, cfg.dist.check_replicas_every),
+             ProgressHook(ctx, phase_name), StopHook(ctx, cfg.checkpoint.stop_after), ckpt,
+             export, tracking]
     evaluate = build_eval_batches(cfg, phase, ctx)
     if evaluate is not None:
         hooks.append(EvalHook(evaluate, cfg.eval.every))
-    hooks += [ProgressHook(ctx, phase_name), StopHook(ctx, cfg.checkpoint.stop_after), ckpt,
-              export, tracking]
-    hooks += load_hooks(cfg.hooks, ctx)     # the config's extra hooks ("module:callable")
+    hooks = ordered(hooks) + load_hooks(cfg.hooks, ctx)   # then the config's ("module:callable")
 
     loop = TrainLoop(phase, stream, cfg.steps, accum=plan.accum, start_step=start_step,
                      hooks=hooks, autocast=lambda: autocast(cfg.dist, ctx.device))
@@ -214,8 +201,11 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
         stream.close()          # the loader's workers end with the run
 
     times = timer.step_times[1:] or timer.step_times
+    job = phase_name if ctx.world_size == 1 else f"{phase_name} rank {ctx.rank}"
+    events = report_events(log, job, stream.data_events())   # this rank's loader
     summary = {
-        "phase": phase_name, "steps": loop.step, "completed": loop.completed, "start_step": start_step,
+        "phase": phase_name, "steps": loop.state.step, "completed": loop.completed,
+        "start_step": start_step,
         "resumed_from": resumed_from, "world_size": ctx.world_size,
         "micro_size": plan.micro_size, "accum": plan.accum, "global_batch": plan.global_size,
         "weights": str(export.path) if export.path else str(run_dir / "weights.pt"),
@@ -225,32 +215,22 @@ def _run(phase_name: str, phase_cls: type, cfg: TrainConfig, ctx, tracker_factor
         "registered": getattr(tracker, "registered_version", None),
         "mean_step_s": sum(times) / len(times) if times else None,
         "samples_per_s": (plan.global_size * len(times) / sum(times)) if times and sum(times) else None,
-        "last_metrics": loop.reduced or loop.metrics,
+        "last_metrics": loop.state.reduced or loop.state.metrics,
         "loss_history": history.as_dict(),
+        "data_events": events,
     }
     if ctx.is_main:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary
 
 
-def _user_errors() -> tuple[type, ...]:
-    return (ConfigError, CheckpointError, NotEnoughShardsError, PretrainedWeightsError,
-            WeightsError, FileProblem)
-
-
-USER_ERRORS = _user_errors()
-
-
 def main(phase_name: str, default_config: str, description: str,
          argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
-    """Parse ``argv`` and train (or ``--print-config``). Bad input (``USER_ERRORS``) and a
-    diverged run (``NonFiniteLossError``) are raised for the command to report
-    (pipeline/cli/train.py)."""
-    logging.basicConfig(level=os.environ.get("STCNN_LOG_LEVEL", "WARNING"),
-                        format="%(levelname)s %(name)s: %(message)s")
+    """Parse ``argv`` and train (or ``--print-config``). Bad input and a diverged run
+    (``PipelineError``s) are raised for the command to report (pipeline/cli/train.py)."""
     args = parse_args(argv, default_config, description, parser)
     if args.print_config:
-        cfg = load_train_config(phase_classes()[phase_name][1], args.config, args.overrides)
+        cfg = load_train_config(by_name(phase_name).config_class, args.config, args.overrides)
         print(config_text(cfg, f"--config {args.config}"), end="")
         return 0
     summary = run_phase(phase_name, args.config, args.overrides)

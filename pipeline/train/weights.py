@@ -21,6 +21,7 @@ from torch import nn
 
 from pipeline.core.atomic import atomic_write_bytes
 from pipeline.core.config import ConfigError
+from pipeline.core.errors import PipelineError
 from pipeline.tracking import resolve_init
 from pipeline.model.stcnn import build_discriminator, build_generator, build_ssb
 from pipeline.model.config import ModelConfig
@@ -30,7 +31,7 @@ FORMAT = "stcnn-weights/1"
 log = logging.getLogger(__name__)
 
 
-class WeightsError(ValueError):
+class WeightsError(PipelineError, ValueError):
     pass
 
 

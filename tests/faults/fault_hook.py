@@ -63,7 +63,7 @@ class FaultHook(HookBase):
         return cls.parse(spec, rank) if spec else None
 
     def after_step(self) -> None:
-        if self.rank != self.kill_rank or self.loop.step != self.step:
+        if self.rank != self.kill_rank or self.loop.state.step != self.step:
             return
         if self.once is not None:
             if self.once.exists():
@@ -96,7 +96,7 @@ class HoldHook(HookBase):
         raise RuntimeError("hold: the run has no StopHook to observe")
 
     def after_step(self) -> None:
-        if self.loop.step != self.step:
+        if self.loop.state.step != self.step:
             return
         stop = self._stop_hook()
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ class PerturbHook(HookBase):
         self.perturbed: str | None = None
 
     def before_step(self) -> None:
-        if self.rank != self.bad_rank or self.loop.step != self.step - 1:
+        if self.rank != self.bad_rank or self.loop.state.step != self.step - 1:
             return
         import torch
 
@@ -166,11 +166,11 @@ class HangHook(HookBase):
     def before_step(self) -> None:
         if self.rank != self.hang_rank:
             return
-        if self.loop.step == 0 and self.first > 0:
+        if self.loop.state.step == 0 and self.first > 0:
             print(f"{FAULT_ENV}: rank {self.rank} stalls {self.first:g} s before step 1",
                   file=sys.stderr, flush=True)
             time.sleep(self.first)
-        if self.loop.step == self.step - 1:
+        if self.loop.state.step == self.step - 1:
             print(f"{FAULT_ENV}: rank {self.rank} (pid {os.getpid()}) hangs before step "
                   f"{self.step}", file=sys.stderr, flush=True)
             while True:
@@ -215,8 +215,8 @@ class BufferHook(HookBase):
             engine.sync_buffers = sync
 
     def _maybe_perturb(self, name: str, engine) -> None:
-        # called inside step loop.step + 1, after that step's optimizer updates
-        if self.perturb is None or (self.rank, self.loop.step + 1) != self.perturb:
+        # called inside step state.step + 1, after that step's optimizer updates
+        if self.perturb is None or (self.rank, self.loop.state.step + 1) != self.perturb:
             return
         for bname, b in engine.module.named_buffers():
             if bname.endswith("running_mean"):
@@ -226,7 +226,8 @@ class BufferHook(HookBase):
                     b.add_(1e-3)
                 self.perturb = None
                 print(f"{FAULT_ENV}: rank {self.rank} perturbed {name}.{bname} after step "
-                      f"{self.loop.step + 1}'s buffer sync", file=sys.stderr, flush=True)
+                      f"{self.loop.state.step + 1}'s buffer sync", file=sys.stderr,
+                      flush=True)
                 return
 
     def after_train(self) -> None:

@@ -33,7 +33,6 @@ import pickle
 import shutil
 import subprocess
 import tarfile
-import warnings
 from pathlib import Path
 
 import pytest
@@ -42,7 +41,7 @@ import torch
 from pipeline.train.checkpoint import CheckpointError, CheckpointManager
 from pipeline.core.config import ConfigError
 from pipeline.lake.catalog import validate_set
-from pipeline.loading.loader import CorruptSampleWarning, IgnoredMemberWarning, iter_samples
+from pipeline.loading.loader import iter_samples
 from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
 from pipeline.loading.readstats import ReadStats
 from pipeline.sources import get_source
@@ -50,6 +49,7 @@ from pipeline.sources.types import SourceError
 from pipeline.synthetic import SyntheticSpec, write_dataset
 
 from faultlib import REPO, clean_env
+from support.logs import logs_warning
 
 SPEC = SyntheticSpec(size=(32, 24), n_sequences=1, n_frames=6, seed=3)
 
@@ -172,10 +172,10 @@ def _cli(script: str) -> list[str]:
 
 
 def test_malformed_config(tmp_path):
-    from pipeline.train.runner import phase_classes
+    from pipeline.train.registry import by_name
     from pipeline.train.config import load_train_config
 
-    cfg_cls = phase_classes()["gan"][1]
+    cfg_cls = by_name("gan").config_class
     broken = tmp_path / "broken.yaml"
     broken.write_text("steps: [1,\nbatch: {size: 4\n")
     with pytest.raises(ConfigError, match=r"(?s)broken\.yaml: not valid YAML.*fix the syntax"):
@@ -221,25 +221,25 @@ def first_key(tar: Path) -> str:
         return t.getmembers()[0].name.split(".", 1)[0]
 
 
-def test_truncated_shard_tar(lake_set):
+def test_truncated_shard_tar(lake_set, caplog):
     tar = lake_set / "00000.tar"
     with tarfile.open(tar) as t:
         fourth = [m for m in t.getmembers() if m.name.endswith(".json")][3]
     tar.write_bytes(tar.read_bytes()[: fourth.offset_data - 700])   # inside sample 4
     stats = ReadStats()
-    with pytest.warns(CorruptSampleWarning, match=r"00000\.tar"):
+    with logs_warning(caplog, match=r"00000\.tar"):
         got = list(iter_samples(lake_set, stats=stats))
     assert len(got) == 3 and stats.truncated_shards == 1 and stats.corrupt == 1
     v = validate_set(lake_set)
     assert not v.ok and any(str(tar) in e and "truncated" in e for e in v.errors), v.errors
 
 
-def test_corrupt_json_member_is_a_counted_skip(lake_set):
+def test_corrupt_json_member_is_a_counted_skip(lake_set, caplog):
     tar = lake_set / "00000.tar"
     key = first_key(tar)
     rewrite_tar(tar, replace={f"{key}.json": b"{not json"})
     stats = ReadStats()
-    with pytest.warns(CorruptSampleWarning, match=key):
+    with logs_warning(caplog, match=key):
         got = [s["key"] for s in iter_samples(lake_set, stats=stats)]
     assert key not in got and stats.corrupt_samples == 1 and stats.samples == len(got)
 
@@ -257,9 +257,7 @@ def test_member_named_dot_dot_is_refused_by_validation(lake_set, tmp_path):
     assert not v.ok and any("escapes the shard" in e and str(tar) in e for e in v.errors), v.errors
     # the loader never extracts members to disk: reading the shard writes nothing anywhere
     before = sorted(p for p in tmp_path.rglob("*"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        list(iter_samples(lake_set))
+    list(iter_samples(lake_set))
     assert sorted(p for p in tmp_path.rglob("*")) == before
     assert not (tmp_path / "escape").exists() and not (lake_set.parents[1] / "escape").exists()
 
@@ -267,9 +265,7 @@ def test_member_named_dot_dot_is_refused_by_validation(lake_set, tmp_path):
 def test_member_named_dot_dot_is_a_counted_skip_in_the_loader(lake_set):
     key = _escape(lake_set / "00000.tar")
     stats = ReadStats()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        got = [s["key"] for s in iter_samples(lake_set, stats=stats)]
+    got = [s["key"] for s in iter_samples(lake_set, stats=stats)]
     assert not any(".." in k for k in got) and f"../../escape/{key}" not in got
     assert stats.corrupt >= 1
 
@@ -284,14 +280,14 @@ class _Boom:
         return (Path.write_text, (Path(self.flag), "unpickled!"))
 
 
-def test_pickle_members_in_a_shard_are_never_unpickled(lake_set, tmp_path):
+def test_pickle_members_in_a_shard_are_never_unpickled(lake_set, tmp_path, caplog):
     flag = tmp_path / "flag.txt"
     payload = pickle.dumps(_Boom(flag))
     tar = lake_set / "00000.tar"
     key = first_key(tar)
     rewrite_tar(tar, extra={f"{key}.pyd": payload, f"{key}.pickle": payload})
     stats = ReadStats()
-    with pytest.warns(IgnoredMemberWarning, match=r"never decoded"):
+    with logs_warning(caplog, match=r"never decoded"):
         got = list(iter_samples(lake_set, stats=stats))
     assert key in [s["key"] for s in got] and stats.ignored_members == 2 and stats.corrupt == 0
     assert all("pyd" not in s and "pickle" not in s for s in got)

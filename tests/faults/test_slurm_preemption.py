@@ -34,7 +34,8 @@ import pytest
 from faultlib import FAULT_HOOK, PREEMPT_RUN, fault_env, resumed_steps
 from support import free_port
 from support.slurm_cluster import SlurmCluster, job_env, outputs, sbatch
-from support.training import LAUNCHERS, assert_runs_bit_identical, summary, tiny
+from pipeline.train.registry import by_name
+from support.training import assert_runs_bit_identical, summary, tiny
 
 pytestmark = pytest.mark.slow
 TRAIN = "launch/slurm/train.sbatch"
@@ -68,7 +69,7 @@ def submit(slurm: SlurmCluster, lake: Path, run_dir: Path, logs: Path, fault: st
                   PYTHONPATH=path, PYTHONUNBUFFERED="1")
     r = sbatch(slurm, "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1",
                "--gpus-per-node=0", "--time=10:00", f"--output={logs}/%j.out",
-               TRAIN, f"launch/{LAUNCHERS['gan']}.py", "--config", str(tiny("gan")),
+               TRAIN, by_name("gan").launcher, "--config", str(tiny("gan")),
                f"data.lake={lake}", f"run_dir={run_dir}", "tracking.enabled=false", *PREEMPT_RUN,
                FAULT_HOOK, env=env, timeout=60, wait=False)
     assert r.returncode == 0, f"{r.stdout}{r.stderr}"

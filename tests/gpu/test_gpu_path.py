@@ -29,6 +29,7 @@ import torch
 from PIL import Image, JpegImagePlugin
 
 from support import child_env
+from support.logs import logs_warning
 from support.training import failure, summary, torchrun
 
 pytestmark = pytest.mark.gpu
@@ -231,7 +232,7 @@ def test_device_decode_loader_matches_the_worker_path(decode_lake, size):
 
 # -- (b) a corrupt clip on the device -------------------------------------------------------------
 
-def test_a_truncated_jpeg_is_dropped_and_counted_as_on_the_cpu(tmp_path):
+def test_a_truncated_jpeg_is_dropped_and_counted_as_on_the_cpu(tmp_path, caplog):
     from pipeline.loading import loader as L
     from pipeline.loading.augment import AugmentConfig
     from support.lakes import clip_sample, write_shard
@@ -248,7 +249,7 @@ def test_a_truncated_jpeg_is_dropped_and_counted_as_on_the_cpu(tmp_path):
         loader = L.make_loader(d, batch_size=4, num_workers=0, epoch_batches=1, rank=0,
                                world_size=1, augment=AugmentConfig(hflip=0.0), shuffle_buffer=0,
                                decode_device=device)
-        with pytest.warns(UserWarning, match="corrupt_samples"):
+        with logs_warning(caplog, match="corrupt_samples"):
             [batch] = list(loader)
         results[device] = {"keys": batch["key"], "corrupt_samples": loader.stats.corrupt_samples,
                            "frames_device": str(batch["frames"].device),

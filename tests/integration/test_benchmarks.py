@@ -141,6 +141,31 @@ def test_lucid_dream_speed_benchmark_json(tmp_path):
     assert r["pass"]["64x64"] == (row["median_s"] < r["target_small_s"] == 0.1)
 
 
+@pytest.mark.slow  # FFCV's JIT compilation: > 5 s
+def test_ffcv_vs_webdataset_benchmark_json(tmp_path):
+    """The FFCV store against the WebDataset loader: same pixels, positive samples/s."""
+    pytest.importorskip("ffcv")
+    r = json.loads(_run("ffcv_vs_webdataset.py", "--json", tmp_path=tmp_path))
+    assert r["pixels_equal"] == 4
+    assert set(r["samples_per_s"]) == {"webdataset", "ffcv-raw"}
+    assert all(_positive(v["best"]) and _positive(v["median"]) for v in r["samples_per_s"].values())
+    assert set(r["ratios"]) == {"ffcv-raw/webdataset"}
+    assert _positive(r["ratios"]["ffcv-raw/webdataset"])
+    assert not any(tmp_path.iterdir()), "the benchmark left files behind"
+
+
+@pytest.mark.slow  # > 5 s: keeps `-m "not slow"` under 3 min
+def test_micro_claims_benchmark_json(tmp_path):
+    """Every speed claim of the code and docs is measured against its baseline and reported."""
+    r = json.loads(_run("micro_claims.py", "--json", tmp_path=tmp_path))
+    names = {"tar", "tarwrite", "writeback", "png", "jpeg", "gif"}
+    assert set(r["ratios"]) == set(r["claims"]) == set(r["pass"]) == names
+    assert all(_positive(v) for v in r["ratios"].values())
+    assert all(r["pass"][k] == (r["ratios"][k] > 1.0) for k in names)
+    assert r["results"]["writeback"]["writeback_starts"] >= 1
+    assert not any(tmp_path.iterdir()), "the benchmark left files behind"
+
+
 @pytest.mark.slow
 def test_accuracy_proxy_trains_and_evaluates_on_a_davis_root(tmp_path):
     """``accuracy_proxy.py`` end to end on a generated DAVIS-2016 root (train + val), at a budget

@@ -93,11 +93,11 @@ def test_version(name, capsys):
 
 # ---------------------------------------------------------------------------- stcnn-train
 def test_train_help_lists_the_phases(capsys):
-    from pipeline.cli.train import PHASES
+    from pipeline.train.registry import PHASES
 
     assert call("stcnn-train", "--help") == 0
     out = capsys.readouterr().out
-    for cmd, (_, _, what) in PHASES.items():
+    for cmd, what in ((s.command, s.description) for s in PHASES.values()):
         assert cmd in out and " ".join(what.split()[:3]) in " ".join(out.split()), cmd
 
 
@@ -136,6 +136,19 @@ def test_train_bad_key_names_the_key_and_the_fix(tmp_path, capsys):
     assert_error_line("stcnn-train", capsys.readouterr().err, "no_such_key")
 
 
+@pytest.mark.parametrize("override, needles", [
+    ("data.augment.hflpi=0.5", ["data.augment", "'hflpi'", "valid keys", "'hflip'"]),
+    ("model_overrides=[spatial.num_clases=1]", ["model_overrides", "'num_clases'", "'num_classes'"]),
+])
+def test_train_bad_augment_or_model_override_is_one_line_before_anything_runs(
+        override, needles, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert call("stcnn-train", "pretrain_ssb", "--config", TINY / "pretrain_ssb.yaml", override,
+                f"run_dir={run_dir}", "tracking.enabled=false") == 2
+    assert_error_line("stcnn-train", capsys.readouterr().err, *needles)
+    assert not run_dir.exists() and not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_launch_script_prints_config_and_errors_as_its_command(tmp_path):
     env = child_env()
@@ -166,6 +179,21 @@ def test_segment_print_config(tmp_path, capsys):
     cfg = yaml.safe_load(out)
     assert cfg["out"] == str(out_dir) and cfg["online"]["iterations"] == 9
     assert re.search(r"^#\s+online\.iterations\b", out, re.M)
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("setting, needles", [
+    ("online.lucid.shfit=0.2", ["online.lucid", "shfit", "valid keys", "max_shift"]),
+    ("online.lucid.blend=poisson", ["online.lucid.blend", "feather"]),
+    ("online.lucid.max_shift=-0.1", ["online.lucid.max_shift", ">= 0"])])
+def test_segment_bad_lucid_setting(setting, needles, tmp_path, capsys):
+    """Checked when the config loads: before the (missing) checkpoint is looked at, and
+    before anything is written."""
+    out_dir = tmp_path / "out"
+    assert call("stcnn-segment", "--checkpoint", tmp_path / "missing.pt", "--video",
+                tmp_path / "missing.mp4", "--first-mask", tmp_path / "missing.png",
+                "--out", out_dir, setting) == 2
+    assert_error_line("stcnn-segment", capsys.readouterr().err, *needles)
     assert not out_dir.exists()
 
 

@@ -52,7 +52,8 @@ def _j_of_online_tuning(weights: Path, root: Path, seq_name: str, frames: int = 
     from pipeline.evaluation.metrics import jaccard
     from pipeline.inference.masks import read_mask_png
     from pipeline.model.config import ModelConfig
-    from pipeline.train.phases.online import OnlineConfig, OnlineSegmenter
+    from pipeline.inference.segmenter import OnlineSegmenter
+    from pipeline.inference.tuning import OnlineConfig
     from pipeline.train.weights import load_weights
     from PIL import Image
 

@@ -16,6 +16,7 @@ import torch
 from support.mlflow_server import start_server  # noqa: E402
 from support.s3 import BUCKET, SECRET, threaded_store  # noqa: E402
 from support.s3 import client as _client, keys as _keys  # noqa: E402
+from support.logs import logs_warning  # noqa: E402
 
 from pipeline.lake import store as OS  # noqa: E402
 from pipeline.loading.loader import iter_samples, make_loader  # noqa: E402
@@ -106,7 +107,7 @@ def test_upload_order_stats_last(s3, local_lake, monkeypatch):
     assert calls[-2:] == ["manifest.json", "catalog.parquet"]
 
 
-def test_list_finished_ignores_tars_without_stats(s3, local_lake):
+def test_list_finished_ignores_tars_without_stats(s3, local_lake, caplog):
     set_dir = _set_dir(local_lake)
     url = f"s3://{BUCKET}/partial/davis2016/train"
     client = _client()
@@ -117,7 +118,7 @@ def test_list_finished_ignores_tars_without_stats(s3, local_lake):
     assert OS.list_finished(url) == [f"{url}/00001.tar"]
     [s] = shard_sets(url)
     assert s.shards == (f"{url}/00001.tar",)
-    with pytest.warns(UserWarning, match="unfinished"):
+    with logs_warning(caplog, match="unfinished"):
         [loose] = shard_sets([f"{url}/00000.tar", f"{url}/00001.tar"])
     assert loose.shards == (f"{url}/00001.tar",)
     assert OS.list_finished(f"s3://{BUCKET}/nothing/here") == []
@@ -150,12 +151,12 @@ def test_loader_workers_read_s3(s3, local_lake):
     assert len(batches) == 4 and batches[0]["frames"].shape[0] == 2
 
 
-def test_a_missing_shard_object_is_counted_not_fatal(s3, local_lake):
+def test_a_missing_shard_object_is_counted_not_fatal(s3, local_lake, caplog):
     from pipeline.loading.readstats import ReadStats
     from pipeline.loading.tarsamples import read_tar
 
     stats = ReadStats()
-    with pytest.warns(UserWarning):
+    with logs_warning(caplog):
         assert list(read_tar(f"s3://{BUCKET}/no/such/00000.tar", stats)) == []
     assert stats.as_dict()["truncated_shards"] == 1
 
@@ -186,7 +187,8 @@ def test_s3_shards_are_streamed_without_a_temporary_file(s3, local_lake, monkeyp
 
 
 @pytest.mark.parametrize("damage", ["truncated", "corrupt"])
-def test_damaged_s3_objects_are_counted_skips_like_local_files(s3, local_lake, tmp_path, damage):
+def test_damaged_s3_objects_are_counted_skips_like_local_files(s3, local_lake, tmp_path, damage,
+                                                               caplog):
     """A shard object cut mid-member, or with a garbled member header: the samples before the
     damage come through, the rest of the shard is one counted skip, exactly as from a local
     file holding the same bytes."""
@@ -205,9 +207,9 @@ def test_damaged_s3_objects_are_counted_skips_like_local_files(s3, local_lake, t
     local.write_bytes(bad)
     key = f"damaged-{damage}/00000.tar"
     _client().put_object(Bucket=BUCKET, Key=key, Body=bad)
-    with pytest.warns(UserWarning):
+    with logs_warning(caplog):
         remote_samples, remote_counts = _read(f"s3://{BUCKET}/{key}")
-    with pytest.warns(UserWarning):
+    with logs_warning(caplog):
         local_samples, local_counts = _read(str(local))
     assert remote_samples == local_samples and remote_counts == local_counts
     assert remote_counts["truncated_shards"] == 1

@@ -1,4 +1,4 @@
-"""Online tuning + segmentation (pipeline/train/phases/online.py, launch/segment.py): tuning fits the
+"""Online tuning + segmentation (pipeline/inference/segmenter.py, launch/segment.py): tuning fits the
 first frame, DAVIS results in the official layout that the evaluator accepts, 2 ranks == 1 rank,
 a user's video, and on the real DAVIS sample J beats copying the first mask.
 
@@ -20,8 +20,9 @@ from PIL import Image
 from pipeline.core.config import load_config, to_dict
 from pipeline.model.config import ModelConfig
 from pipeline.model.stcnn import build_discriminator, build_generator, build_ssb
-from pipeline.train.phases.online import (OnlineConfig, OnlineSegmenter, assign_sequences,
-                                   past_indices)
+from pipeline.inference.segmenter import OnlineSegmenter, past_indices
+from pipeline.inference.tuning import OnlineConfig
+from pipeline.jobs.segment.run import assign_sequences
 from pipeline.train.optim import OptimConfig
 from pipeline.train.weights import save_weights
 
@@ -251,6 +252,31 @@ def test_bad_inputs_name_the_fix(checkpoint, tmp_path):
         seg.segment("s", [np.zeros((8, 8, 3), np.uint8)], np.zeros((8, 8), np.uint8))
     with pytest.raises(ValueError, match="first mask is 4x4 but the frames are 8x8"):
         seg.segment("s", [np.zeros((8, 8, 3), np.uint8)], np.ones((4, 4), np.uint8))
+
+
+def test_lucid_settings_are_checked_when_the_config_loads(tmp_path):
+    """``online.lucid`` is a typed section: a bad key or value is a ConfigError at load, naming
+    the key (and, for an unknown key, the valid ones); good ones are kept, typed."""
+    from pipeline.core.config import ConfigError
+    from pipeline.jobs.segment import SegmentConfig
+    from pipeline.train.lucid import LucidDreamConfig
+
+    with pytest.raises(ConfigError, match=r"online\.lucid: unknown key\(s\) \['shfit'\]; valid "
+                                          r"keys: \[.*'max_shift'"):
+        load_config(SegmentConfig, None, ["online.lucid.shfit=0.2"])
+    yaml_file = tmp_path / "segment.yaml"
+    yaml_file.write_text("online:\n  lucid:\n    blend: poisson\n")
+    with pytest.raises(ConfigError, match=r"online\.lucid\.blend: 'poisson' is not one of "
+                                          r"\['feather', 'seamless'\].*segment\.yaml"):
+        load_config(SegmentConfig, yaml_file)
+    for bad, key in (("max_shift=-0.1", "max_shift"), ("scale=[1.2,1.0]", "scale"),
+                     ("deform_points=1", "deform_points"), ("max_tries=x", "max_tries")):
+        with pytest.raises(ConfigError, match=rf"online\.lucid\.{key}\b"):
+            load_config(SegmentConfig, None, [f"online.lucid.{bad}"])
+    cfg = load_config(SegmentConfig, None, ["online.lucid.max_shift=0.2",
+                                            "online.lucid.scale=[0.8,1.2]"])
+    assert cfg.online.lucid == LucidDreamConfig(max_shift=0.2, scale=(0.8, 1.2))
+    assert load_config(SegmentConfig).online.lucid == LucidDreamConfig()
 
 
 def _off():

@@ -180,9 +180,9 @@ def test_full_mode_uses_the_paper_configs_with_their_per_gpu_batch():
                 "alternating": ((400, 710), 1)}
     for phase, (size, per_gpu) in expected.items():
         for world in (1, 8):
-            cfg = phase_config(phase, quick=False, world_size=world, overrides=[])
+            cfg = phase_config(phase, quick=False, world_size=world, overrides={})
             assert cfg.model == "model/stcnn.yaml"
-            assert tuple(resolve_augment(dict(cfg.data.augment)).size) == size
+            assert tuple(resolve_augment(cfg.data.augment).size) == size
             plan = plan_batch(cfg.batch, world)
             assert (plan.micro_size, plan.accum) == (per_gpu, 1)
         m = load_model_config(cfg)

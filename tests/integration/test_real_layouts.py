@@ -20,7 +20,7 @@ from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
 from pipeline.sources import get_source
 from pipeline.evaluation.davis import read_gt
 from pipeline.inference.masks import read_mask_png
-from pipeline.train.phases.online import object_ids
+from pipeline.inference import object_ids
 
 SNIPPET = "ILSVRC2015_val_00007026"
 

@@ -118,6 +118,27 @@ def test_killed_run_resumes_to_the_uninterrupted_results(checkpoint, davis16, tm
     assert _pngs(out) == _pngs(full)
 
 
+def test_the_fingerprint_counts_lucid_settings_that_differ_from_the_defaults():
+    """Default dreams, spelled out or not, give the fingerprint of ``lucid: {}`` (the results a
+    run with the default dreams wrote keep counting as complete); any other setting changes it."""
+    import hashlib
+
+    from pipeline.jobs.segment import SegmentConfig
+    from pipeline.jobs.segment.resume import job_fingerprint
+
+    cfg = load_config(SegmentConfig)
+    settings = {"online": to_dict(cfg.online) | {"lucid": {}}, "model_overrides": [],
+                "year": 2016, "precision": cfg.dist.precision,
+                "channels_last": cfg.dist.channels_last}
+    empty = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    assert job_fingerprint(cfg, {}) == empty
+    spelled = load_config(SegmentConfig, None, ["online.lucid.max_shift=0.1",
+                                                "online.lucid.scale=[0.9,1.1]"])
+    assert job_fingerprint(spelled, {}) == empty
+    for other in ("online.lucid.max_shift=0.2", "online.lucid.scale=[0.9,1.2]"):
+        assert job_fingerprint(load_config(SegmentConfig, None, [other]), {}) != empty
+
+
 def test_a_sequence_counts_as_complete_only_with_its_marker_and_every_png(tmp_path):
     from pipeline.inference.video import write_sequence_masks
     from pipeline.jobs.segment import resume

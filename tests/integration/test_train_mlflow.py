@@ -69,7 +69,7 @@ def test_runs_nested_with_params_tags_and_metrics(chained):
         assert c.get_metric_history(run_id, "time/step_s")
     tcb = c.get_run(chained["runs"]["tcb"])
     assert tcb.data.tags["world_size"] == "2"              # one run for two ranks
-    assert tcb.data.params["gan.lambda_adv"] == "0.001"
+    assert tcb.data.params["loss.lambda_adv"] == "0.001"
     assert len(c.get_metric_history(chained["runs"]["tcb"], "G/loss")) == STEPS
     assert len(c.get_metric_history(chained["runs"]["ssb"], "SSB/loss")) == STEPS
     children = c.search_runs([c.get_run(chained["parent"]).info.experiment_id],

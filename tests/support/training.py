@@ -16,17 +16,16 @@ from pathlib import Path
 
 import torch
 
+from pipeline.train.registry import by_name
 from support import child_env, torchrun_head
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
-# phase -> its launch script (launch/<name>.py) and tiny config (configs/tiny/<name>.yaml)
-LAUNCHERS = {"gan": "pretrain_tcb", "segmentation": "pretrain_ssb", "alternating": "train_offline"}
 
 
 def tiny(phase: str) -> Path:
-    """``configs/tiny/<launcher>.yaml`` of a phase (``gan``, ``segmentation``, ``alternating``)."""
-    return CONFIGS / "tiny" / f"{LAUNCHERS[phase]}.yaml"
+    """The tiny config of a phase (``gan``, ``segmentation``, ``alternating``)."""
+    return REPO / by_name(phase).tiny_config
 
 
 # -- the one runner of a training phase in child processes ---------------------------------------
@@ -44,7 +43,7 @@ def torchrun_cmd(phase: str, lake: Path, run_dir: Path, *extra: str, nproc: int 
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     head = ([sys.executable] if python_if_one and nproc == 1
             else torchrun_head(nproc, *launcher_args))
-    return [*head, str(REPO / "launch" / f"{LAUNCHERS[phase]}.py"), "--config", str(tiny(phase)),
+    return [*head, str(REPO / by_name(phase).launcher), "--config", str(tiny(phase)),
             f"data.lake={lake}", f"run_dir={run_dir}",
             *([] if tracking else ["tracking.enabled=false"]), *extra]
 

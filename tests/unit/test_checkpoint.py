@@ -1,7 +1,7 @@
 """Checkpoints (:mod:`pipeline.train.checkpoint`): round trips, pruning, atomicity, world-size checks.
 
-The fast tests run in one process (rank/world size given to the manager explicitly, no process
-group). The slow test runs two ranks under real ``torchrun`` (gloo, CPU), each with a DDP model
+The fast tests run in one process (rank/world size given to the manager in a context without a
+process group). The slow test runs two ranks under real ``torchrun`` (gloo, CPU), each with a DDP model
 and a DeepSpeed ZeRO-1 engine. This file is also the script torchrun runs:
 ``python -m torch.distributed.run --standalone --nproc_per_node=2 tests/unit/test_checkpoint.py OUT``.
 """
@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.core.dist import DistContext
 from pipeline.train.checkpoint import (CheckpointError, CheckpointManager, WorldSizeMismatch,
                                  capture_rng_state, restore_rng_state)
 
@@ -207,9 +208,14 @@ def test_saving_an_existing_step_replaces_it(tmp_path):
     assert ckpt.load().shared["v"].item() == 2
 
 
+def _no_group(rank: int, world_size: int) -> DistContext:
+    """Rank ``rank`` of ``world_size`` without a process group: no barriers, no all-reduce."""
+    return DistContext(rank, world_size, 0, torch.device("cpu"), None)
+
+
 def test_world_size_mismatch(tmp_path):
-    r0 = CheckpointManager(tmp_path, rank=0, world_size=2)
-    r1 = CheckpointManager(tmp_path, rank=1, world_size=2)
+    r0 = CheckpointManager(tmp_path, ctx=_no_group(0, 2))
+    r1 = CheckpointManager(tmp_path, ctx=_no_group(1, 2))
     assert (r1.rank, r1.world_size) == (1, 2)
     # rank 0 alone cannot finalise: rank 1's file is missing
     with pytest.raises(CheckpointError, match="rank_00001.pt"):
@@ -255,7 +261,7 @@ def test_load_without_checkpoint_and_bad_arguments(tmp_path):
     with pytest.raises(ValueError):
         ckpt.save(-1, {})
     with pytest.raises(ValueError):
-        CheckpointManager(tmp_path, rank=2, world_size=2)
+        CheckpointManager(tmp_path, ctx=_no_group(2, 2))
     with pytest.raises(ValueError):
         ckpt.save(1, {}, engines={"../g": object()})
 

@@ -12,6 +12,7 @@ from pipeline.loading import loader as L
 from pipeline.loading.augment import AugmentConfig
 
 from support.lakes import clip_sample, write_shard
+from support.logs import logs_warning
 
 
 def _set(folder, sizes=((32, 40),), n_shards=2, per_shard=4):
@@ -46,15 +47,15 @@ def test_workers_send_bytes_not_pixels(tmp_path):
     from pipeline.loading.loader import make_dataset
 
     d = _set(tmp_path / "davis2017" / "train")
-    ds = make_dataset(d, augment=AugmentConfig(hflip=0.5), batch_size=2, rank=0, world_size=1)
-    ds.decode_device = "cpu"
+    ds = make_dataset(d, augment=AugmentConfig(hflip=0.5), batch_size=2, rank=0, world_size=1,
+                      decode_device="cpu")
     batch = next(iter(ds))
     assert "frames" not in batch and len(batch["jpeg"]) == 2
     assert all(t.dtype == torch.uint8 and t.dim() == 1 for clip in batch["jpeg"] for t in clip)
     assert batch["mask"].shape == (2, 32, 40)  # masks are decoded (and flipped) in the worker
 
 
-def test_a_corrupt_jpeg_is_dropped_and_counted(tmp_path):
+def test_a_corrupt_jpeg_is_dropped_and_counted(tmp_path, caplog):
     d = tmp_path / "davis2017" / "train"
     good = [clip_sample("a", t, h=32, w=40) for t in range(3)]
     bad = clip_sample("b", 0, h=32, w=40)
@@ -64,7 +65,7 @@ def test_a_corrupt_jpeg_is_dropped_and_counted(tmp_path):
     write_shard(d, 0, good + [bad])
     loader = L.make_loader(d, batch_size=4, num_workers=0, epoch_batches=1, rank=0, world_size=1,
                            augment=AugmentConfig(hflip=0.0), shuffle_buffer=0, decode_device="cpu")
-    with pytest.warns(UserWarning, match="device JPEG decode failed"):
+    with logs_warning(caplog, match="device JPEG decode failed"):
         [batch] = list(loader)
     assert sorted(batch["key"]) == ["a/00000", "a/00001", "a/00002"]
     assert batch["frames"].shape == (3, 3, 3, 32, 40) and batch["mask"].shape == (3, 32, 40)

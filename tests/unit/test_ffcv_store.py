@@ -24,6 +24,7 @@ except Exception as e:  # pragma: no cover - depends on the environment
 
 from pipeline.loading import ffcv as fs  # noqa: E402  (imports without ffcv)
 from support.lakes import write_shard as shard_writer  # noqa: E402
+from support.logs import logs_warning  # noqa: E402
 
 needs_ffcv = pytest.mark.skipif(not HAVE_FFCV, reason=f"ffcv is not importable ({FFCV_ERROR}); "
                                                       f"{fs.INSTALL_HINT}")
@@ -276,14 +277,14 @@ def test_rerun_is_skipped_and_atomic(lake, tmp_path):
 
 
 @needs_ffcv
-def test_corrupt_member_is_skipped_with_warning(tmp_path):
+def test_corrupt_member_is_skipped_with_warning(tmp_path, caplog):
     folder = tmp_path / "voc2012" / "val"
     good = make_samples("voc2012", "val", [(20, 30), (25, 25)], 7, "ok")
     bad = make_samples("voc2012", "val", [(22, 22)], 8, "broken")[0]
     bad["jpg"] = bad["jpg"][:40]  # truncated JPEG
     write_shard(folder, 0, good + [bad])
     out = tmp_path / "c.beton"
-    with pytest.warns(UserWarning, match=r"voc2012/val/00000.tar broken000"):
+    with logs_warning(caplog, match=r"voc2012/val/00000.tar broken000"):
         summary = fs.write_beton([folder], out)
     assert summary["samples"] == 2 and summary["failures"] == 1
     assert [i["key"] for i in fs.iter_beton(out)] == ["ok000", "ok001"]

@@ -11,7 +11,7 @@ import pytest
 from pipeline.core.config import ConfigError, find_config, load_config, packaged_configs
 from pipeline.model.config import ModelConfig
 from pipeline.train.config import load_train_config, resolve_path
-from pipeline.train.runner import phase_classes
+from pipeline.train.registry import by_name
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_a_missing_config_names_the_name_and_where_it_looked(elsewhere):
 
 
 def test_packaged_training_config_reads_its_defaults_and_model(elsewhere):
-    cfg = load_train_config(phase_classes()["gan"][1], "configs/tiny/pretrain_tcb.yaml", [])
+    cfg = load_train_config(by_name("gan").config_class, "configs/tiny/pretrain_tcb.yaml", [])
     assert Path(cfg.config_path) == packaged_configs() / "tiny" / "pretrain_tcb.yaml"
     assert cfg.tracking.register_as == "stcnn-tcb"   # from its defaults: ../pretrain_tcb.yaml
     assert resolve_path(cfg.model, cfg.config_path) == packaged_configs() / "model" / "tiny.yaml"

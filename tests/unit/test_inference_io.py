@@ -375,7 +375,7 @@ def test_resize_ids_is_the_training_rule_nearest_exact():
     import torch.nn.functional as F
 
     from pipeline.loading.ffcv.store import resize_mask_nearest
-    from pipeline.train.phases.online import _resize_ids
+    from pipeline.inference.tuning import _resize_ids
 
     rng = np.random.default_rng(0)
     for (h, w), (H, W) in [((480, 854), (240, 427)), ((240, 427), (480, 854)),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pickle
 import tarfile
-import warnings
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from pipeline.loading.augment import (AugmentConfig, augment_clip, augment_image
                                    resolve_augment, to_float)
 from support.lakes import (clip_sample, keys_of, palette_mask, write_clip_set, write_image_set,
                            write_shard)
+from support.logs import logs_warning
 
 # ----------------------------------------------------------------------------------------------
 # augmentation
@@ -279,7 +279,7 @@ def test_epoch_length_is_exact_with_workers(tmp_path, persistent):
     assert epochs[0] != epochs[1] != epochs[2]  # each epoch draws anew
 
 
-def test_unfinished_shards_are_ignored(tmp_path):
+def test_unfinished_shards_are_ignored(tmp_path, caplog):
     d = tmp_path / "davis2017" / "train"
     write_clip_set(d, 2, per_shard=3)
     write_shard(d, 2, [clip_sample("unfinished", t) for t in range(3)], finished=False)
@@ -289,7 +289,7 @@ def test_unfinished_shards_are_ignored(tmp_path):
     keys = [k for b in loader for k in b["key"]]
     assert keys and not any(k.startswith("unfinished") for k in keys)
     assert not any(s["key"].startswith("unfinished") for s in L.iter_samples(d))
-    with pytest.warns(UserWarning, match="unfinished"):
+    with logs_warning(caplog, match="unfinished"):
         sets = L.shard_sets([d / "00000.tar", d / "00002.tar"])
     assert sets[0].shards == (str(d / "00000.tar"),)
 
@@ -379,12 +379,12 @@ def test_several_sets_are_mixed(tmp_path):
                       epoch_batches=1, kind="image", rank=0, world_size=1)
 
 
-def test_wrong_kind_fails_clearly(tmp_path):
+def test_wrong_kind_fails_clearly(tmp_path, caplog):
     d = tmp_path / "msra10k" / "train"
     write_image_set(d, 1, per_shard=3)
     loader = L.make_loader(d, batch_size=1, num_workers=0, epoch_batches=1, kind="clip", rank=0,
                            world_size=1)
-    with pytest.warns(L.CorruptSampleWarning), pytest.raises(RuntimeError, match="kind"):
+    with logs_warning(caplog), pytest.raises(RuntimeError, match="kind"):
         list(loader)
 
 
@@ -392,7 +392,7 @@ def test_wrong_kind_fails_clearly(tmp_path):
 # corrupt data and pickles
 
 
-def test_corrupt_jpeg_member_is_skipped_counted_and_named(tmp_path):
+def test_corrupt_jpeg_member_is_skipped_counted_and_named(tmp_path, caplog):
     d = tmp_path / "davis2017" / "train"
     samples = [clip_sample("bad", t) for t in range(4)]
     good = samples[2]["members"]["01.jpg"]
@@ -400,17 +400,16 @@ def test_corrupt_jpeg_member_is_skipped_counted_and_named(tmp_path):
     samples[3]["members"]["json"] = b"{not json"
     path = write_shard(d, 0, samples)
     stats = L.ReadStats()
-    with pytest.warns(L.CorruptSampleWarning) as rec:
+    with logs_warning(caplog) as msgs:
         got = [s["key"] for s in L.iter_samples(d, stats=stats)]
     assert got == ["bad/00000", "bad/00001"]
     assert stats.corrupt_samples == 2 and stats.samples == 2 and stats.corrupt == 2
-    msgs = [str(w.message) for w in rec]
     assert any(str(path) in m and "bad/00002" in m and "JPEG" in m for m in msgs)
     assert any(str(path) in m and "bad/00003" in m and "json" in m for m in msgs)
     assert {e[2] for e in stats.events} == {"bad/00002", "bad/00003"}
 
 
-def test_truncated_tar_is_skipped_counted_and_named(tmp_path):
+def test_truncated_tar_is_skipped_counted_and_named(tmp_path, caplog):
     d = tmp_path / "davis2017" / "train"
     path = write_shard(d, 0, [clip_sample("cut", t) for t in range(4)])
     data = path.read_bytes()
@@ -419,14 +418,14 @@ def test_truncated_tar_is_skipped_counted_and_named(tmp_path):
         third = [m for m in tf.getmembers() if m.name.startswith("cut/00002.")][1]
     path.write_bytes(data[: third.offset_data + third.size // 2])
     stats = L.ReadStats()
-    with pytest.warns(L.CorruptSampleWarning, match=r"00000\.tar.*cut/00002"):
+    with logs_warning(caplog, match=r"00000\.tar.*cut/00002"):
         got = [s["key"] for s in L.iter_samples(d, stats=stats)]
     assert got == ["cut/00000", "cut/00001"]
     assert stats.truncated_shards == 1 and stats.corrupt == 1
     assert stats.events[-1][:3] == ("truncated_shards", str(path), "cut/00002")
 
 
-def test_cut_at_a_member_boundary_counts_the_incomplete_sample(tmp_path):
+def test_cut_at_a_member_boundary_counts_the_incomplete_sample(tmp_path, caplog):
     d = tmp_path / "davis2017" / "train"
     path = write_shard(d, 0, [clip_sample("cut", t) for t in range(2)])
     with tarfile.open(path) as tf:
@@ -434,7 +433,7 @@ def test_cut_at_a_member_boundary_counts_the_incomplete_sample(tmp_path):
     last = members[-1]  # cut/00001.json: drop it and the end-of-archive blocks
     path.write_bytes(path.read_bytes()[: last.offset])
     stats = L.ReadStats()
-    with pytest.warns(L.CorruptSampleWarning, match="cut/00001"):
+    with logs_warning(caplog, match="cut/00001"):
         got = [s["key"] for s in L.iter_samples(d, stats=stats)]
     assert got == ["cut/00000"] and stats.corrupt == 1
 
@@ -463,7 +462,7 @@ class _Boom:
         return (Path.write_text, (Path(self.flag), "unpickled!"))
 
 
-def test_pickle_members_are_never_unpickled(tmp_path):
+def test_pickle_members_are_never_unpickled(tmp_path, caplog):
     flag = tmp_path / "flag.txt"
     payload = pickle.dumps(_Boom(flag))
     pickle.loads(payload)  # sanity: unpickling really sets the flag
@@ -476,17 +475,15 @@ def test_pickle_members_are_never_unpickled(tmp_path):
         s["members"]["pth"] = payload
     write_shard(d, 0, samples, extra_members={"pk/00002.pickle": payload, "__meta__": payload})
     stats = L.ReadStats()
-    with pytest.warns(L.IgnoredMemberWarning) as rec:
+    with logs_warning(caplog) as msgs:
         got = list(L.iter_samples(d, stats=stats))
-    assert {m for w in rec for m in ("pyd", "pth", "pickle") if f"'.{m}'" in str(w.message)} \
+    assert {m for w in msgs for m in ("pyd", "pth", "pickle") if f"'.{m}'" in w} \
         == {"pyd", "pth", "pickle"}
     assert [s["key"] for s in got] == ["pk/00000", "pk/00001", "pk/00002"]
     assert all("pyd" not in s and "pth" not in s for s in got)
     assert stats.ignored_members == 8 and stats.corrupt == 0
     loader = L.make_loader(d, batch_size=3, num_workers=0, epoch_batches=2, rank=0, world_size=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", L.IgnoredMemberWarning)
-        assert len(list(loader)) == 2
+    assert len(list(loader)) == 2
     assert loader.stats.ignored_members >= 8
     assert not flag.exists()
 

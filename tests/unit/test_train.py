@@ -15,7 +15,8 @@ import torch
 from pipeline.core.config import ConfigError, load_config
 from pipeline.model.config import ModelConfig
 from pipeline.train.config import BatchConfig, load_model_config, load_train_config, plan_batch
-from pipeline.train.runner import phase_classes, run_phase
+from pipeline.train.registry import by_name
+from pipeline.train.runner import run_phase
 
 from support.training import (CONFIGS, REPO, assert_same_tensors, last_checkpoint_state,
                               load_state, tiny)
@@ -40,35 +41,36 @@ def test_batch_plan():
 
 def test_paper_configs_hold_the_paper_hyperparameters():
     """Every number of paper Sec. 3.3 / 4.1 is the default of configs/<phase>.yaml."""
-    phases = phase_classes()
+    phases = {n: by_name(n).config_class for n in ("gan", "segmentation", "alternating")}
     paper_model = load_config(ModelConfig, CONFIGS / "model" / "stcnn.yaml")
 
-    gan = load_train_config(phases["gan"][1], CONFIGS / "pretrain_tcb.yaml", [])
+    gan = load_train_config(phases["gan"], CONFIGS / "pretrain_tcb.yaml", [])
     assert gan.batch.size == 3
     assert (gan.gan.optim_g.name, gan.gan.optim_g.lr) == ("adam", 1e-7)
     assert (gan.gan.optim_d.name, gan.gan.optim_d.lr) == ("adam", 1e-4)
-    assert gan.gan.lambda_adv == 0.001
-    assert gan.data.augment == {"preset": "tcb_pretrain"}
-    from pipeline.loading.augment import resolve_augment
+    assert gan.loss.lambda_adv == 0.001
+    from pipeline.loading.augment import get_preset, resolve_augment
+    assert gan.data.augment == get_preset("tcb_pretrain")
+    assert gan.data.augment.preset == "tcb_pretrain"
     aug = resolve_augment(gan.data.augment)
     assert aug.size == (480, 854) and aug.hflip == 0.5 and aug.rotate_deg == 0
     assert set(gan.data.sets) == {"ilsvrc_vid/train", "ilsvrc_vid/val"}
 
-    ssb = load_train_config(phases["segmentation"][1], CONFIGS / "pretrain_ssb.yaml", [])
+    ssb = load_train_config(phases["segmentation"], CONFIGS / "pretrain_ssb.yaml", [])
     assert ssb.batch.size == 8
     o = ssb.segmentation.optim
     assert (o.name, o.lr) == ("sgd", 1e-3)
     aug = resolve_augment(ssb.data.augment)
     assert aug.size == (300, 300) and aug.hflip > 0 and aug.rotate_deg > 0
     assert set(ssb.data.sets) == {"msra10k/train", "voc2012/train"}
-    assert ssb.segmentation.side_weight_schedule == "constant"   # losses of all scales added
+    assert ssb.loss.side_weight_schedule == "constant"   # losses of all scales added
 
-    off = load_train_config(phases["alternating"][1], CONFIGS / "train_offline.yaml", [])
+    off = load_train_config(phases["alternating"], CONFIGS / "train_offline.yaml", [])
     a = off.alternating
     assert off.batch.size == 1
     assert (a.optim_g.name, a.optim_g.lr, a.optim_d.name, a.optim_d.lr) == ("adam", 1e-8, "adam", 1e-4)
     assert (a.optim_ssb.name, a.optim_ssb.lr) == ("sgd", 1e-4)
-    assert a.schedule == "rounds" and a.lambda_adv == 0.001
+    assert a.schedule == "rounds" and off.loss.lambda_adv == 0.001
     aug = resolve_augment(off.data.augment)
     assert aug.hflip > 0 and aug.rotate_deg > 0 and aug.scale[0] < 1 < aug.scale[1]
     assert off.data.sets == ["davis2016/train"]
@@ -91,12 +93,62 @@ def test_paper_configs_hold_the_paper_hyperparameters():
 
 def test_config_errors_name_the_problem(train_lake, tmp_path):
     with pytest.raises(ConfigError, match="gan.lamda_adv"):
-        load_train_config(phase_classes()["gan"][1], tiny("gan"), ["gan.lamda_adv=1"])
+        load_train_config(by_name("gan").config_class, tiny("gan"), ["gan.lamda_adv=1"])
     with pytest.raises(ConfigError, match="nope/train.*do not exist"):
         run_phase("gan", tiny("gan"), overrides(train_lake, tmp_path / "r", "data.sets=[nope/train]"))
     with pytest.raises(ConfigError, match="has no weights for G, D, SSB"):
         run_phase("alternating", tiny("alternating"),
                   overrides(train_lake, tmp_path / "r2", "init_missing=error"))
+
+
+@pytest.mark.parametrize("override, needles", [
+    ("data.augment.hflpi=0.5", ["data.augment", "['hflpi']", "valid keys", "'hflip'", "'preset'"]),
+    ("data.augment.hflip=often", ["data.augment.hflip", "expected a number"]),
+    ("eval.augment.size=[1,2,3]", ["eval.augment.size", "tuple[int, int]"]),
+    ("data.augment.hflip=2", ["data.augment", "hflip", "[0, 1]"]),
+    ("data.augment.preset=offlien", ["data.augment.preset", "'offlien'", "'offline'"]),
+    ("model_overrides=[spatial.num_clases=1]",
+     ["model_overrides", "['num_clases']", "valid keys", "'num_classes'"]),
+    ("model_overrides=[temporal.delta=four]", ["model_overrides", "temporal.delta", "integer"]),
+])
+def test_augment_and_model_overrides_are_checked_at_load(override, needles):
+    with pytest.raises(ConfigError) as e:
+        load_train_config(by_name("segmentation").config_class, tiny("segmentation"), [override])
+    for n in needles:
+        assert n in str(e.value), (n, str(e.value))
+
+
+def test_augment_values_keep_their_meaning():
+    """A preset and the keys it changes, a whole mapping, one number for a pair; the resolved
+    section reloads as the same config."""
+    from pipeline.core.config import from_dict, to_dict
+    from pipeline.loading.augment import AugmentConfig, get_preset, resolve_augment
+
+    cls = by_name("segmentation").config_class
+    cfg = load_train_config(cls, tiny("segmentation"), ["data.augment.size=40",
+                                                       "data.augment.scale=1.5"])
+    assert cfg.data.augment == get_preset("ssb_pretrain", size=(40, 40), scale=(1.5, 1.5))
+    assert cfg.data.augment.preset == "ssb_pretrain" and cfg.eval.augment == get_preset("eval")
+    whole = load_train_config(cls, tiny("segmentation"), ["data.augment={size: [48, 64]}"])
+    assert whole.data.augment == AugmentConfig(size=(48, 64)) and whole.data.augment.preset is None
+    assert from_dict(cls, to_dict(cfg)).data.augment == cfg.data.augment
+    assert resolve_augment({"preset": "offline", "size": None}) == get_preset("offline", size=None)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['flip'\]; valid keys"):
+        resolve_augment({"flip": 0.5})
+
+
+def test_loss_weights_are_the_loss_section(train_lake, tmp_path):
+    """lambda_adv, the side weights and seg_weight_g are ``loss:`` keys only; the GAN phase's
+    generator loss is mse + loss.lambda_adv x adversarial."""
+    for phase, section in (("gan", "gan"), ("alternating", "alternating"),
+                           ("segmentation", "segmentation")):
+        for key in ("lambda_adv", "side_weight_schedule", "seg_weight_g"):
+            with pytest.raises(ConfigError, match=rf"{section}: unknown key\(s\) \['{key}'\]"):
+                load_train_config(by_name(phase).config_class, tiny(phase), [f"{section}.{key}=1"])
+    s = run_phase("gan", tiny("gan"), overrides(train_lake, tmp_path / "g", "steps=1",
+                                                "loss.lambda_adv=1000"))
+    m = s["last_metrics"]
+    assert m["G/loss"] == pytest.approx(m["G/mse"] + 1000 * m["G/adv"], rel=1e-4)
 
 
 # -- phases run and resume -------------------------------------------------------------------
@@ -238,7 +290,7 @@ def test_eval_hook_reports_j(train_lake, tmp_path):
     s = run_phase("alternating", tiny("alternating"), args)
     j = s["last_metrics"]["eval/J"]
 
-    phase_cls, cfg_cls = phase_classes()["alternating"]
+    phase_cls, cfg_cls = by_name("alternating").phase_class, by_name("alternating").config_class
     cfg = load_train_config(cfg_cls, tiny("alternating"), args)
     ctx = init_distributed(cfg.dist)                       # one process: no process group
     phase = phase_cls(cfg, load_model_config(cfg), ctx, plan_batch(cfg.batch, 1), init={})
@@ -335,13 +387,13 @@ def test_ffcv_backend_resume_is_bit_identical(train_lake, ffcv_beton, tmp_path):
     assert_same_tensors(load_state(full)["models"], load_state(parts)["models"], "weights")
 
 
-def test_resume_falls_back_past_a_truncated_checkpoint(train_lake, tmp_path, capsys):
+def test_resume_falls_back_past_a_truncated_checkpoint(train_lake, tmp_path, caplog):
     run_dir = tmp_path / "seg"
     run_phase("segmentation", tiny("segmentation"), overrides(train_lake, run_dir, "steps=4"))
     newest = run_dir / "checkpoints" / "step_00000004" / "shared.pt"
     newest.write_bytes(newest.read_bytes()[:100])            # truncated: e.g. a full disk
     s = run_phase("segmentation", tiny("segmentation"), overrides(train_lake, run_dir, "steps=5"))
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "step_00000004 cannot be resumed from" in err and "trying the previous one" in err
     assert s["start_step"] == 2 and s["completed"] and s["resumed_from"].endswith("step_00000002")
 

@@ -34,19 +34,22 @@ The modules: :mod:`~pipeline.jobs.segment.config`, :mod:`~pipeline.jobs.segment.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from pathlib import Path
 
 from pipeline.core.atomic import atomic_write_text
 from pipeline.core.config import ConfigError, from_dict, to_dict
 from pipeline.core.dist import barrier, init_distributed
+from pipeline.core.logs import report_events
 from pipeline.jobs.segment.config import SegmentConfig, load_checkpoint_weights
 from pipeline.jobs.segment.run import run_davis, run_video, run_youtube_objects
 from pipeline.model.config import ModelConfig
 from pipeline.tracking import environment_info, git_info, Tracker
-from pipeline.train.phases.online import OnlineSegmenter
+from pipeline.inference.segmenter import OnlineSegmenter
 from pipeline.core.dist import destroy
+
+log = logging.getLogger(__name__)
 
 
 def run_segment(cfg: SegmentConfig) -> dict:
@@ -63,9 +66,9 @@ def run_segment(cfg: SegmentConfig) -> dict:
         weights, stored = load_checkpoint_weights(cfg)
         model_cfg = from_dict(ModelConfig, stored, cfg.model_overrides, where=cfg.checkpoint)
         if cfg.dist.compile and ctx.is_main:
-            print("[segment] note: dist.compile is not applied to online tuning (each sequence "
-                  "and object tunes a fresh SSB copy, which would be recompiled every time); "
-                  "dist.precision and dist.channels_last do apply", file=sys.stderr, flush=True)
+            log.warning("dist.compile is not applied to online tuning (each sequence and object "
+                        "tunes a fresh SSB copy, which would be recompiled every time); "
+                        "dist.precision and dist.channels_last do apply")
         segmenter = OnlineSegmenter(model_cfg, weights, cfg.online, ctx.device, dist=cfg.dist)
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -88,6 +91,8 @@ def run_segment(cfg: SegmentConfig) -> dict:
         summary["seconds"] = time.perf_counter() - t0
         summary["mlflow_run_id"] = getattr(tracker, "run_id", None)
         if ctx.is_main:
+            summary["data_events"] = report_events(log, "segment",
+                                                   summary.get("data_events", {}))
             atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
         tracker.end("FINISHED")
         barrier(ctx)

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pipeline.core.dist import DistConfig
 from pipeline.tracking import TrackingConfig, store_for
-from pipeline.train.phases.online import OnlineConfig
+from pipeline.inference.tuning import OnlineConfig
 from pipeline.train.weights import fetch_weights
 
 

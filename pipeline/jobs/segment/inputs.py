@@ -3,8 +3,8 @@ shots, a user's video or frame folder."""
 
 from __future__ import annotations
 
+import logging
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,8 @@ from pipeline.jobs.segment.config import SegmentConfig
 from pipeline.evaluation.youtube_objects import read_label
 from pipeline.sources import get_source
 from pipeline.inference.masks import read_mask_png
+
+log = logging.getLogger(__name__)
 
 
 def _davis_sequences(cfg: SegmentConfig) -> dict[str, tuple]:
@@ -67,9 +69,12 @@ def _frame_number(frame_id: str) -> int:
     return int(digits[-1])
 
 
-def youtube_objects_jobs(cfg: SegmentConfig) -> dict[str, SequenceJob]:
+def youtube_objects_jobs(cfg: SegmentConfig, left_out: list[str] | None = None
+                         ) -> dict[str, SequenceJob]:
     """Labelled shots of YouTube-Objects, each from its first labelled frame (the given mask)
-    to its end; result PNGs named like the labels (``00001.png`` for ``frame0001.jpg``)."""
+    to its end; result PNGs named like the labels (``00001.png`` for ``frame0001.jpg``). A shot
+    whose labels show no object is left out with a warning (and its name added to
+    ``left_out``)."""
     seqs = {s.name: s for s in get_source("youtube_objects", cfg.youtube_objects_root)
             .sequences("test")}
     if cfg.categories:
@@ -89,7 +94,9 @@ def youtube_objects_jobs(cfg: SegmentConfig) -> dict[str, SequenceJob]:
         # the first labelled frame that shows the object gives the mask to propagate
         first = next((f for f in seq.annotated if read_label(f.mask).any()), None)
         if first is None:
-            print(f"[segment] {name}: no label shows the object; shot left out", file=sys.stderr)
+            log.warning("%s: no label shows the object; shot left out", name)
+            if left_out is not None:
+                left_out.append(name)
             continue
         width = len(first.mask.stem)
         frames = seq.frames[first.index:]

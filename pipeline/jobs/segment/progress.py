@@ -23,7 +23,7 @@ def progress_enabled(setting: bool | None, is_main: bool, stream=None) -> bool:
 
 class SequenceProgress:
     """``with SequenceProgress(name, tune_steps, frames, enabled) as bar:`` then pass ``bar`` as
-    :meth:`~pipeline.train.phases.online.OnlineSegmenter.segment`'s ``progress``."""
+    :meth:`~pipeline.inference.segmenter.OnlineSegmenter.segment`'s ``progress``."""
 
     def __init__(self, name: str, tune_steps: int, frames: int, enabled: bool):
         self.bar = tqdm(total=tune_steps + frames, desc=name, unit="step", leave=False,

@@ -16,7 +16,7 @@ version is noticed). Results written under another fingerprint are segmented aga
 
 Markers live outside the sequence folders, which keep the official results layout (PNGs only).
 Per-sequence seeds depend on the sequence's name only
-(:func:`pipeline.train.phases.online.sequence_seed`), so a resumed run writes the same bytes as
+(:func:`pipeline.inference.segmenter.sequence_seed`), so a resumed run writes the same bytes as
 an uninterrupted one, on any number of ranks.
 """
 
@@ -46,12 +46,22 @@ def _tensor_digest(h, state: dict[str, torch.Tensor]) -> None:
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
+def _online_settings(online) -> dict:
+    """``online`` as plain data, its lucid-dream settings only where they differ from the
+    defaults (so the fingerprint of a run with the default dreams does not depend on how many
+    of those defaults a config spells out)."""
+    settings = to_dict(online)
+    default = to_dict(type(online.lucid)())
+    settings["lucid"] = {k: v for k, v in settings["lucid"].items() if v != default[k]}
+    return settings
+
+
 def job_fingerprint(cfg, modules: dict[str, torch.nn.Module | None]) -> str:
     """A digest of every setting and weight that decides the masks (see the module docstring)."""
     h = hashlib.sha256()
-    settings = {"online": to_dict(cfg.online), "model_overrides": list(cfg.model_overrides),
-                "year": cfg.year, "precision": cfg.dist.precision,
-                "channels_last": cfg.dist.channels_last}
+    settings = {"online": _online_settings(cfg.online),
+                "model_overrides": list(cfg.model_overrides), "year": cfg.year,
+                "precision": cfg.dist.precision, "channels_last": cfg.dist.channels_last}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for name in sorted(modules):
         if modules[name] is not None:

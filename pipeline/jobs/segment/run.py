@@ -22,10 +22,21 @@ from pipeline.jobs.segment.evaluate import evaluate_results, evaluate_youtube_ob
 from pipeline.jobs.segment.inputs import read_rgb, davis_jobs, SequenceJob, youtube_objects_jobs
 from pipeline.jobs.segment import resume
 from pipeline.jobs.segment.progress import progress_enabled, SequenceProgress
-from pipeline.train.phases.online import assign_sequences, object_ids, OnlineSegmenter
+from pipeline.inference.segmenter import OnlineSegmenter
 from pipeline.inference.video import read_frames_dir, read_video, write_overlay_video, write_sequence_masks
-from pipeline.inference.masks import read_mask_png
-from pipeline.train.lucid import LucidDreamConfig, save_example_grid
+from pipeline.inference.masks import object_ids, read_mask_png
+from pipeline.train.lucid import save_example_grid
+
+
+def assign_sequences(lengths: dict[str, int], world_size: int) -> list[list[str]]:
+    """Sequences per rank, balanced by frame count (longest first to the least loaded rank)."""
+    load = [0] * world_size
+    out: list[list[str]] = [[] for _ in range(world_size)]
+    for name in sorted(lengths, key=lambda n: (-lengths[n], n)):
+        r = min(range(world_size), key=lambda i: (load[i], i))
+        out[r].append(name)
+        load[r] += lengths[name]
+    return [sorted(names) for names in out]
 
 
 def _gather(obj, ctx: DistContext) -> list:
@@ -108,9 +119,14 @@ def run_davis(cfg: SegmentConfig, segmenter: OnlineSegmenter, ctx: DistContext, 
 
 def run_youtube_objects(cfg: SegmentConfig, segmenter: OnlineSegmenter, ctx: DistContext,
                         tracker) -> dict:
-    return run_sequences(cfg, youtube_objects_jobs(cfg), segmenter, ctx, tracker,
-                         (lambda: evaluate_youtube_objects_results(cfg, Path(cfg.out), tracker))
-                         if cfg.evaluate else None)
+    """Segment the labelled shots; ``data_events`` counts the shots left out (no label shows
+    the object)."""
+    left_out: list[str] = []
+    summary = run_sequences(cfg, youtube_objects_jobs(cfg, left_out), segmenter, ctx, tracker,
+                            (lambda: evaluate_youtube_objects_results(cfg, Path(cfg.out), tracker))
+                            if cfg.evaluate else None)
+    summary["data_events"] = {"shots_left_out": len(left_out)}
+    return summary
 
 
 def _log_overlay(job: SequenceJob, result_dir: Path, path: Path, tracker) -> None:
@@ -124,7 +140,7 @@ def _log_dream_examples(cfg: SegmentConfig, job: SequenceJob, tracker) -> None:
     """The lucid-dream examples of the first sequence, as a PNG grid in the run."""
     path = Path(cfg.out) / "lucid_dream_examples.png"
     save_example_grid(path, read_rgb(job.frames[0]), job.first_mask(), n=8,
-                      seed=cfg.online.seed, cfg=LucidDreamConfig(**cfg.online.lucid))
+                      seed=cfg.online.seed, cfg=cfg.online.lucid)
     tracker.log_artifact(path, "lucid_dream")
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.errors import PipelineError
+
 INSTALL_HINT = ("install it with `pip install -e .[ffcv]` after "
                 "`apt-get install -y pkg-config libopencv-dev libturbojpeg0-dev`")
 SIDECAR_SUFFIX = ".keys.json"
@@ -25,11 +27,11 @@ MASK_PAD_VALUE = 255  # padding (size=None) is void, like VOC's boundary label
 FIELD_NAMES = ("image", "mask", "index")
 
 
-class FFCVUnavailable(ImportError):
+class FFCVUnavailable(PipelineError, ImportError):
     """FFCV (or one of its native dependencies) cannot be imported."""
 
 
-class StoreError(ValueError):
+class StoreError(PipelineError, ValueError):
     """A shard set cannot go into the store, or a ``.beton`` and its sidecar do not match."""
 
 
@@ -42,7 +44,7 @@ def require_ffcv():
         import ffcv.writer  # noqa: F401
     except Exception as e:  # ImportError, or a native library that fails to load (OSError)
         raise FFCVUnavailable(f"the FFCV store needs the ffcv package, which failed to import "
-                              f"({type(e).__name__}: {e}); {INSTALL_HINT}") from e
+                              f"({type(e).__name__}: {e})", INSTALL_HINT) from e
     return ffcv
 
 

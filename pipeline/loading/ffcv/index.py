@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.errors import PipelineError
 from pipeline.core.ids_resize import resize_ids_nearest
 from pipeline.lake.contract import split_member, stats_path
 from pipeline.lake.tario import iter_member_offsets, TarFormatError
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 IMAGE_MODES = ("raw", "jpg")
 
 
-class NoFinishedShards(FileNotFoundError):
+class NoFinishedShards(PipelineError, FileNotFoundError):
     """A shard directory holds no finished shard (``NNNNN.tar`` with its ``NNNNN_stats.json``)."""
 
 

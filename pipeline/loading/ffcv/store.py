@@ -57,7 +57,6 @@ import math
 import os
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -254,8 +253,7 @@ def write_beton(shard_dirs: Sequence[str | Path], out_path: str | Path, *, num_w
         if failed and on_error == "raise":
             raise StoreError("; ".join(f"{d['shard']} {d['key']}: {d['error']}" for d in failed))
         for d in problems + failed:
-            warnings.warn(f"ffcv_store: skipped {d['shard']} {d['key']}: {d['error']}",
-                          stacklevel=2)
+            log.warning("ffcv_store: skipped %s %s: %s", d["shard"], d["key"], d["error"])
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
 

@@ -36,7 +36,8 @@ Contract
   written is never removed) and deletes the ``.tmp_*`` folders crashed runs left behind.
 * **Every rank calls** :meth:`~CheckpointManager.save` and :meth:`~CheckpointManager.load` with the
   same arguments (DeepSpeed's ``save_checkpoint``/``load_checkpoint`` are collective). A failure
-  on one rank is agreed on with an all-reduce, so every rank raises :class:`CheckpointError`
+  on one rank is agreed on with an all-reduce (:func:`pipeline.core.dist.any_rank` over the
+  manager's :class:`~pipeline.core.dist.DistContext`), so every rank raises :class:`CheckpointError`
   instead of the healthy ranks hanging in the next collective.
 * **Shared filesystem.** All ranks, on all nodes, must see ``directory`` as one filesystem
   (NFS, Lustre, GPFS, ...): rank 0 checks and renames the files the other ranks wrote. Node-local
@@ -75,7 +76,7 @@ Contract
 
 Typical use::
 
-    ckpt = CheckpointManager(run_dir / "checkpoints", keep_last=3)
+    ckpt = CheckpointManager(run_dir / "checkpoints", keep_last=3, ctx=ctx)   # init_distributed's
     if ckpt.latest() is not None:
         got = ckpt.load()
         model.load_state_dict(got.shared["model"]); ...
@@ -86,8 +87,8 @@ Typical use::
                   {"rng": capture_rng_state(), "data": loader_position},
                   engines={"generator": g_engine, "discriminator": d_engine})  # DeepSpeed only
 
-Without an initialised process group ``rank``/``world_size`` can be given explicitly and no
-barrier is used; a save with ``world_size > 1`` then finalises when rank 0 saves after the other
+A context without a process group (``DistContext(rank, world_size, 0, cpu, None)``) uses no
+barrier; a save with ``world_size > 1`` then finalises when rank 0 saves after the other
 ranks have written their files (the tests rely on this; rank k > 0 returns the final path before
 it exists).
 

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.core.errors import PipelineError
+
 
 
 FORMAT = 1
@@ -19,7 +21,7 @@ STEP_RE = re.compile(r"^step_(\d+)$")
 _ENGINE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PipelineError, RuntimeError):
     """A checkpoint cannot be written or read; the message names the file or folder and the fix."""
 
 

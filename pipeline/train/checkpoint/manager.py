@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-import torch.distributed as dist
 
 from pipeline.core.atomic import fsync_dir, atomic_write_text
+from pipeline.core.dist import DistContext, any_rank, barrier, default_group_context
 from pipeline.train.checkpoint.files import relative_files, remove_folder, rmtree, save_torch
 from pipeline.train.checkpoint.layout import (_ENGINE_NAME_RE, STEP_RE, CheckpointError,
                                               ENGINE_TAG, ENGINES, FORMAT, Loaded, META,
@@ -27,46 +27,27 @@ log = logging.getLogger(__name__)
 class CheckpointManager:
     """Saves, lists, prunes and loads the checkpoints of one run directory (see module docs).
 
-    ``rank``/``world_size`` default to ``torch.distributed``'s when a process group is
-    initialised, else 0/1. Barriers and failure agreement use the default process group whenever
-    it is initialised with more than one rank.
+    ``ctx`` (default: the default process group's context, else a single process's) gives the
+    rank, the world size and the collectives: barriers and failure agreement run over its process
+    group when it is distributed. A context without a process group (``backend`` None) but with
+    several ranks saves without barriers (see the package docs).
     """
 
-    def __init__(self, directory: str | Path, keep_last: int = 3, *, rank: int | None = None,
-                 world_size: int | None = None):
+    def __init__(self, directory: str | Path, keep_last: int = 3, *,
+                 ctx: DistContext | None = None):
         self.directory = Path(directory)
         self.keep_last = int(keep_last)
-        initialized = dist.is_available() and dist.is_initialized()
-        self.rank = int(rank if rank is not None else (dist.get_rank() if initialized else 0))
-        self.world_size = int(world_size if world_size is not None
-                              else (dist.get_world_size() if initialized else 1))
+        self.ctx = ctx if ctx is not None else default_group_context()
+        self.rank, self.world_size = int(self.ctx.rank), int(self.ctx.world_size)
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise ValueError(f"invalid rank {self.rank} for world size {self.world_size}")
 
     # ---- collectives -----------------------------------------------------------------------
 
-    @staticmethod
-    def _distributed() -> bool:
-        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-    def _barrier(self) -> None:
-        if self._distributed():
-            dist.barrier()
-
-    def _all_ok(self, ok: bool) -> bool:
-        """True when ``ok`` on every rank (an all-reduce: also a barrier)."""
-        if not self._distributed():
-            return ok
-        device = torch.device("cpu")
-        if dist.get_backend() == "nccl":
-            device = torch.device("cuda", torch.cuda.current_device())
-        flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item())
-
     def _agree(self, error: BaseException | None, what: str) -> None:
-        """Raise on every rank when ``error`` happened on any rank."""
-        if self._all_ok(error is None):
+        """Raise on every rank when ``error`` happened on any rank (an all-reduce over the
+        context's process group: also a barrier)."""
+        if not any_rank(error is not None, self.ctx):
             return
         if error is not None:
             if isinstance(error, CheckpointError):
@@ -117,9 +98,9 @@ class CheckpointManager:
 
         # 1. an empty temporary folder (a crashed save of the same step may have left one). Only
         # safe to clear when no other rank can be writing into it yet: after a barrier, or alone.
-        if self.rank == 0 and (self._distributed() or self.world_size == 1):
+        if self.rank == 0 and (self.ctx.distributed or self.world_size == 1):
             rmtree(tmp)
-        self._barrier()
+        barrier(self.ctx)
         tmp.mkdir(parents=True, exist_ok=True)
 
         # 2. this rank's files
@@ -152,7 +133,7 @@ class CheckpointManager:
             engine.save_checkpoint(str(tmp / ENGINES / name), tag=ENGINE_TAG)
 
         # 4. rank 0 checks, writes meta.json, renames, prunes
-        self._barrier()
+        barrier(self.ctx)
         error = None
         if self.rank == 0:
             try:

@@ -8,8 +8,10 @@ from typing import Literal
 
 import numpy as np
 
+from pipeline.core.config import ConfigError
 
 VOID = 255
+KEY = "online.lucid"                # where configs hold it (pipeline.inference.tuning.OnlineConfig)
 
 
 @dataclass
@@ -35,25 +37,25 @@ class LucidDreamConfig:
     max_tries: int = 10              # draws of motion + camera before giving up on min_visible
 
     def __post_init__(self) -> None:
+        """Bad values are config errors naming the key as configs spell it (``online.lucid.*``)."""
         for name in ("illumination", "max_shift", "max_rotate_deg", "deform", "camera_shift",
                      "camera_rotate_deg", "camera_perspective", "inpaint_dilate", "feather",
                      "min_visible"):
             if getattr(self, name) < 0:
-                raise ValueError(f"LucidDreamConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{KEY}.{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("scale", "camera_scale"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
-                raise ValueError(f"LucidDreamConfig.{name} must be (lo, hi) with 0 < lo <= hi, "
-                                 f"got {(lo, hi)}")
+                raise ConfigError(f"{KEY}.{name}: must be [lo, hi] with 0 < lo <= hi, "
+                                  f"got {[lo, hi]}")
         if self.blend not in ("feather", "seamless"):
-            raise ValueError(f"LucidDreamConfig.blend must be 'feather' or 'seamless', "
-                             f"got {self.blend!r}")
+            raise ConfigError(f"{KEY}.blend: must be 'feather' or 'seamless', got {self.blend!r}")
         if self.inpaint_method not in ("telea", "ns"):
-            raise ValueError(f"LucidDreamConfig.inpaint_method must be 'telea' or 'ns', "
-                             f"got {self.inpaint_method!r}")
-        if self.deform_points < 2 or self.max_tries < 1 or self.inpaint_max_side < 8:
-            raise ValueError("LucidDreamConfig needs deform_points >= 2, max_tries >= 1 and "
-                             "inpaint_max_side >= 8")
+            raise ConfigError(f"{KEY}.inpaint_method: must be 'telea' or 'ns', "
+                              f"got {self.inpaint_method!r}")
+        for name, least in (("deform_points", 2), ("max_tries", 1), ("inpaint_max_side", 8)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"{KEY}.{name}: must be >= {least}, got {getattr(self, name)}")
 
     @property
     def moves_objects(self) -> bool:

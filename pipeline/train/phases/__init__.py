@@ -1,1 +1,1 @@
-"""The phases of the paper's recipe (Sec. 3.3): GAN pretraining of the TCB, SSB pretraining, alternating offline training, online tuning; and what they share."""
+"""The phases of the paper's recipe (Sec. 3.3): GAN pretraining of the TCB, SSB pretraining, alternating offline training; and what they share (online tuning is a step of segmentation: pipeline/inference/tuning.py)."""

@@ -9,6 +9,8 @@ Clips of delta+1 frames with the mask of the last one. Two schedules (``alternat
   SGD lr 1e-4), and so on. A frozen branch runs in eval mode (BatchNorm statistics fixed).
 * ``per_step`` (the authors' code): every step updates G and D (gated by ``margin``) and then
   the SSB on G's features of that step.
+
+The loss weights (``lambda_adv``, ``seg_weight_g``, the side weights) are the ``loss:`` section.
 """
 
 from __future__ import annotations
@@ -44,10 +46,7 @@ class AlternatingConfig:
                                                                      weight_decay=5e-4))
     optim_ssb: OptimConfig = field(default_factory=lambda: OptimConfig(
         name="sgd", lr=1e-4, momentum=0.9, weight_decay=5e-4))
-    lambda_adv: float = 0.001
-    seg_weight_g: float = 1.0      # weight of the segmentation loss in G's update
     margin: float | None = None
-    side_weight_schedule: Literal["constant", "linear_decay"] = "constant"
 
 
 @dataclass
@@ -77,7 +76,8 @@ class AlternatingPhase(PhaseBase):
         self.make_engine("D", d, a.optim_d, n_tcb, sync_bn=True)
         self.make_engine("SSB", ssb, a.optim_ssb, n_ssb)
         self.gate = MarginGate(a.margin)
-        self.gan = GanLosses(self, a.lambda_adv)
+        self.loss = cfg.loss
+        self.gan = GanLosses(self, self.loss.lambda_adv)
 
     # -- schedule ----------------------------------------------------------------------------
     def branch_at(self, step: int) -> str:
@@ -106,17 +106,17 @@ class AlternatingPhase(PhaseBase):
                 "mask": to_target(batch["mask"], self.device)}
 
     def _side_weight(self, step: int) -> float:
-        return side_output_weight(self.acfg.side_weight_schedule, step, self.cfg.steps)
+        return side_output_weight(self.loss.side_weight_schedule, step, self.cfg.steps)
 
     def g_terms(self, m: dict, step: int) -> dict[str, torch.Tensor]:
         terms = self.gan.g_terms(m)
-        if self.detach or self.acfg.seg_weight_g == 0:
+        if self.detach or self.loss.seg_weight_g == 0:
             return terms
         with self.engines["SSB"].frozen() as ssb:
             seg = segmentation_loss(ssb(m["image"], m["features"]), m["mask"],
-                                    self._side_weight(step))
+                                    self._side_weight(step), self.loss.ignore_index)
         terms["seg"] = seg
-        terms["loss"] = terms["loss"] + self.acfg.seg_weight_g * seg
+        terms["loss"] = terms["loss"] + self.loss.seg_weight_g * seg
         return terms
 
     def ssb_terms(self, m: dict, step: int) -> dict[str, torch.Tensor]:
@@ -126,7 +126,8 @@ class AlternatingPhase(PhaseBase):
                 features = self.engines["G"].module(m["previous"]).features
         features = tuple(f.detach() for f in features)
         outputs = self.engines["SSB"](m["image"], features)
-        return {"loss": segmentation_loss(outputs, m["mask"], self._side_weight(step))}
+        return {"loss": segmentation_loss(outputs, m["mask"], self._side_weight(step),
+                                          self.loss.ignore_index)}
 
     def _set_modes(self, branch: str) -> None:
         tcb_on = branch in ("tcb", "both")

@@ -9,15 +9,16 @@ builds its engines in ``__init__`` and defines ``prepare`` and ``updates`` (see
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
 from pipeline.core.config import to_dict
-from pipeline.core.dist import DDPEngine, DeepSpeedEngine, DistContext, Engine, all_reduce_mean, prepare_module
+from pipeline.core.dist import DistContext, all_reduce_mean, prepare_module
+from pipeline.loading.augment import AugmentConfig, get_preset
 from pipeline.model.config import ModelConfig
 from pipeline.train.config import BatchPlan, TrainConfig
+from pipeline.train.engine import DDPEngine, DeepSpeedEngine, Engine
 from pipeline.train.optim import OptimConfig, build_optimizer, build_scheduler
 
 
@@ -26,7 +27,7 @@ class EvalConfig:
     every: int = 0                          # steps between validations (0: never)
     sets: list[str] = field(default_factory=list)   # shard sets under data.lake
     batches: int = 4                        # per rank
-    augment: dict[str, Any] = field(default_factory=lambda: {"preset": "eval"})
+    augment: AugmentConfig = field(default_factory=lambda: get_preset("eval"))
 
 
 class MarginGate:

@@ -10,7 +10,8 @@ frames from predicted ones. Each step updates G, then D:
 G's input is ImageNet-normalised (its encoder is an ImageNet ResNet-101); G's output, the target
 and D's input are in [-1, 1] (tanh; Inception-v3's own input range). With a 1/4-resolution
 prediction (the authors' code) the real frame is resized to it. ``gan.margin`` (authors' code:
-0.3) gates the updates, see :class:`pipeline.train.phases.base.MarginGate`.
+0.3) gates the updates, see :class:`pipeline.train.phases.base.MarginGate`; ``lambda_adv`` is
+``loss.lambda_adv``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ def _adam(lr: float, wd: float) -> OptimConfig:
 class GanConfig:
     optim_g: OptimConfig = field(default_factory=lambda: _adam(1e-7, 2e-4))
     optim_d: OptimConfig = field(default_factory=lambda: _adam(1e-4, 2e-4))
-    lambda_adv: float = 0.001
     margin: float | None = None      # None: paper (both every step); authors' code: 0.3
 
 
@@ -107,7 +107,7 @@ class GanPhase(PhaseBase):
         self.make_engine("G", g, self.gcfg.optim_g, cfg.steps, sync_bn=True)
         self.make_engine("D", d, self.gcfg.optim_d, cfg.steps, sync_bn=True)
         self.gate = MarginGate(self.gcfg.margin)
-        self.losses = GanLosses(self, self.gcfg.lambda_adv)
+        self.losses = GanLosses(self, cfg.loss.lambda_adv)
 
     def prepare(self, batch: dict) -> dict:
         previous, current = split_clip(batch["frames"], self.delta)

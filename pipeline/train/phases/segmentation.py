@@ -6,6 +6,7 @@ attention modules run without them, as at the start of the authors' training.
 Data from the webdataset shards or, with ``data.backend: ffcv``, from an FFCV store of the same
 sets; ``segmentation.samples: clip_frames`` reads clip sets instead (each clip's frame t and its
 mask, as an image: DAVIS frames standing in for MSRA10K + VOC at CPU scale). Object ids are merged into one foreground (``data.merge_objects``); 255 is void.
+The side outputs' weight is ``loss.side_weight_schedule`` (constant 1: the paper).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ def _sgd(lr: float) -> OptimConfig:
 @dataclass
 class SegmentationConfig:
     optim: OptimConfig = field(default_factory=lambda: _sgd(1e-3))
-    side_weight_schedule: Literal["constant", "linear_decay"] = "constant"  # Eq. 3: weight 1
     # "images": image sets (MSRA10K, VOC); "clip_frames": clip sets (e.g. davis2016/train), each
     # clip's annotated frame t with its mask taken as an image (the CPU-scale recipe's stand-in)
     samples: Literal["images", "clip_frames"] = "images"
@@ -74,8 +74,9 @@ class SegmentationPhase(PhaseBase):
 
     def ssb_terms(self, m: dict, step: int) -> dict[str, torch.Tensor]:
         outputs = self.engines["SSB"](m["image"])
-        w = side_output_weight(self.scfg.side_weight_schedule, step, self.cfg.steps)
-        return {"loss": segmentation_loss(outputs, m["mask"], w)}
+        loss = self.cfg.loss
+        w = side_output_weight(loss.side_weight_schedule, step, self.cfg.steps)
+        return {"loss": segmentation_loss(outputs, m["mask"], w, loss.ignore_index)}
 
     def updates(self, step: int) -> list[Update]:
         return [Update("SSB", lambda m: self.ssb_terms(m, step))]

@@ -1,15 +1,10 @@
-"""Online training and video segmentation (paper Sec. 3.3 "Online training for VOS", Sec. 4).
+"""Video object segmentation as a user runs it (paper Sec. 3.3 "Online training for VOS",
+Sec. 4): :class:`OnlineSegmenter` holds the offline-trained STCNN (``weights.pt`` of
+``launch/train_offline.py`` or its ``models:/stcnn@...`` URI) and, per sequence:
 
-Per sequence, from the offline-trained STCNN (``weights.pt`` of ``launch/train_offline.py`` or
-its ``models:/stcnn@...`` URI):
-
-1. **Tune** a fresh copy of the SSB on lucid-dream pairs of the first frame and its mask
-   (``pipeline/train/lucid/``): SGD, lr 1e-4, batch 1, 400 iterations (paper, Table 4),
-   the TCB frozen. A dreamed image has no past, so G sees it repeated ``delta`` times - what it
-   sees at the first frame of a video. The loss is the fused prediction's (authors' code;
-   ``loss: all`` adds the side outputs). The tuning runs through the same
-   :class:`~pipeline.train.loop.TrainLoop` as offline training.
-2. **Segment** every frame t >= 1 from frames t-delta..t-1 (the first frame repeated for
+1. **Tunes** a fresh copy of the SSB on lucid-dream pairs of the first frame and its mask
+   (:mod:`pipeline.inference.tuning`, settings in :class:`~pipeline.inference.tuning.OnlineConfig`).
+2. **Segments** every frame t >= 1 from frames t-delta..t-1 (the first frame repeated for
    t < delta) and frame t. Frame 0 keeps the given mask.
 3. **Several objects** (DAVIS 2017): one SSB tuned per object on the same dreams (binary target:
    this object vs. the rest); per pixel the most probable object wins when its probability
@@ -21,49 +16,23 @@ its ``models:/stcnn@...`` URI):
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.core.ids_resize import resize_ids_nearest
-from pipeline.core.dist import DDPEngine, DistConfig, DistContext, autocast
+from pipeline.core.config import ConfigError
+from pipeline.core.dist import DistConfig, autocast
+from pipeline.inference.masks import object_ids
+from pipeline.inference.tuning import OnlineConfig, dream_pairs, resize_frame, tune_ssb
 from pipeline.model.config import ModelConfig
 from pipeline.model.spatial import foreground_probability
 from pipeline.model.stcnn import build_generator, build_ssb
 from pipeline.train.data import frames_to_input
-from pipeline.train.loop import HookBase, TrainLoop, Update
-from pipeline.train.losses import pixel_cross_entropy, segmentation_loss
-from pipeline.train.optim import OptimConfig, build_optimizer
-from pipeline.train.phases.base import PhaseDefaults
-from pipeline.train.lucid import LucidDreamConfig, lucid_dream_pairs
-from pipeline.core.config import ConfigError
-
-
-@dataclass
-class OnlineConfig:
-    iterations: int = 400            # paper (Table 4); the authors' code: 600
-    dreams: int = 100                # lucid-dream pairs per sequence (code), cycled
-    batch: int = 1                   # paper
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
-        name="sgd", lr=1e-4, momentum=0.9, weight_decay=5e-4))
-    loss: Literal["fused", "all"] = "fused"
-    size: list[int] | None = None    # [H, W] for tuning and inference (None: the video's size)
-    lucid: dict[str, Any] = field(default_factory=dict)   # LucidDreamConfig fields
-    threshold: float = 0.5
-    gate_dilation: int = 0           # authors' code: 80 (px), with gate_threshold 0.4
-    gate_threshold: float = 0.4
-    temporal: bool = True            # False: the SSB alone, without the TCB's features (the
-                                     # paper's "SSB only" ablation; G is then not needed)
-    bn: Literal["train", "frozen"] = "frozen"  # trainable BatchNorm of the tuned SSB: the
-                                     # offline running statistics (frozen), or batch statistics
-                                     # ("train": needs batch > 1 for the PPM's 1x1 bins)
-    seed: int = 0
 
 
 def sequence_seed(seed: int, name: str) -> int:
@@ -72,105 +41,9 @@ def sequence_seed(seed: int, name: str) -> int:
     return int.from_bytes(h[:4], "little")
 
 
-def assign_sequences(lengths: dict[str, int], world_size: int) -> list[list[str]]:
-    """Sequences per rank, balanced by frame count (longest first to the least loaded rank)."""
-    load = [0] * world_size
-    out: list[list[str]] = [[] for _ in range(world_size)]
-    for name in sorted(lengths, key=lambda n: (-lengths[n], n)):
-        r = min(range(world_size), key=lambda i: (load[i], i))
-        out[r].append(name)
-        load[r] += lengths[name]
-    return [sorted(names) for names in out]
-
-
 def past_indices(t: int, delta: int) -> list[int]:
     """Frames t-delta..t-1, the first frame standing in for those before the video starts."""
     return [max(0, t - delta + i) for i in range(delta)]
-
-
-def object_ids(mask: np.ndarray) -> list[int]:
-    return [int(v) for v in np.unique(mask) if v not in (0, 255)]
-
-
-class _DreamStream:
-    """Endless (image, binary mask) batches over the dreams, in a seeded order."""
-
-    def __init__(self, images: np.ndarray, masks: np.ndarray, batch: int, seed: int):
-        self.images, self.masks, self.batch = images, masks, batch
-        self.rng = np.random.default_rng(seed)
-        self.order: list[int] = []
-
-    def __iter__(self) -> Iterator[dict]:
-        return self
-
-    def __next__(self) -> dict:
-        idx = []
-        while len(idx) < self.batch:
-            if not self.order:
-                self.order = list(self.rng.permutation(len(self.images)))
-            idx.append(self.order.pop())
-        return {"image": torch.from_numpy(self.images[idx]).permute(0, 3, 1, 2),
-                "mask": torch.from_numpy(self.masks[idx])}
-
-
-class OnlinePhase(PhaseDefaults):
-    """The SSB update on dreams: one engine, no gradient synchronisation (each rank tunes its
-    own sequences)."""
-
-    name = "online"
-
-    def __init__(self, g: torch.nn.Module, ssb: torch.nn.Module, cfg: OnlineConfig, delta: int,
-                 device: torch.device, channels_last: bool = False):
-        self.g, self.cfg, self.delta, self.device = g, cfg, delta, device
-        self.channels_last = channels_last
-        optimizer = build_optimizer(ssb, cfg.optim)
-        local = DistContext(0, 1, 0, device, None)
-        self.engines = {"SSB": DDPEngine("SSB", ssb, optimizer, None, local, DistConfig())}
-
-    def prepare(self, batch: dict) -> dict:
-        image = frames_to_input(batch["image"], self.device, self.channels_last)
-        features = None
-        if self.g is not None:
-            with torch.no_grad():
-                features = self.g(image.unsqueeze(1).expand(-1, self.delta, -1, -1, -1)).features
-        return {"image": image, "features": features, "mask": batch["mask"].to(self.device).long()}
-
-    def ssb_terms(self, m: dict) -> dict[str, torch.Tensor]:
-        outputs = self.engines["SSB"](m["image"], m["features"])
-        if self.cfg.loss == "fused":
-            return {"loss": pixel_cross_entropy(outputs[-1], m["mask"])}
-        return {"loss": segmentation_loss(outputs, m["mask"])}
-
-    def updates(self, step: int) -> list[Update]:
-        return [Update("SSB", self.ssb_terms)]
-
-
-class _LossRecorder(HookBase):
-    """A hook keeping every step's loss (first vs last: did tuning fit the first frame?) and
-    reporting each step to ``progress`` (``progress("tune")``) when given."""
-
-    def __init__(self, progress: Callable[[str], None] | None = None):
-        self.losses: list[float] = []
-        self.progress = progress
-
-    def after_step(self) -> None:
-        self.losses.append(self.loop.metrics["SSB/loss"])
-        if self.progress is not None:
-            self.progress("tune")
-
-
-def _resize_rgb(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    if size is None or frame.shape[:2] == tuple(size):
-        return frame
-    import cv2
-    return cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-
-
-def _resize_ids(mask: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """Dream masks to the tuning size by the training rule (``nearest-exact``)."""
-    if size is None or mask.shape[:2] == tuple(size):
-        return mask
-    return resize_ids_nearest(mask, size)
 
 
 @dataclass
@@ -234,39 +107,21 @@ class OnlineSegmenter:
 
     # -- tuning -------------------------------------------------------------------------------
     def dreams(self, image: np.ndarray, mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        size = tuple(self.cfg.size) if self.cfg.size else None
-        lcfg = LucidDreamConfig(**self.cfg.lucid)
-        images, masks = [], []
-        for img, m in lucid_dream_pairs(image, mask, self.cfg.dreams, seed, lcfg):
-            images.append(_resize_rgb(img, size))
-            masks.append(_resize_ids(m, size))
-        return np.stack(images), np.stack(masks)
+        return dream_pairs(image, mask, self.cfg, seed)
 
     def tune(self, images: np.ndarray, masks: np.ndarray, obj: int, seed: int,
              progress: Callable[[str], None] | None = None) -> tuple[torch.nn.Module, list[float]]:
         """A copy of the SSB fitted to ``obj`` in the dreams (255 stays void); ``progress("tune")``
         after each step when given."""
-        binary = np.where(masks == 255, 255, (masks == obj).astype(np.uint8)).astype(np.uint8)
-        ssb = copy.deepcopy(self.ssb).train()
-        if self.cfg.bn == "frozen":  # keep the offline running statistics
-            for m in ssb.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        torch.manual_seed(seed)
-        phase = OnlinePhase(self.g, ssb, self.cfg, self.delta, self.device,
-                            self.dist.channels_last)
-        recorder = _LossRecorder(progress)
-        loop = TrainLoop(phase, _DreamStream(images, binary, self.cfg.batch, seed),
-                         self.cfg.iterations, hooks=[recorder], autocast=self._autocast)
-        loop.run()
-        return ssb.eval(), recorder.losses
+        return tune_ssb(self.ssb, self.g, images, masks, obj, seed, self.cfg, self.delta,
+                        self.device, self.dist.channels_last, self._autocast, progress)
 
     # -- inference ----------------------------------------------------------------------------
     @torch.no_grad()
     def _probabilities(self, ssbs: list[torch.nn.Module], frames: list[np.ndarray], t: int,
                        size: tuple[int, int] | None) -> list[torch.Tensor]:
         past = [frames[i] for i in past_indices(t, self.delta)]
-        x = lambda arr: torch.from_numpy(np.array(_resize_rgb(arr, size))).permute(2, 0, 1)
+        x = lambda arr: torch.from_numpy(np.array(resize_frame(arr, size))).permute(2, 0, 1)
         previous = frames_to_input(torch.stack([x(f) for f in past])[None], self.device)
         image = frames_to_input(x(frames[t])[None], self.device, self.dist.channels_last)
         features = None
