@@ -6,8 +6,9 @@ so readers ignore the others). The WebDataset loader, the FFCV store and the cat
 shards here.
 
 The loader splits each set by global rank (``shards[rank::world_size]``, :func:`split_by_rank`)
-and then by DataLoader worker (:func:`split_by_worker`); a set with fewer shards than
-``world_size x num_workers`` is refused (:func:`check_shard_counts`).
+and then by DataLoader worker (:func:`split_by_worker`). Resampled (training), a set with fewer
+shards than ``world_size x num_workers`` is shared whole by every stream; read once (exact mode),
+it is refused (:func:`check_shard_counts`).
 """
 
 from __future__ import annotations

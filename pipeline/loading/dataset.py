@@ -78,16 +78,22 @@ class ShardDataset(wds.DataPipeline):
         self.epoch = int(epoch)
 
     def worker_shards(self, worker: int = 0, num_workers: int = 1) -> list[list[str]]:
-        """The shards of each set that (this rank, ``worker``) reads."""
-        return [assign_shards(s.shards, self.rank, self.world_size, worker, num_workers,
-                              self.nodesplitter, self.workersplitter) for s in self.sets]
+        """The shards of each set that (this rank, ``worker``) reads: its own split of the set
+        (:func:`assign_shards`); resampled, a set with fewer shards than the
+        ``world_size x num_workers`` streams is shared whole by every stream, each drawing with
+        its own seed (any lake trains on any cluster shape)."""
+        streams = self.world_size * max(1, num_workers)
+        return [list(s.shards) if self.resampled and len(s.shards) < streams
+                else assign_shards(s.shards, self.rank, self.world_size, worker, num_workers,
+                                   self.nodesplitter, self.workersplitter) for s in self.sets]
 
     def _start(self):
         """Per-iteration state of this worker: its shards, the shard/shuffle seed, the augmentation
         generator."""
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        check_shard_counts(self.sets, self.world_size, num_workers)
+        if not self.resampled:   # each shard read once: every stream needs shards of its own
+            check_shard_counts(self.sets, self.world_size, num_workers)
         parts = self.worker_shards(worker, num_workers)
         # seeds depend on (seed, epoch, rank, worker): an epoch replays exactly after a resume
         # with set_epoch. A persistent worker keeps its copy's epoch, so it counts repeats.

@@ -23,7 +23,11 @@ Reading rules (docs/architecture.md); each lives in a module of its own, re-expo
   from its own part (resampling, seeded by ``(seed, epoch, rank, worker)``), so the stream never
   ends, and :func:`make_loader` cuts it with ``WebLoader(...).with_epoch(epoch_batches)``: every
   rank gets exactly ``epoch_batches`` batches and DDP never hangs on an uneven last batch.
-  A set with fewer shards than ``world_size x num_workers`` is refused with a ``ValueError``
+  **Any lake on any cluster shape**: a set with fewer shards than the ``world_size x
+  num_workers`` streams is not split; every stream draws from all of its shards, each with its
+  own seed, so the sampling is still a function of ``(seed, epoch, rank, worker)`` and a resume
+  stays exact. In exact mode (``make_dataset(resampled=False)``: each of a stream's shards read
+  once) a stream needs shards of its own, and such a set is refused with a ``ValueError``
   (:class:`NotEnoughShardsError`) that says how many there are, how many are needed and the fix.
   Rank and world size come from the arguments, else ``RANK``/``WORLD_SIZE`` (torchrun), else an
   initialised ``torch.distributed``, else 0/1.
@@ -123,9 +127,13 @@ def make_dataset(urls_or_dir: "str | os.PathLike | Sequence[str | os.PathLike]",
     ``augment``: an :class:`AugmentConfig`, a preset name, a mapping, or None (nothing).
     ``seed``: with rank, worker and epoch, seeds the shard draws and the augmentation.
     ``rank``/``world_size``: default from the environment (torchrun) or torch.distributed.
-    ``num_workers``: when given, the shard-count check runs now rather than in the workers.
+    ``num_workers``: when given, the shard-count check (exact mode) runs now rather than in the
+    workers.
     ``resampled``: draw shards with replacement for ever (for DDP training; cut the stream with
-    ``with_epoch``); False reads this rank/worker's shards once each, in a seeded order.
+    ``with_epoch``): any number of shards serves any number of ranks and workers (a set with
+    fewer shards than streams is shared by all of them, each with its own seed). False (exact
+    mode) reads this rank/worker's own shards once each, in a seeded order, and a set with fewer
+    shards than ``world_size x num_workers`` is refused (:class:`NotEnoughShardsError`).
     ``shuffle_buffer``: raw (undecoded) samples mixed before decoding (memory ~ that many raw
     samples per worker; 1 or 0 = off).
     ``merge_objects``: object ids 1..254 -> 1 (255 kept); ``masks=False``: masks are not decoded
@@ -138,7 +146,7 @@ def make_dataset(urls_or_dir: "str | os.PathLike | Sequence[str | os.PathLike]",
     """
     sets = shard_sets(urls_or_dir)
     rank, world_size = dist_info(rank, world_size)
-    if num_workers is not None:
+    if num_workers is not None and not resampled:
         check_shard_counts(sets, world_size, num_workers)
     if kind not in ("clip", "image"):
         raise ValueError(f"kind must be 'clip' or 'image', not {kind!r}")
@@ -213,10 +221,10 @@ def make_loader(shard_dirs: "str | os.PathLike | Sequence[str | os.PathLike]", b
                 decode_device: str | None = None) -> ShardLoader:
     """A DDP-safe loader: exactly ``epoch_batches`` batches of ``batch_size`` per rank and epoch.
 
-    Shards are resampled (see :func:`make_dataset`), batched inside the workers, and the loader is
-    cut with ``.with_epoch(epoch_batches)`` (``None``: never ends). Raises
-    :class:`NotEnoughShardsError` (a ``ValueError``) when a set has fewer shards than
-    ``world_size x max(1, num_workers)``.
+    Shards are resampled (see :func:`make_dataset`; any shard count serves any number of ranks
+    and workers), batched inside the workers, and the loader is cut with
+    ``.with_epoch(epoch_batches)`` (``None``: never ends), so every rank gets the same number of
+    batches.
 
     ``buffer_slots``: batch buffers each worker reuses (default ``prefetch_factor + 2``; 0 =
     a fresh shared-memory buffer per batch); a slot is written again only once no tensor of its

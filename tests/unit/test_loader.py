@@ -294,11 +294,12 @@ def test_unfinished_shards_are_ignored(tmp_path, caplog):
     assert sets[0].shards == (str(d / "00000.tar"),)
 
 
-def test_too_few_shards_is_a_clear_error(tmp_path, monkeypatch):
+def test_too_few_shards_to_read_once_is_a_clear_error(tmp_path, monkeypatch):
+    """Exact mode (each shard read once): every (rank, worker) stream needs shards of its own."""
     d = tmp_path / "davis2017" / "train"
     write_clip_set(d, 3, per_shard=10)
     with pytest.raises(ValueError) as ei:
-        L.make_loader(d, batch_size=1, num_workers=2, epoch_batches=1, rank=0, world_size=2)
+        L.make_dataset(d, num_workers=2, rank=0, world_size=2, resampled=False)
     msg = str(ei.value)
     assert isinstance(ei.value, L.NotEnoughShardsError)
     assert "has 3 finished shard" in msg and "= 4 are needed" in msg
@@ -308,11 +309,41 @@ def test_too_few_shards_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(ValueError, match="world_size=4"):
-        L.make_loader(d, batch_size=1, num_workers=1, epoch_batches=1)
+        L.make_dataset(d, num_workers=1, resampled=False)
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
     # 3 shards are enough for 3 ranks x 1 worker
-    L.make_loader(d, batch_size=1, num_workers=1, epoch_batches=1, rank=2, world_size=3)
+    L.make_dataset(d, num_workers=1, rank=2, world_size=3, resampled=False)
+    # ... and in the workers, where the worker count is known (exact mode)
+    ds = L.make_dataset(d, rank=0, world_size=2, resampled=False, batch_size=1)
+    with pytest.raises(L.NotEnoughShardsError):
+        next(iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)))
+
+
+def test_resampled_any_shard_count_serves_any_number_of_ranks_and_workers(tmp_path):
+    """3 shards, 4 ranks x 2 workers = 8 streams: each rank gets exactly epoch_batches batches,
+    drawn from the whole set with its own seeds, and the same (seed, epoch, rank) again gives the
+    same batches (an exact resume)."""
+    d = tmp_path / "davis2017" / "train"
+    shards = write_clip_set(d, 3, per_shard=4)
+    every = set().union(*(keys_of(p) for p in shards))
+
+    def run(rank: int, epoch: int) -> list[tuple[list[str], torch.Tensor]]:
+        loader = L.make_loader(d, batch_size=2, num_workers=2, epoch_batches=5, rank=rank,
+                               world_size=4, seed=7, augment=get_preset("offline", size=(24, 32)))
+        loader.set_epoch(epoch)
+        return [(list(b["key"]), b["frames"]) for b in loader]
+
+    got = {rank: run(rank, 1) for rank in range(4)}
+    for rank, batches in got.items():
+        assert len(batches) == 5 and all(len(k) == 2 for k, _ in batches), rank
+        assert {k for ks, _ in batches for k in ks} <= every
+    orders = {tuple(k for ks, _ in got[r] for k in ks) for r in got}
+    assert len(orders) == 4, "ranks drew the same samples: their seeds are not their own"
+    again = run(2, 1)
+    assert [k for k, _ in again] == [k for k, _ in got[2]]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(again, got[2]))
+    assert [k for k, _ in run(2, 2)] != [k for k, _ in got[2]]
 
 
 def test_no_finished_shard_is_an_error(tmp_path):
@@ -375,8 +406,8 @@ def test_several_sets_are_mixed(tmp_path):
     assert datasets == {"msra10k", "voc2012"}
     with pytest.raises(L.NotEnoughShardsError, match="voc2012"):
         write_image_set(tmp_path / "small" / "voc2012", 1)
-        L.make_loader([a, tmp_path / "small" / "voc2012"], batch_size=1, num_workers=2,
-                      epoch_batches=1, kind="image", rank=0, world_size=1)
+        L.make_dataset([a, tmp_path / "small" / "voc2012"], num_workers=2, kind="image", rank=0,
+                       world_size=1, resampled=False)
 
 
 def test_wrong_kind_fails_clearly(tmp_path, caplog):
