@@ -85,5 +85,7 @@ def start_server(root: Path, artifacts: str | None = None,
     taken before the server bound it)."""
     proc, port = start_on_free_port(lambda port: (_launch(root, port, artifacts, env), port))
     uri = f"http://127.0.0.1:{port}"
-    yield Server(uri, root)
-    stop_group(proc)
+    try:
+        yield Server(uri, root)
+    finally:            # also when the generator is closed (``servers.close()``)
+        stop_group(proc)
