@@ -46,7 +46,6 @@ official tool, is kept in one module, so that one reading checks it against the 
 
 from __future__ import annotations
 
-from pipeline.core.config import ConfigError
 import concurrent.futures as cf
 import dataclasses
 import logging
@@ -68,6 +67,7 @@ from pipeline.sources.base import SourceError
 from pipeline.sources import get_source
 from pipeline.evaluation.report import plot_per_sequence
 from pipeline.core.atomic import atomic_write_bytes
+from pipeline.core.config import ConfigError
 
 log = logging.getLogger(__name__)
 

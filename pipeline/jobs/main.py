@@ -8,7 +8,6 @@ online tuning, evaluation) extend it.
 
 from __future__ import annotations
 
-from pipeline.core.config import ConfigError
 import collections
 import dataclasses
 import json
@@ -17,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from pipeline.core.config import to_dict
+from pipeline.core.config import to_dict, ConfigError
 from pipeline.core.logs import report_events
 from pipeline.lake.catalog import summarize, validate_set, find_sets
 from pipeline.lake.preprocess import PreprocessConfig, run_preprocess

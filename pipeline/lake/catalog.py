@@ -7,7 +7,6 @@ finished, ``catalog.parquet``.
 
 from __future__ import annotations
 
-from pipeline.core.errors import FileProblem
 import dataclasses
 import json
 from pathlib import Path
@@ -16,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.atomic import atomic_open, stale_temps
-from pipeline.core.errors import InputMissing
+from pipeline.core.errors import InputMissing, FileProblem
 from pipeline.lake.contract import (CATALOG, MANIFEST, read_stats, shard_paths, split_member,
                                     unsafe_member)
 from pipeline.lake.tario import iter_members

@@ -15,10 +15,10 @@ writer or uploader puts the stats file after the tar and the parquet (:func:`upl
 
 from __future__ import annotations
 
-from pipeline.core.errors import FileProblem
 import json
 import re
 from pathlib import Path
+from pipeline.core.errors import FileProblem
 
 SHARD_RE = re.compile(r"^(\d+)\.tar$")
 TAR_SUFFIX = ".tar"

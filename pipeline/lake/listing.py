@@ -13,7 +13,6 @@ it is refused (:func:`check_shard_counts`).
 
 from __future__ import annotations
 
-from pipeline.core.config import ConfigError
 import dataclasses
 import json
 import logging
@@ -24,6 +23,7 @@ from typing import Sequence
 from pipeline.core.errors import InputMissing, PipelineError
 from pipeline.lake import store as objectstore
 from pipeline.lake.contract import stats_name
+from pipeline.core.config import ConfigError
 
 log = logging.getLogger(__name__)
 

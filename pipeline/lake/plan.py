@@ -10,12 +10,12 @@ any number of workers or array tasks produce the same samples in the same shards
 
 from __future__ import annotations
 
-from pipeline.core.config import ConfigError
 import dataclasses
 import os
 from pathlib import Path
 
 from pipeline.sources.types import ImageItem, MaskFormat, Sequence
+from pipeline.core.config import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

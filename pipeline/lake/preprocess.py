@@ -9,7 +9,6 @@ files.
 
 from __future__ import annotations
 
-from pipeline.core.config import ConfigError
 import collections
 import concurrent.futures as cf
 import contextlib
@@ -31,6 +30,7 @@ from pipeline.lake.writer import plan_digest, write_shard
 from pipeline.sources import SOURCES, get_source
 from pipeline.sources.base import Source
 from pipeline.sources.types import SourceError
+from pipeline.core.config import ConfigError
 
 log = logging.getLogger(__name__)
 

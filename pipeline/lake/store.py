@@ -33,7 +33,6 @@ profile, an instance role), ``AWS_DEFAULT_REGION``, and for a non-AWS store the 
 
 from __future__ import annotations
 
-from pipeline.core.config import ConfigError
 import contextlib
 import dataclasses
 import hashlib
@@ -46,6 +45,7 @@ from typing import IO, Any, Callable, Iterator
 
 from pipeline.core.errors import InputMissing, PipelineError
 from pipeline.lake.contract import SET_FILES, finished_names, is_shard_tar, upload_order
+from pipeline.core.config import ConfigError
 
 S3_PREFIX = "s3://"
 ENDPOINT_ENV = "STCNN_S3_ENDPOINT_URL"

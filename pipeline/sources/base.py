@@ -12,7 +12,6 @@ and left out.
 
 from __future__ import annotations
 
-from pipeline.core.config import ConfigError
 import abc
 import logging
 import os
@@ -23,6 +22,7 @@ from pipeline.sources.types import (MaskFormat, OnError, MISSING_IMAGE, MISSING_
                                    BAD_LIST, FRAME_GAP, SKIP_HINT, SourceError, SkipLog, Frame,
                                    Sequence, ImageItem, ImageData, MaskData)
 from pipeline.sources.validate import check_same_size, load_image, load_mask
+from pipeline.core.config import ConfigError
 
 log = logging.getLogger(__name__)
 

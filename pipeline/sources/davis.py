@@ -3,11 +3,11 @@ subset of the 2017 package) and ``davis2017``."""
 
 from __future__ import annotations
 
-from pipeline.core.errors import InputMissing
 import logging
 import os
 from pathlib import Path
 
+from pipeline.core.errors import InputMissing
 from pipeline.sources.base import FolderFiles, Source, frame_number
 from pipeline.sources.types import (BAD_LIST, MISSING_IMAGE, MISSING_MASK, SKIP_HINT, Sequence,
                                     SourceError)

@@ -4,7 +4,6 @@ jobs read the list of datasets from here."""
 
 from __future__ import annotations
 
-from pipeline.core.config import ConfigError
 from pathlib import Path
 
 from pipeline.sources.base import Source
@@ -13,6 +12,7 @@ from pipeline.sources.ilsvrc_vid import IlsvrcVid
 from pipeline.sources.msra10k import Msra10k
 from pipeline.sources.voc import Voc2012
 from pipeline.sources.youtube_objects import YoutubeObjects
+from pipeline.core.config import ConfigError
 
 SOURCES: dict[str, type[Source]] = {
     cls.name: cls for cls in (Davis2016, Davis2017, Msra10k, Voc2012, IlsvrcVid, YoutubeObjects)

@@ -9,13 +9,13 @@ fix, never as a bare Pillow exception.
 
 from __future__ import annotations
 
-from pipeline.core.config import ConfigError
 import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from pipeline.core.config import ConfigError
 from pipeline.core.mask_png import MaskFormatError, jpeg_label_foreground, read_mask_values
 from pipeline.sources.png_scan import scan_png
 from pipeline.sources.types import (BAD_IMAGE, BAD_MASK, MASK_FORMATS, MISSING_IMAGE, MISSING_MASK, SIZE_MISMATCH,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pipeline.core.errors import InputMissing
-from pipeline.core.config import ConfigError
 import os
 import tempfile
 from pathlib import Path
@@ -12,6 +10,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from pipeline.tracking.config import WEIGHTS_FILENAME, make_client, sqlite_file
+from pipeline.core.errors import InputMissing
+from pipeline.core.config import ConfigError
 
 # how to look elsewhere, in every error about the store
 OTHER_STORE = ("name the store that holds it with tracking.tracking_uri=URI (or "
