@@ -16,9 +16,10 @@ Sec. 4): :class:`OnlineSegmenter` holds the offline-trained STCNN (``weights.pt`
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -46,6 +47,22 @@ def past_indices(t: int, delta: int) -> list[int]:
     return [max(0, t - delta + i) for i in range(delta)]
 
 
+def _timing(frames: int, tune_s: float, infer_s: float) -> dict[str, float]:
+    n = max(frames - 1, 1)
+    return {"tune_s": tune_s, "infer_s": infer_s, "tune_s_per_frame": tune_s / n,
+            "infer_s_per_frame": infer_s / n, "total_s_per_frame": (tune_s + infer_s) / n}
+
+
+@dataclass
+class StepResult:
+    """The sequence segmented with the SSB after ``step`` tuning steps (``online.segment_at``):
+    its masks, the tuning seconds up to that step (dreams included) and its inference seconds."""
+
+    masks: list[np.ndarray]
+    tune_seconds: float
+    infer_seconds: float
+
+
 @dataclass
 class SequenceResult:
     name: str
@@ -54,18 +71,21 @@ class SequenceResult:
     tune_seconds: float
     infer_seconds: float
     losses: dict[int, list[float]]   # per object: loss per tuning step
+    at_steps: dict[int, StepResult] = field(default_factory=dict)  # online.segment_at
 
     @property
     def frames(self) -> int:
         return len(self.masks)
 
-    def timing(self) -> dict[str, float]:
-        n = max(self.frames - 1, 1)
-        return {"frames": self.frames, "objects": len(self.objects),
-                "tune_s": self.tune_seconds, "infer_s": self.infer_seconds,
-                "tune_s_per_frame": self.tune_seconds / n,
-                "infer_s_per_frame": self.infer_seconds / n,
-                "total_s_per_frame": (self.tune_seconds + self.infer_seconds) / n}
+    def timing(self) -> dict:
+        """Seconds and seconds per frame (frames after the first); with ``segment_at``, the
+        same per step under ``at_steps``."""
+        out = {"frames": self.frames, "objects": len(self.objects),
+               **_timing(self.frames, self.tune_seconds, self.infer_seconds)}
+        if self.at_steps:
+            out["at_steps"] = {str(k): _timing(self.frames, r.tune_seconds, r.infer_seconds)
+                               for k, r in self.at_steps.items()}
+        return out
 
 
 class OnlineSegmenter:
@@ -110,9 +130,11 @@ class OnlineSegmenter:
         return dream_pairs(image, mask, self.cfg, seed)
 
     def tune(self, images: np.ndarray, masks: np.ndarray, obj: int, seed: int,
-             progress: Callable[[str], None] | None = None) -> tuple[torch.nn.Module, list[float]]:
-        """A copy of the SSB fitted to ``obj`` in the dreams (255 stays void); ``progress("tune")``
-        after each step when given."""
+             progress: Callable[[str], None] | None = None
+             ) -> tuple[torch.nn.Module, list[float], dict[int, tuple[dict, float]]]:
+        """A copy of the SSB fitted to ``obj`` in the dreams (255 stays void), its loss per
+        step, and its weights and tuning seconds at each step of ``online.segment_at``;
+        ``progress("tune")`` after each step when given."""
         return tune_ssb(self.ssb, self.g, images, masks, obj, seed, self.cfg, self.delta,
                         self.device, self.dist.channels_last, self._autocast, progress)
 
@@ -146,32 +168,11 @@ class OnlineSegmenter:
         region = cv2.dilate(previous.astype(np.uint8), kernel)
         return prob * torch.from_numpy(region.astype(np.float32))
 
-    def segment(self, name: str, frames: list[np.ndarray], first_mask: np.ndarray,
-                progress: Callable[[str], None] | None = None) -> SequenceResult:
-        """Tune on the first frame's dreams, then segment frames 1..; ``progress`` (when given)
-        is called with ``"tune"`` after each tuning step and ``"frame"`` after each frame."""
-        if not frames:
-            raise ValueError(f"{name}: no frames")
-        if first_mask.shape != frames[0].shape[:2]:
-            raise ValueError(f"{name}: the first mask is {first_mask.shape[1]}x{first_mask.shape[0]} "
-                             f"but the frames are {frames[0].shape[1]}x{frames[0].shape[0]}; "
-                             "give the mask of the first frame at the video's size")
-        objects = object_ids(first_mask)
-        if not objects:
-            raise ValueError(f"{name}: the first mask has no object (all 0/255); draw at least "
-                             "one object id > 0 in it")
-        seed = sequence_seed(self.cfg.seed, name)
+    def _infer(self, ssbs: list[torch.nn.Module], objects: list[int], frames: list[np.ndarray],
+               first_mask: np.ndarray, progress: Callable[[str], None] | None
+               ) -> list[np.ndarray]:
+        """Frames 1.. segmented with one tuned SSB per object; frame 0 keeps the given mask."""
         size = tuple(self.cfg.size) if self.cfg.size else None
-        t0 = time.perf_counter()
-        images, masks = self.dreams(frames[0], first_mask, seed)
-        ssbs, losses = [], {}
-        for k in objects:
-            ssb, curve = self.tune(images, masks, k, seed + k, progress)
-            ssbs.append(ssb)
-            losses[k] = curve
-        tune_s = time.perf_counter() - t0
-
-        t1 = time.perf_counter()
         first = np.where(first_mask == 255, 0, first_mask).astype(np.uint8)
         out = [first]
         ids = torch.tensor(objects, dtype=torch.uint8)
@@ -187,5 +188,48 @@ class OnlineSegmenter:
             out.append(labels.numpy().astype(np.uint8))
             if progress is not None:
                 progress("frame")
+        return out
+
+    def segment(self, name: str, frames: list[np.ndarray], first_mask: np.ndarray,
+                progress: Callable[[str], None] | None = None) -> SequenceResult:
+        """Tune on the first frame's dreams, then segment frames 1..; ``progress`` (when given)
+        is called with ``"tune"`` after each tuning step and ``"frame"`` after each frame of
+        the final model. With ``online.segment_at``, the sequence is also segmented with the
+        SSB of each of those steps (:attr:`SequenceResult.at_steps`)."""
+        if not frames:
+            raise ValueError(f"{name}: no frames")
+        if first_mask.shape != frames[0].shape[:2]:
+            raise ValueError(f"{name}: the first mask is {first_mask.shape[1]}x{first_mask.shape[0]} "
+                             f"but the frames are {frames[0].shape[1]}x{frames[0].shape[0]}; "
+                             "give the mask of the first frame at the video's size")
+        objects = object_ids(first_mask)
+        if not objects:
+            raise ValueError(f"{name}: the first mask has no object (all 0/255); draw at least "
+                             "one object id > 0 in it")
+        seed = sequence_seed(self.cfg.seed, name)
+        t0 = time.perf_counter()
+        images, masks = self.dreams(frames[0], first_mask, seed)
+        dreams_s = time.perf_counter() - t0
+        ssbs, losses, snapshots = [], {}, []
+        for k in objects:
+            ssb, curve, taken = self.tune(images, masks, k, seed + k, progress)
+            ssbs.append(ssb)
+            losses[k] = curve
+            snapshots.append(taken)
+        tune_s = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        out = self._infer(ssbs, objects, frames, first_mask, progress)
         infer_s = time.perf_counter() - t1
-        return SequenceResult(name, out, objects, tune_s, infer_s, losses)
+        at_steps = {}
+        for step in self.cfg.segment_at:      # the same sequence with earlier weights
+            earlier = []
+            for ssb, taken in zip(ssbs, snapshots):
+                copy_ = copy.deepcopy(ssb)
+                copy_.load_state_dict(taken[step][0])
+                earlier.append(copy_.eval())
+            t2 = time.perf_counter()
+            masks_k = self._infer(earlier, objects, frames, first_mask, None)
+            at_steps[step] = StepResult(masks_k, dreams_s + sum(t[step][1] for t in snapshots),
+                                        time.perf_counter() - t2)
+        return SequenceResult(name, out, objects, tune_s, infer_s, losses, at_steps)

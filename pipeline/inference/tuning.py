@@ -13,19 +13,30 @@ sequence and object), so it lives here, beside the segmenter, built on the train
 
 ``online.lucid`` is a :class:`~pipeline.train.lucid.LucidDreamConfig` (the dreams' ranges,
 blending, visibility), checked when the config is loaded like every other section.
+``online.augment: plain`` replaces the dreams by the first frame and its mask under the ordinary
+loader augmentation (``online.plain_augment``, flips, rotations, rescaling): the paper's "no
+lucid dream" ablation (Table 3).
+
+``online.segment_at`` (Table 4 along one run): the SSB's weights after each of these steps are
+kept (step 0: the offline weights, no tuning at all), so that the segmenter can segment the
+sequence with each of them too; :func:`tune_ssb` returns them with the tuning seconds spent up
+to that step.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Literal
 
 import numpy as np
 import torch
 
+from pipeline.core.config import ConfigError
 from pipeline.core.dist import DistConfig, DistContext
 from pipeline.core.ids_resize import resize_ids_nearest
+from pipeline.loading.augment import AugmentConfig, augment_image, get_preset
 from pipeline.train.data import frames_to_input
 from pipeline.train.engine import DDPEngine
 from pipeline.train.loop import HookBase, TrainLoop, Update
@@ -45,6 +56,10 @@ class OnlineConfig:
     loss: Literal["fused", "all"] = "fused"
     size: list[int] | None = None    # [H, W] for tuning and inference (None: the video's size)
     lucid: LucidDreamConfig = field(default_factory=LucidDreamConfig)
+    augment: Literal["lucid", "plain"] = "lucid"   # plain: no lucid dreams (paper, Table 3)
+    plain_augment: AugmentConfig = field(        # with augment: plain; DAVIS offline ranges
+        default_factory=lambda: get_preset("offline", size=None))
+    segment_at: list[int] = field(default_factory=list)  # also segment after these steps
     threshold: float = 0.5
     gate_dilation: int = 0           # authors' code: 80 (px), with gate_threshold 0.4
     gate_threshold: float = 0.4
@@ -54,6 +69,14 @@ class OnlineConfig:
                                      # offline running statistics (frozen), or batch statistics
                                      # ("train": needs batch > 1 for the PPM's 1x1 bins)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [k for k in self.segment_at if not 0 <= int(k) < self.iterations]
+        if bad or len(set(self.segment_at)) != len(self.segment_at):
+            raise ConfigError(f"online.segment_at: {list(self.segment_at)} must be distinct "
+                              f"steps in 0..{self.iterations - 1} (online.iterations is "
+                              f"{self.iterations}, always segmented); e.g. [0, 50, 100]")
+        self.segment_at = sorted(int(k) for k in self.segment_at)
 
 
 def resize_frame(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -71,12 +94,26 @@ def _resize_ids(mask: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return resize_ids_nearest(mask, size)
 
 
+def _plain_pairs(image: np.ndarray, mask: np.ndarray, cfg: OnlineConfig, seed: int):
+    """The first frame and its mask under ``cfg.plain_augment``, pair ``i`` drawn from its own
+    generator seeded with ``(seed, i)``; the first pair is the frame itself."""
+    img, m = torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(mask)
+    yield image, mask
+    for i in range(1, cfg.dreams):
+        g = torch.Generator().manual_seed(seed * 100_003 + i)
+        out, out_mask, _ = augment_image(img, m, cfg.plain_augment, g)
+        yield out.permute(1, 2, 0).contiguous().numpy(), out_mask.numpy()
+
+
 def dream_pairs(image: np.ndarray, mask: np.ndarray, cfg: OnlineConfig,
                 seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``cfg.dreams`` lucid-dream (image, id mask) pairs of a first frame, at ``cfg.size``."""
+    """``cfg.dreams`` (image, id mask) training pairs of a first frame, at ``cfg.size``: lucid
+    dreams, or with ``augment: plain`` the frame under the ordinary augmentation."""
     size = tuple(cfg.size) if cfg.size else None
     images, masks = [], []
-    for img, m in lucid_dream_pairs(image, mask, cfg.dreams, seed, cfg.lucid):
+    pairs = (_plain_pairs(image, mask, cfg, seed) if cfg.augment == "plain"
+             else lucid_dream_pairs(image, mask, cfg.dreams, seed, cfg.lucid))
+    for img, m in pairs:
         images.append(resize_frame(img, size))
         masks.append(_resize_ids(m, size))
     return np.stack(images), np.stack(masks)
@@ -149,13 +186,36 @@ class _LossRecorder(HookBase):
             self.progress("tune")
 
 
+class _Snapshots(HookBase):
+    """A hook keeping the SSB's weights (a copy, on their device) and the seconds since the
+    tuning began after each step of ``at`` (``online.segment_at``); step 0 is taken before the
+    loop runs."""
+
+    def __init__(self, ssb: torch.nn.Module, at: list[int]):
+        self.ssb, self.at = ssb, set(at)
+        self.start = time.perf_counter()
+        self.taken: dict[int, tuple[dict[str, torch.Tensor], float]] = {}
+        if 0 in self.at:
+            self.take(0)
+
+    def take(self, step: int) -> None:
+        state = {k: v.detach().clone() for k, v in self.ssb.state_dict().items()}
+        self.taken[step] = (state, time.perf_counter() - self.start)
+
+    def after_step(self) -> None:
+        if self.loop.state.step in self.at:   # completed steps
+            self.take(self.loop.state.step)
+
+
 def tune_ssb(offline_ssb: torch.nn.Module, g: torch.nn.Module | None, images: np.ndarray,
              masks: np.ndarray, obj: int, seed: int, cfg: OnlineConfig, delta: int,
              device: torch.device, channels_last: bool, autocast: Callable,
-             progress: Callable[[str], None] | None = None) -> tuple[torch.nn.Module, list[float]]:
+             progress: Callable[[str], None] | None = None
+             ) -> tuple[torch.nn.Module, list[float], dict[int, tuple[dict, float]]]:
     """A copy of ``offline_ssb`` fitted to ``obj`` in the dreams (255 stays void; the offline
-    module is not modified), in eval mode, and its loss per step; ``progress("tune")`` after
-    each step when given."""
+    module is not modified), in eval mode, its loss per step and, per step of
+    ``cfg.segment_at``, (its weights then, tuning seconds until then); ``progress("tune")``
+    after each step when given."""
     binary = np.where(masks == 255, 255, (masks == obj).astype(np.uint8)).astype(np.uint8)
     ssb = copy.deepcopy(offline_ssb).train()
     if cfg.bn == "frozen":  # keep the offline running statistics
@@ -165,7 +225,8 @@ def tune_ssb(offline_ssb: torch.nn.Module, g: torch.nn.Module | None, images: np
     torch.manual_seed(seed)
     phase = OnlinePhase(g, ssb, cfg, delta, device, channels_last)
     recorder = _LossRecorder(progress)
+    snapshots = _Snapshots(ssb, cfg.segment_at)
     loop = TrainLoop(phase, _DreamStream(images, binary, cfg.batch, seed),
-                     cfg.iterations, hooks=[recorder], autocast=autocast)
+                     cfg.iterations, hooks=[recorder, snapshots], autocast=autocast)
     loop.run()
-    return ssb.eval(), recorder.losses
+    return ssb.eval(), recorder.losses, snapshots.taken

@@ -66,6 +66,8 @@ class SpatialConfig:
     channels: int = 256                   # width of the attention modules and of the fusion
     num_classes: Literal[1, 2] = 2        # 2: softmax (Eq. 3); 1: one logit per pixel (code)
     fusion_head: Literal["conv3x3", "conv3x3_bn_relu_conv1x1"] = "conv3x3"
+    attention: bool = True                # False: the paper's "no attention module" ablation
+                                          # (Table 3): no mask-guided residual in the modules
 
 
 @dataclass

@@ -10,6 +10,11 @@
     outputs    five logit maps upsampled to the input size: PPM, the three attention modules and
                the fusion (the last one is the answer); Eq. 3 is applied to each.
 
+``attention: false`` (the paper's Table 3 ablation, "we remove the red lines in Figure 1 to
+directly generate the output mask"): no module is guided by the previous scale's prediction; each
+keeps its context and temporal fusion and side prediction, and the fusion gives the mask from
+these features directly (the mask-gated residual and its parameters are gone).
+
 The top-down step is a learned 4x4 stride-2 transposed convolution (the authors' code), resized
 to the lateral map's grid; the code centre-crops it instead, which zooms the 1/8 -> 1/8 steps by
 two (a misalignment we do not copy; same parameters). Without temporal features (SSB
@@ -91,13 +96,13 @@ class AttentionModule(nn.Module):
     """
 
     def __init__(self, skip_channels: int, channels: int, temporal_channels: int, num_classes: int,
-                 norm: NormLayer):
+                 norm: NormLayer, attention: bool = True):
         super().__init__()
         self.temporal_channels = temporal_channels
         self.lateral = conv_bn_relu(skip_channels, channels, 1, norm)
         self.top_down = nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1, bias=False)
         self.fuse = conv_bn_relu(channels + temporal_channels, channels, 3, norm)
-        self.attend = MaskGatedResidual(channels, norm)
+        self.attend = MaskGatedResidual(channels, norm) if attention else None
         self.score = ScoreHead(channels, num_classes, norm)
 
     def forward(self, skip: torch.Tensor, context: torch.Tensor, temporal: torch.Tensor | None,
@@ -113,8 +118,9 @@ class AttentionModule(nn.Module):
             raise ValueError("this SSB was built without temporal inputs (temporal channels 0)")
         else:
             x = context
-        mask = foreground_probability(resize_to(previous_logits, context.shape))
-        x = self.attend(self.fuse(x), mask)
+        x = self.fuse(x)
+        if self.attend is not None:       # the previous scale's prediction guides this one
+            x = self.attend(x, foreground_probability(resize_to(previous_logits, context.shape)))
         return context, x, self.score(x)
 
 
@@ -128,7 +134,7 @@ class SpatialSegmentationBranch(nn.Module):
     def __init__(self, encoder: ResNetTrunk, temporal_channels: Sequence[int] = (512, 256, 64),
                  ppm_bins: Sequence[int] = (1, 2, 3, 6), ppm_channels: int = 512,
                  channels: int = 256, num_classes: int = 2, fusion_head: str = "conv3x3",
-                 norm: NormLayer = nn.BatchNorm2d):
+                 norm: NormLayer = nn.BatchNorm2d, attention: bool = True):
         super().__init__()
         if len(temporal_channels) != 3:
             raise ValueError(f"temporal_channels needs 3 widths (one per attention module), got "
@@ -138,7 +144,7 @@ class SpatialSegmentationBranch(nn.Module):
         self.ppm = PyramidPooling(c5, ppm_bins, ppm_channels, channels, norm)
         self.ppm_score = ScoreHead(channels, num_classes, norm)
         self.attention = nn.ModuleList(
-            AttentionModule(skip, channels, t, num_classes, norm)
+            AttentionModule(skip, channels, t, num_classes, norm, attention)
             for skip, t in zip((c4, c3, c2), temporal_channels))
         if fusion_head == "conv3x3":  # paper: "a 3x3 convolution layer to produce the final ..."
             self.fusion = nn.Conv2d(4 * channels, num_classes, 3, padding=1)
@@ -194,4 +200,4 @@ def build_spatial_branch(cfg: SpatialConfig, temporal_channels: Sequence[int] = 
         weights=b.weights)
     return SpatialSegmentationBranch(encoder, temporal_channels, cfg.ppm_bins, cfg.ppm_channels,
                                      cfg.channels, cfg.num_classes, cfg.fusion_head,
-                                     norm_layer(cfg.frozen_bn))
+                                     norm_layer(cfg.frozen_bn), cfg.attention)

@@ -80,7 +80,7 @@ def test_tuning_reduces_the_loss_on_the_first_frame(checkpoint, davis17):
     assert images.shape[0] == 6 and images.shape[1:3] == mask.shape
     obj = int([v for v in np.unique(mask) if v not in (0, 255)][0])
     before = {k: v.clone() for k, v in seg.ssb.state_dict().items()}
-    _, losses = seg.tune(images, masks, obj, seed=0)
+    _, losses, _ = seg.tune(images, masks, obj, seed=0)
     assert len(losses) == 40
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
     for k, v in seg.ssb.state_dict().items():                  # the offline SSB is untouched

@@ -120,14 +120,18 @@ def test_killed_run_resumes_to_the_uninterrupted_results(checkpoint, davis16, tm
 
 def test_the_fingerprint_counts_lucid_settings_that_differ_from_the_defaults():
     """Default dreams, spelled out or not, give the fingerprint of ``lucid: {}`` (the results a
-    run with the default dreams wrote keep counting as complete); any other setting changes it."""
+    run with the default dreams wrote keep counting as complete); any other setting changes it.
+    The ablation switches (``augment``, ``plain_augment``, ``segment_at``) count only when used,
+    so results written before they existed keep counting as complete too."""
     import hashlib
 
     from pipeline.jobs.segment import SegmentConfig
     from pipeline.jobs.segment.resume import job_fingerprint
 
     cfg = load_config(SegmentConfig)
-    settings = {"online": to_dict(cfg.online) | {"lucid": {}}, "model_overrides": [],
+    before = {k: v for k, v in to_dict(cfg.online).items()
+              if k not in ("augment", "plain_augment", "segment_at")}
+    settings = {"online": before | {"lucid": {}}, "model_overrides": [],
                 "year": 2016, "precision": cfg.dist.precision,
                 "channels_last": cfg.dist.channels_last}
     empty = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
@@ -135,8 +139,15 @@ def test_the_fingerprint_counts_lucid_settings_that_differ_from_the_defaults():
     spelled = load_config(SegmentConfig, None, ["online.lucid.max_shift=0.1",
                                                 "online.lucid.scale=[0.9,1.1]"])
     assert job_fingerprint(spelled, {}) == empty
-    for other in ("online.lucid.max_shift=0.2", "online.lucid.scale=[0.9,1.2]"):
+    for other in ("online.lucid.max_shift=0.2", "online.lucid.scale=[0.9,1.2]",
+                  "online.augment=plain", "online.segment_at=[0]"):
         assert job_fingerprint(load_config(SegmentConfig, None, [other]), {}) != empty
+    plain = ["online.augment=plain"]
+    assert job_fingerprint(load_config(SegmentConfig, None, plain + ["online.lucid.max_shift=0.2"]),
+                           {}) == job_fingerprint(load_config(SegmentConfig, None, plain), {})
+    assert job_fingerprint(load_config(SegmentConfig, None, plain + [
+        "online.plain_augment.rotate_deg=5"]), {}) != job_fingerprint(
+            load_config(SegmentConfig, None, plain), {})
 
 
 def test_a_sequence_counts_as_complete_only_with_its_marker_and_every_png(tmp_path):

@@ -53,6 +53,12 @@ def _online_settings(online) -> dict:
     settings = to_dict(online)
     default = to_dict(type(online.lucid)())
     settings["lucid"] = {k: v for k, v in settings["lucid"].items() if v != default[k]}
+    if settings.get("augment") == "lucid":    # the plain augmentation is not used then
+        del settings["augment"], settings["plain_augment"]
+    else:
+        settings.pop("lucid")
+    if not settings.get("segment_at"):
+        settings.pop("segment_at", None)
     return settings
 
 

@@ -78,6 +78,8 @@ def run_sequences(cfg: SegmentConfig, jobs: dict[str, SequenceJob], segmenter: O
         with SequenceProgress(name, tune_steps, len(frames) - 1, show) as bar:
             result = segmenter.segment(name, frames, first, progress=bar)
         write_sequence_masks(out / name, job.ids, result.masks)
+        for step, r in result.at_steps.items():        # online.segment_at, before the marker
+            write_sequence_masks(step_dir(out, step) / name, job.ids, r.masks)
         timings[name] = result.timing() | {"loss_first": float(np.mean([c[0] for c in result.losses.values()])),
                                            "loss_last": float(np.mean([c[-1] for c in result.losses.values()])),
                                            "rank": ctx.rank}
@@ -98,22 +100,57 @@ def run_sequences(cfg: SegmentConfig, jobs: dict[str, SequenceJob], segmenter: O
         "tune_s_per_frame": sum(t["tune_s"] for t in measured) / n,
         "infer_s_per_frame": sum(t["infer_s"] for t in measured) / n}
     summary["timing"]["total_s_per_frame"] = sum(summary["timing"].values())
-    atomic_write_text(out / "timing.json", json.dumps(
-        {"overall": summary["timing"], "sequences": all_timings}, indent=2, sort_keys=True))
+    steps = {str(k): _overall([t["at_steps"][str(k)] | {"frames": t["frames"]} for t in measured])
+             for k in cfg.online.segment_at}
+    timing_doc = {"overall": summary["timing"], "sequences": all_timings}
+    if steps:
+        timing_doc["at_steps"] = steps
+    atomic_write_text(out / "timing.json", json.dumps(timing_doc, indent=2, sort_keys=True))
     tracker.log_metrics({f"time/{k}": v for k, v in summary["timing"].items()}, step=0)
     tracker.log_artifact(out / "timing.json")
     if evaluate is not None:
-        summary["evaluation"] = evaluate()
+        summary["evaluation"] = evaluate(out)
+    if cfg.online.segment_at:
+        summary["iterations"] = segment_at_summary(cfg, out, steps, summary, evaluate, tracker)
     for name in sorted(jobs)[: cfg.overlays]:
         _log_overlay(jobs[name], out / name,
                      out / "overlays" / f"{name.replace('/', '_')}.gif", tracker)
-    _log_dream_examples(cfg, jobs[sorted(jobs)[0]], tracker)
+    if cfg.online.augment == "lucid":
+        _log_dream_examples(cfg, jobs[sorted(jobs)[0]], tracker)
     return summary
+
+
+def step_dir(out: Path, step: int) -> Path:
+    """Where the results of the SSB after ``step`` tuning steps go (``online.segment_at``)."""
+    return out / "iterations" / str(step)
+
+
+def _overall(timings: list[dict]) -> dict[str, float]:
+    n = sum(t["frames"] - 1 for t in timings) or 1
+    tune, infer = sum(t["tune_s"] for t in timings) / n, sum(t["infer_s"] for t in timings) / n
+    return {"tune_s_per_frame": tune, "infer_s_per_frame": infer, "total_s_per_frame": tune + infer}
+
+
+def segment_at_summary(cfg: SegmentConfig, out: Path, steps: dict[str, dict], summary: dict,
+                       evaluate: Callable[[Path], dict] | None, tracker) -> dict:
+    """Per tuning step of ``online.segment_at`` and the final one: the timing, and with
+    ``evaluate`` the scores of ``<out>/iterations/<step>/`` (metrics ``eval_at/<step>/...``)."""
+    result = {str(cfg.online.iterations): {"timing": summary["timing"]}}
+    if "evaluation" in summary:
+        result[str(cfg.online.iterations)]["metrics"] = summary["evaluation"]["metrics"]
+    for k, timing in steps.items():
+        result[k] = {"timing": timing}
+        if evaluate is not None:
+            ev = evaluate(step_dir(out, int(k)), log=False)
+            result[k]["metrics"] = ev["metrics"]
+            tracker.log_metrics({f"eval_at/{k}/{m}": v for m, v in ev["metrics"].items()
+                                 if v == v}, step=0)
+    return dict(sorted(result.items(), key=lambda kv: int(kv[0])))
 
 
 def run_davis(cfg: SegmentConfig, segmenter: OnlineSegmenter, ctx: DistContext, tracker) -> dict:
     return run_sequences(cfg, davis_jobs(cfg), segmenter, ctx, tracker,
-                         (lambda: evaluate_results(cfg, Path(cfg.out), tracker))
+                         (lambda where, log=True: evaluate_results(cfg, where, tracker, log))
                          if cfg.evaluate else None)
 
 
@@ -123,8 +160,8 @@ def run_youtube_objects(cfg: SegmentConfig, segmenter: OnlineSegmenter, ctx: Dis
     the object)."""
     left_out: list[str] = []
     summary = run_sequences(cfg, youtube_objects_jobs(cfg, left_out), segmenter, ctx, tracker,
-                            (lambda: evaluate_youtube_objects_results(cfg, Path(cfg.out), tracker))
-                            if cfg.evaluate else None)
+                            (lambda where, log=True: evaluate_youtube_objects_results(
+                                cfg, where, tracker, log)) if cfg.evaluate else None)
     summary["data_events"] = {"shots_left_out": len(left_out)}
     return summary
 
@@ -163,7 +200,8 @@ def run_video(cfg: SegmentConfig, segmenter: OnlineSegmenter, tracker) -> dict:
                                   fps=fps or cfg.fps)
     timing = result.timing()
     atomic_write_text(out / "timing.json", json.dumps(timing, indent=2))
-    tracker.log_metrics({f"time/{k}": float(v) for k, v in timing.items()}, step=0)
+    tracker.log_metrics({f"time/{k}": float(v) for k, v in timing.items()
+                         if isinstance(v, (int, float))}, step=0)
     tracker.log_artifact(overlay, "overlays")
     print(f"[segment] {name}: {result.frames} frames -> {out / 'masks'}, overlay {overlay}; "
           f"tune {timing['tune_s_per_frame']:.2f} s/frame, infer "
