@@ -1,39 +1,58 @@
 #!/usr/bin/env python
-"""Does the pipeline learn from real video? The CPU-scale STCNN recipe (``configs/proxy/``)
-trained on a DAVIS-2016 root's train split, then scored on its val split against baselines.
+"""Does the pipeline learn from real video, and do the paper's ablations (Sec. 4.1.2, Tables 3,
+4, 5) hold at CPU scale? The CPU-scale STCNN recipe (``configs/proxy/``) and its ablated
+variants trained on a DAVIS-2016 root's train split, then scored on its val split.
 
     python benchmarks/accuracy_proxy.py --davis-root /data/DAVIS-2016-240p \\
         --out runs/proxy [--budget-min 60] [--seeds 3] [--json]
     python benchmarks/accuracy_proxy.py --eval-only --checkpoint runs/proxy/weights.pt \\
-        --davis-root /data/DAVIS --out runs/proxy_full      # another root, same online settings
+        --davis-root /data/DAVIS --out runs/proxy_full      # another root, same online settings;
+        # the ablations' weights beside the checkpoint (tcb_noattn_weights.pt,
+        # ssb_alone_weights.pt) are evaluated too, the missing ones named
+    python benchmarks/accuracy_proxy.py --replot runs/proxy/report.json [--out DIR]  # the plots
     [--train-set KEY=VALUE ...] [--segment-set KEY=VALUE ...]   # phase / online overrides
 
-Everything goes through the user's path: ``launch/preprocess.py`` (train split -> shards),
-``launch/pretrain_tcb.py`` (GAN pretraining of the TCB on the train frames as unlabelled video),
-``launch/pretrain_ssb.py`` (the SSB on the train frames as images with masks),
-``launch/train_offline.py`` (alternating offline training, from the two phases' weights), all
-tracked in ``OUT/mlflow.db`` (experiment ``stcnn-proxy``, nested under one ``accuracy_proxy``
-run), then ``launch/segment.py --config OUT/segment.yaml`` (online tuning on lucid dreams of each
-val sequence's first frame + segmentation + the official evaluation) for
+**Training**, every run through its launcher (``launch/preprocess.py`` for the train split's
+shards, then ``launch/pretrain_tcb.py``, ``launch/pretrain_ssb.py``, ``launch/train_offline.py``
+with ``configs/proxy/``), in ``OUT/train/<run>/``, all tracked in ``OUT/mlflow.db`` (experiment
+``stcnn-proxy``, nested under one ``accuracy_proxy`` run): ``pretrain_tcb``; ``pretrain_ssb``;
+``pretrain_ssb_noattn`` (``model_overrides=[spatial.attention=false]``); ``train_offline`` (from
+the TCB and the SSB: ``OUT/weights.pt``); ``train_offline_noattn`` (from the TCB and the SSB
+without attention: ``OUT/tcb_noattn_weights.pt``); ``ssb_alone`` (the SSB without attention
+trained on from ``pretrain_ssb_noattn`` for as many SSB steps as ``train_offline`` takes:
+``OUT/ssb_alone_weights.pt``).
 
-* ``copy_first``: the first mask copied to every frame (no model; ``launch/evaluate.py``),
-* ``online_only``: the same online tuning from a randomly initialised model,
-* ``ssb_only``: the SSB trained offline for as many SSB steps as the full pipeline, without the
-  TCB (the paper's ablation; tuned and run with ``online.temporal=false``),
-* ``full``: the offline-trained STCNN (``OUT/weights.pt``).
+**Evaluation** (``launch/segment.py --config OUT/segment.yaml``: online tuning, segmentation, the
+official evaluation; the variants are ``_ablations.VARIANTS``): ``copy_first`` (the first mask
+copied to every frame, ``launch/evaluate.py``), ``online_only`` (a random STCNN, lucid dreams),
+``full`` (``weights.pt``, lucid dreams), ``full_plain`` (``weights.pt``, ``online.augment=plain``),
+``tcb_noattn`` and ``ssb_alone`` (plain; ``ssb_alone`` with ``online.temporal=false``). Each tuned
+variant runs with ``--seeds`` online seeds; ``online_only`` and ``full`` are also segmented after
+0, N/6, N/3 and 2N/3 of the N online steps (``online.segment_at``; N = 150: 0, 25, 50, 100;
+``full`` at 0 is Table 5's "offline only"). The report (``OUT/report.json``, tables printed, plots
+in ``OUT/plots/``) holds every variant's per-sequence per-seed J/F/T, Tables 3, 4 and 5 beside the
+paper's figures, each paper difference with a paired 95% interval over sequences x seeds and its
+verdict, the targets (``_ablations``) and the minutes of every phase and variant.
 
-The tuned variants use the same online budget and are repeated with ``--seeds`` seeds
-(``online.seed``); the report gives per sequence J and F (mean over seeds), the means, the spread
-over seeds (standard deviation of the mean J), the minutes of each phase, and the benchmark's
-targets (full mean J >= 0.60, full - online_only >= 0.20, full > copy_first on every sequence).
+**Budget.** The configs' step counts (300 GAN, 600 SSB, 400 alternating steps; 380 SSB steps of
+``ssb_alone``) took 22 minutes of training on 2 CPU cores busy with other work (about 11 on 2
+quiet cores) for ``pretrain_tcb``, ``pretrain_ssb``, ``train_offline`` and ``ssb_alone``;
+``--budget-min M`` scales every run's steps by M / 22 (default 60: 2.7 times longer: 818 GAN,
+1636 SSB, 1091 alternating and 1036 ``ssb_alone`` steps), and the two runs without attention
+repeat ``pretrain_ssb``'s and ``train_offline``'s steps on top. The evaluation comes on top: 5
+tuned variants x ``--seeds``, ``online_only`` and ``full`` with 4 more segmentation passes each.
+Measured: see README.
 
-The training budget: the phase step counts in ``configs/proxy/`` (300 GAN, 600 SSB, 400
-alternating steps, and the ablation's 380 SSB steps) took 22 minutes of training on 2 CPU cores
-busy with other work, about 11 on 2 quiet cores; ``--budget-min M`` scales every phase's steps by
-M / 22, so the default of 60 minutes trains each phase 2.7 times longer: 30.7 minutes on 2 quiet
-cores (README "Does it learn?"), the budget being an upper bound. The evaluation comes on top:
-about 18 minutes per seed for the three tuned variants on the 13 val sequences at 240p.
-Writes ``OUT/weights.pt``, ``OUT/segment.yaml``, ``OUT/report.json`` and prints the table.
+**Resumable.** Re-running a stopped run with the same arguments continues where it stopped;
+what is finished is kept and said to be skipped. A training run is skipped when its
+``weights.pt`` and its record ``OUT/state/<run>.json`` (written when it ends, with its command
+and the digests of the weights it starts from) exist for the same settings; an interrupted one
+continues from its last checkpoint (``checkpoint.every`` = 100 steps). An evaluation (variant,
+seed) is skipped when its record ``OUT/state/eval-<variant>-seed<k>.json`` names the same
+settings, weights and ``segment.yaml``; an interrupted one re-runs ``launch/segment.py`` on the
+same folder, which keeps its finished sequences. ``OUT/settings.json`` records the arguments that
+decide the results (mode, DAVIS root, budget, overrides, sequences, checkpoint): a run with other
+ones is refused, naming OUT. ``--seeds`` and ``--ranks`` may change.
 """
 
 from __future__ import annotations
@@ -44,44 +63,73 @@ import json
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+for _p in (REPO, HERE):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
-
+from _ablations import (VARIANTS, analyse, format_tables, segment_at,  # noqa: E402
+                        sequence_table, summarise)
+from _proxy_state import (check_settings, digest, log as _log, read_json,  # noqa: E402
+                          relative, run_step, run_unit, write_json)
 from pipeline.core.atomic import atomic_write_text  # noqa: E402
+from pipeline.core.errors import PipelineError  # noqa: E402
 from pipeline.train.registry import by_command  # noqa: E402
 
 PROXY = REPO / "configs" / "proxy"
-VARIANTS = ("copy_first", "online_only", "ssb_only", "full")
-TUNED = ("online_only", "ssb_only", "full")
 BUDGET_REFERENCE_MIN = 22.0   # minutes the configs/proxy step counts took on 2 busy CPU cores (11 quiet)
 DEFAULT_BUDGET_MIN = 60.0
 EXPERIMENT = "stcnn-proxy"
-TARGETS = {"full_mean_J": 0.60, "full_minus_online_only_J": 0.20}
-
-
-def _log(msg: str) -> None:
-    print(f"[accuracy_proxy] {msg}", file=sys.stderr, flush=True)   # stdout: table or JSON
+CHECKPOINT_EVERY = 100        # steps between a run's checkpoints (a stopped run continues there)
 
 
 def _run(cmd: list[str], log: Path, env: dict[str, str]) -> float:
     """Run a launcher; its output goes to ``log``; raises naming the log on failure."""
     t = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
+    with open(log, "a") as f:            # a resumed run's log follows the stopped one's
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
         proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         tail = log.read_text()[-3000:]
         raise SystemExit(f"[accuracy_proxy] failed (exit {proc.returncode}): {' '.join(cmd)}\n"
                          f"--- last lines of {log} ---\n{tail}")
     return time.perf_counter() - t
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+@dataclass(frozen=True)
+class TrainingRun:
+    name: str
+    config: str                   # configs/proxy/<config>.yaml: its phase command
+    init: tuple[str, ...]         # the runs whose weights.pt it starts from
+    attention: bool
+    steps: str                    # its step count: tcb, ssb, offline or ssb_share (see plan)
+    exports: str | None           # OUT/<file> its weights.pt is copied to
+    register_as: str | None       # None: the config's
+
+
+TRAINING: tuple[TrainingRun, ...] = (
+    TrainingRun("pretrain_tcb", "pretrain_tcb", (), True, "tcb", None, None),
+    TrainingRun("pretrain_ssb", "pretrain_ssb", (), True, "ssb", None, None),
+    TrainingRun("pretrain_ssb_noattn", "pretrain_ssb", (), False, "ssb", None,
+                "stcnn-ssb-noattn"),
+    TrainingRun("train_offline", "train_offline", ("pretrain_tcb", "pretrain_ssb"), True,
+                "offline", "weights.pt", None),
+    TrainingRun("train_offline_noattn", "train_offline", ("pretrain_tcb", "pretrain_ssb_noattn"),
+                False, "offline", "tcb_noattn_weights.pt", "stcnn-tcb-noattn"),
+    TrainingRun("ssb_alone", "pretrain_ssb", ("pretrain_ssb_noattn",), False, "ssb_share",
+                "ssb_alone_weights.pt", "stcnn-ssb-alone"),
+)
 
 
 def _phase_config(config: Path):
@@ -91,89 +139,87 @@ def _phase_config(config: Path):
     return load_config(by_command(config.stem).config_class, config, [])
 
 
-# ------------------------------------------------------------------------------------------------
-# training
+def plan_steps(budget_min: float) -> tuple[dict[str, int], dict[str, int]]:
+    """(steps per step kind, alternating rounds) of a budget: the configs' steps x M / 22."""
+    factor = budget_min / BUDGET_REFERENCE_MIN
+    cfgs = {n: _phase_config(PROXY / f"{n}.yaml") for n in ("pretrain_tcb", "pretrain_ssb",
+                                                       "train_offline")}
+    steps = {"tcb": max(1, round(cfgs["pretrain_tcb"].steps * factor)),
+             "ssb": max(1, round(cfgs["pretrain_ssb"].steps * factor)),
+             "offline": max(1, round(cfgs["train_offline"].steps * factor))}
+    alt = cfgs["train_offline"].alternating
+    # smaller budgets shorten the rounds too, so that the phase still alternates
+    rounds = {"tcb_steps": max(1, round(alt.tcb_steps * min(1.0, factor))),
+              "ssb_steps": max(1, round(alt.ssb_steps * min(1.0, factor)))}
+    steps["ssb_share"] = max(1, round(steps["offline"] * rounds["ssb_steps"]
+                                      / (rounds["tcb_steps"] + rounds["ssb_steps"])))
+    return steps, rounds
+
+
 def train(args, out: Path, env: dict[str, str]) -> dict:
     py = sys.executable
     lake = out / "lake"
     minutes: dict[str, float] = {}
-    sec = _run([py, "launch/preprocess.py", "davis2016", "--src", str(args.davis_root),
-                "--out", str(lake), "--split", "train", "--workers", "2"],
-               out / "logs" / "preprocess.log", env)
-    minutes["preprocess"] = sec / 60
-    factor = args.budget_min / BUDGET_REFERENCE_MIN
-    cfgs = {n: _phase_config(PROXY / f"{n}.yaml") for n in ("pretrain_tcb", "pretrain_ssb",
-                                                       "train_offline")}
-    steps = {n: max(1, round(c.steps * factor)) for n, c in cfgs.items()}
-    alt = cfgs["train_offline"].alternating
-    # smaller budgets shorten the rounds too, so that the phase still alternates
-    tcb_round = max(1, round(alt.tcb_steps * min(1.0, factor)))
-    ssb_round = max(1, round(alt.ssb_steps * min(1.0, factor)))
-    steps["ssb_only"] = max(1, round(steps["train_offline"] * ssb_round / (tcb_round + ssb_round)))
+    skipped: list[str] = []
+    cmd = [py, "launch/preprocess.py", "davis2016", "--src", str(args.davis_root),
+           "--out", str(lake), "--split", "train", "--workers", "2"]
+    rec = run_step("preprocess", {"command": relative(cmd, out)}, out, lake, lake,
+                   lambda: _run(cmd, out / "logs" / "preprocess.log", env))
+    minutes["preprocess"] = rec["seconds"] / 60
+    skipped += ["preprocess"] if rec["skipped"] else []
+    steps, rounds = plan_steps(args.budget_min)
     train_dir = out / "train"
     common = ["data.lake=" + str(lake), f"tracking.experiment={EXPERIMENT}",
-              "tracking.alias=proxy", "checkpoint.every=100000", "checkpoint.resume=false"]
-    plan = [
-        ("pretrain_tcb", "pretrain_tcb", []),
-        ("pretrain_ssb", "pretrain_ssb", []),
-        ("train_offline", "train_offline",
-         [f"init_from=[{train_dir / 'pretrain_tcb' / 'weights.pt'},"
-          f"{train_dir / 'pretrain_ssb' / 'weights.pt'}]", "init_missing=error",
-          f"alternating.tcb_steps={tcb_round}", f"alternating.ssb_steps={ssb_round}"]),
-        # the ablation: the SSB alone, trained on as many more steps as the full pipeline's SSB
-        ("ssb_only", "pretrain_ssb",
-         [f"init_from=[{train_dir / 'pretrain_ssb' / 'weights.pt'}]",
-          "tracking.register_as=stcnn-ssb-only"]),
-    ]
-    for name, config, extra in plan:      # the run, its phase command, its extra keys
-        launcher = by_command(config).launcher
-        _log(f"{name}: {steps[name]} steps ({launcher} --config configs/proxy/{config}.yaml)")
-        sec = _run([py, launcher, "--config", str(PROXY / f"{config}.yaml"),
-                    f"run_dir={train_dir / name}", f"steps={steps[name]}", *common, *extra,
-                    *args.train_set],
-                   out / "logs" / f"{name}.log", env)
-        minutes[name] = sec / 60
-        _log(f"{name}: {sec / 60:.1f} min")
-    shutil.copyfile(train_dir / "train_offline" / "weights.pt", out / "weights.pt")
-    shutil.copyfile(train_dir / "ssb_only" / "weights.pt", out / "ssb_only_weights.pt")
-    return {"minutes": minutes, "steps": steps,
-            "rounds": {"tcb_steps": tcb_round, "ssb_steps": ssb_round}}
+              "tracking.alias=proxy", f"checkpoint.every={CHECKPOINT_EVERY}",
+              "checkpoint.resume=true"]
+    run_steps = {}
+    for run in TRAINING:
+        launcher = by_command(run.config).launcher
+        n = steps[run.steps]
+        run_steps[run.name] = n
+        extra = []
+        if run.init:
+            extra += ["init_from=[" + ",".join(str(train_dir / i / "weights.pt")
+                                               for i in run.init) + "]"]
+        if run.config == "train_offline":
+            extra += ["init_missing=error", f"alternating.tcb_steps={rounds['tcb_steps']}",
+                      f"alternating.ssb_steps={rounds['ssb_steps']}"]
+        if not run.attention:
+            extra += ["model_overrides=[spatial.attention=false]"]
+        if run.register_as:
+            extra += [f"tracking.register_as={run.register_as}"]
+        cmd = [py, launcher, "--config", str(PROXY / f"{run.config}.yaml"),
+               f"run_dir={train_dir / run.name}", f"steps={n}", *common, *extra,
+               *args.train_set]
+        key = {"command": relative(cmd, out),
+               "init": {i: digest(train_dir / i / "weights.pt") for i in run.init}}
+        _log(f"{run.name}: {n} steps ({launcher} --config configs/proxy/{run.config}.yaml"
+             f"{'' if run.attention else ', no attention'})")
+        folder = train_dir / run.name
+        rec = run_step(run.name, key, out, folder, folder / "weights.pt",
+                       lambda: _run(cmd, out / "logs" / f"{run.name}.log", env))
+        minutes[run.name] = rec["seconds"] / 60
+        skipped += [run.name] if rec["skipped"] else []
+        if run.exports:
+            shutil.copyfile(train_dir / run.name / "weights.pt", out / run.exports)
+    return {"minutes": minutes, "steps": run_steps, "rounds": rounds, "skipped": skipped}
 
 
 # ------------------------------------------------------------------------------------------------
 # evaluation
 def random_weights(checkpoint: Path, dest: Path, seed: int = 0) -> Path:
-    """A randomly initialised STCNN of the checkpoint's model config (the online-only baseline)."""
+    """A randomly initialised STCNN of the checkpoint's model config (the online-only baseline);
+    an existing file is kept (its digest keys the finished evaluations)."""
     from pipeline.train.weights import load_weights, save_random_weights
 
+    if dest.is_file():
+        return dest
     return save_random_weights(dest, load_weights(checkpoint)["model_config"], seed=seed)
 
 
-def _segment(args, out: Path, variant: str, checkpoint: Path, seed: int, env: dict[str, str],
-             extra: list[str]) -> Path:
-    res = out / "eval" / variant / f"seed{seed}"
-    if res.exists():
-        shutil.rmtree(res)
-    launcher = [sys.executable, "launch/segment.py"]
-    if args.ranks > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    f"--nproc_per_node={args.ranks}", "launch/segment.py"]
-    cmd = [*launcher, "--config", str(out / "segment.yaml"), "--checkpoint", str(checkpoint),
-           "--davis-root", str(args.davis_root), "--split", "val", "--out", str(res),
-           f"online.seed={seed}", f"tracking.run_name=segment-{variant}-seed{seed}", *extra]
-    if args.sequences:
-        cmd += ["--sequences", *args.sequences]
-    renv = dict(env)
-    if args.ranks > 1:
-        renv["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // args.ranks))
-    sec = _run(cmd, out / "logs" / f"segment-{variant}-seed{seed}.log", renv)
-    _log(f"{variant} seed {seed}: {sec / 60:.1f} min")
-    return res / "eval"
-
-
 def _copy_first(args, out: Path, env: dict[str, str]) -> Path:
-    from pipeline.sources import get_source
     from pipeline.inference.masks import read_mask_png, save_mask_png
+    from pipeline.sources import get_source
 
     res = out / "eval" / "copy_first" / "results"
     seqs = get_source("davis2016", args.davis_root).sequences("val")
@@ -193,118 +239,168 @@ def _copy_first(args, out: Path, env: dict[str, str]) -> Path:
     return ev
 
 
-def _read_scores(ev: Path) -> dict[str, dict[str, float]]:
+def _num(text: str) -> float:
+    return float(text) if text not in ("", None) else math.nan
+
+
+def _read_scores(ev: Path) -> dict[str, dict]:
+    """Per sequence J and F (``per-sequence_results-val.csv``) and, where written, T and
+    whether it counts (``per-sequence_T-val.csv``)."""
     with open(ev / "per-sequence_results-val.csv") as f:
-        rows = list(csv.DictReader(f))
-    return {r["Sequence"].rsplit("_", 1)[0]: {"J": float(r["J-Mean"]), "F": float(r["F-Mean"])}
-            for r in rows}
+        out = {r["Sequence"].rsplit("_", 1)[0]: {"J": _num(r["J-Mean"]), "F": _num(r["F-Mean"])}
+               for r in csv.DictReader(f)}
+    t_csv = ev / "per-sequence_T-val.csv"
+    if t_csv.is_file():
+        with open(t_csv) as f:
+            for r in csv.DictReader(f):
+                if r["Sequence"] in out:
+                    out[r["Sequence"]].update(T=_num(r["T-Mean"]), eval_t=r["eval_t"] == "True")
+    return out
 
 
-def write_segment_config(out: Path, overrides: list[str] = ()) -> Path:
-    """``OUT/segment.yaml``: ``configs/proxy/segment.yaml`` with ``overrides`` (``--segment-set``)
-    resolved (no ``defaults``), so that it works from any folder and records what every tuned
-    variant ran with."""
+def write_segment_config(out: Path, overrides: list[str] = (), base: Path | None = None) -> Path:
+    """``OUT/segment.yaml``: ``base`` (default ``configs/proxy/segment.yaml``) with
+    ``overrides`` (``--segment-set``) resolved (no ``defaults``), so that it works from any
+    folder and records what every tuned variant ran with; rewritten only when it changes."""
     from pipeline.core.config import dump_yaml, load_config
     from pipeline.jobs.segment import SegmentConfig
 
-    cfg = load_config(SegmentConfig, PROXY / "segment.yaml", list(overrides))
+    cfg = load_config(SegmentConfig, base or PROXY / "segment.yaml", list(overrides))
     cfg.checkpoint, cfg.davis_root, cfg.out = None, None, "runs/segment"
+    text = ("# the online settings of benchmarks/accuracy_proxy.py (configs/proxy/"
+            "segment.yaml, resolved):\n#   python launch/segment.py --config "
+            "segment.yaml --checkpoint weights.pt --davis-root ROOT --split val "
+            "--out OUT\n" + dump_yaml(cfg))
     path = out / "segment.yaml"
-    path.write_text("# the online settings of benchmarks/accuracy_proxy.py (configs/proxy/"
-                    "segment.yaml, resolved):\n#   python launch/segment.py --config "
-                    "segment.yaml --checkpoint weights.pt --davis-root ROOT --split val "
-                    "--out OUT\n" + dump_yaml(cfg))
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_text(path, text)
     return path
 
 
-def evaluate(args, out: Path, env: dict[str, str], checkpoint: Path,
-             ssb_checkpoint: Path | None, on_seed=None) -> dict:
-    """Scores of every variant; seeds are the outer loop, and ``on_seed(scores, minutes)`` is
-    called after each (the benchmark writes ``OUT/report.partial.json`` there: a long run that is
-    stopped keeps its finished seeds)."""
+def _segment_results(res: Path, iterations: int) -> tuple[dict, dict]:
+    """(scores, timing) by point (``final`` and each ``segment_at`` step) of a finished
+    ``launch/segment.py`` folder."""
+    summary = read_json(res / "summary.json") or {}
+    steps = summary.get("iterations", {})
+    scores, timing = {"final": _read_scores(res / "eval")}, {}
+    timing["final"] = (steps.get(str(iterations), {}).get("timing") or summary.get("timing", {}))
+    for k, entry in steps.items():
+        if k != str(iterations):
+            scores[k] = _read_scores(res / "iterations" / k / "eval")
+            timing[k] = entry.get("timing", {})
+    return scores, timing
+
+
+def variant_weights(checkpoint: Path, out: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """(weights by tuned variant, missing ones with the path looked for): the files beside
+    ``checkpoint`` named in the registry; the random STCNN made in ``out``."""
+    found, missing = {}, {}
+    for v in VARIANTS:
+        if v.weights is None:
+            continue
+        if v.name == "online_only":
+            found[v.name] = random_weights(checkpoint, out / v.weights)
+            continue
+        p = checkpoint if v.weights == "weights.pt" else checkpoint.parent / v.weights
+        if p.is_file():
+            found[v.name] = p
+        else:
+            missing[v.name] = str(p)
+    return found, missing
+
+
+def evaluate(args, out: Path, env: dict[str, str], weights: dict[str, Path],
+             on_seed=None) -> dict:
+    """Every variant's scores: copy_first once, then per seed (the outer loop) every tuned
+    variant with weights; ``on_seed(result)`` after each seed."""
+    from pipeline.core.config import load_config
+    from pipeline.jobs.segment import SegmentConfig
+
     seg_cfg = out / "segment.yaml"
-    if not seg_cfg.is_file() or args.segment_set:
-        write_segment_config(out, args.segment_set)
-    rand = random_weights(checkpoint, out / "random_weights.pt")
-    scores: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-    minutes: dict[str, float] = {}
-    t = time.perf_counter()
-    scores["copy_first"].append(_read_scores(_copy_first(args, out, env)))
-    minutes["eval_copy_first"] = (time.perf_counter() - t) / 60
-    runs = [("online_only", rand, []), ("full", checkpoint, [])]
-    if ssb_checkpoint is not None:
-        runs.insert(1, ("ssb_only", ssb_checkpoint, ["online.temporal=false"]))
+    iterations = load_config(SegmentConfig, seg_cfg, []).online.iterations
+    ks = segment_at(iterations)
+    base = {"davis_root": str(args.davis_root), "sequences": args.sequences,
+            "segment_yaml": digest(seg_cfg)}
+    digests = {v: digest(p) for v, p in weights.items()}
+    result = {"iterations": iterations, "segment_at": ks, "runs": {}, "timing": {},
+              "minutes": {}, "skipped": []}
+
+    def keep(variant: str, rec: dict) -> None:
+        for point, s in rec["scores"].items():
+            result["runs"].setdefault(variant, {}).setdefault(point, []).append(s)
+        for point, t in rec["timing"].items():
+            result["timing"].setdefault(variant, {}).setdefault(point, []).append(t)
+        key = f"eval_{variant}"
+        result["minutes"][key] = result["minutes"].get(key, 0.0) + rec["seconds"] / 60
+        if rec["skipped"]:
+            result["skipped"].append(variant if variant == "copy_first"
+                                     else f"{variant} seed {rec['key']['seed']}")
+
+    keep("copy_first", run_unit(out, "copy_first", {"davis_root": base["davis_root"],
+                                                 "sequences": args.sequences},
+                             lambda: ({"final": _read_scores(_copy_first(args, out, env))}, {})))
+    launcher = [sys.executable, "launch/segment.py"]
+    renv = dict(env)
+    if args.ranks > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc_per_node={args.ranks}", "launch/segment.py"]
+        renv["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // args.ranks))
     for seed in range(args.seeds):
-        for variant, ckpt, extra in runs:
-            t = time.perf_counter()
-            scores[variant].append(_read_scores(_segment(args, out, variant, ckpt, seed, env,
-                                                         extra)))
-            key = f"eval_{variant}"
-            minutes[key] = minutes.get(key, 0.0) + (time.perf_counter() - t) / 60
+        for v in VARIANTS:
+            if v.name not in weights:
+                continue
+            overrides = list(v.online)
+            if v.snapshots:
+                overrides.append("online.segment_at=[" + ",".join(map(str, ks)) + "]")
+            res = out / "eval" / v.name / f"seed{seed}"
+            cmd = [*launcher, "--config", str(seg_cfg), "--checkpoint", str(weights[v.name]),
+                   "--davis-root", str(args.davis_root), "--split", "val", "--out", str(res),
+                   f"online.seed={seed}", f"tracking.run_name=segment-{v.name}-seed{seed}",
+                   *overrides]
+            if args.sequences:
+                cmd += ["--sequences", *args.sequences]
+            key = {**base, "variant": v.name, "seed": seed, "overrides": overrides,
+                   "weights": digests[v.name]}
+
+            def run(cmd=cmd, res=res, name=f"{v.name}-seed{seed}"):
+                # the folder is kept: launch/segment.py skips its finished sequences
+                _run(cmd, out / "logs" / f"segment-{name}.log", renv)
+                return _segment_results(res, iterations)
+
+            keep(v.name, run_unit(out, f"{v.name}-seed{seed}", key, run))
         if on_seed is not None:
-            on_seed(scores, minutes)
-    return {"scores": scores, "minutes": minutes}
+            on_seed(result, seed)
+    return result
 
 
-def summarise(scores: dict[str, list[dict]]) -> dict:
-    """Per sequence J/F (mean over seeds), means, spread over seeds (population standard
-    deviation of each seed's mean J), targets (met at equality: ``>=``). ``full`` beats
-    ``copy_first`` on a sequence only with a strictly higher mean J: a tie is not beaten."""
-    present = [v for v in VARIANTS if scores.get(v)]
-    names = sorted(scores["copy_first"][0]) if scores.get("copy_first") else \
-        sorted(next(iter(scores[present[0]])))
-    seqs = {n: {} for n in names}
-    mean, spread = {}, {}
-    for v in present:
-        runs = scores[v]
-        for n in names:
-            seqs[n][v] = {m: statistics.fmean(r[n][m] for r in runs) for m in ("J", "F")}
-        per_seed = [statistics.fmean(r[n]["J"] for n in names) for r in runs]
-        mean[v] = {m: statistics.fmean(seqs[n][v][m] for n in names) for m in ("J", "F")}
-        spread[v] = {"J_std_over_seeds": statistics.pstdev(per_seed) if len(per_seed) > 1
-                     else 0.0, "J_per_seed": per_seed, "seeds": len(runs)}
-    targets = {}
-    if "full" in mean:
-        targets["full_mean_J"] = {"value": mean["full"]["J"], "target": TARGETS["full_mean_J"],
-                                  "pass": mean["full"]["J"] >= TARGETS["full_mean_J"]}
-        if "online_only" in mean:
-            d = mean["full"]["J"] - mean["online_only"]["J"]
-            targets["full_minus_online_only_J"] = {
-                "value": d, "target": TARGETS["full_minus_online_only_J"],
-                "pass": d >= TARGETS["full_minus_online_only_J"]}
-        if "copy_first" in mean:
-            worse = [n for n in names if seqs[n]["full"]["J"] <= seqs[n]["copy_first"]["J"]]
-            targets["full_beats_copy_first_everywhere"] = {"value": len(names) - len(worse),
-                                                           "of": len(names), "pass": not worse,
-                                                           "not_beaten": worse}
-    return {"mean": mean, "spread": spread, "sequences": seqs, "targets": targets}
+# ------------------------------------------------------------------------------------------------
+# the report
+def build_report(report: dict, ev: dict) -> dict:
+    """``report`` (the run's arguments) with the scores of ``ev``, their summary, the ablation
+    analysis (``_ablations.analyse``), minutes and skips."""
+    final = {v: points["final"] for v, points in ev["runs"].items() if points.get("final")}
+    return {**report, "iterations": ev["iterations"], "segment_at": ev["segment_at"],
+            "minutes": {**report.get("minutes", {}), **ev["minutes"]},
+            "skipped": [*report.get("skipped", []), *ev["skipped"]],
+            "runs": ev["runs"], "timing": ev["timing"], **summarise(final),
+            "ablations": analyse(ev["runs"], ev["timing"], ev["iterations"])}
 
 
-def table(report: dict) -> str:
-    present = [v for v in VARIANTS if v in report["mean"]]
-    head = f"{'sequence':<22}" + "".join(f"{v + ' J/F':>22}" for v in present)
-    lines = [head, "-" * len(head)]
-    for n, row in report["sequences"].items():
-        lines.append(f"{n:<22}" + "".join(f"{row[v]['J']:>13.3f} /{row[v]['F']:>6.3f}"
-                                          for v in present))
-    lines.append("-" * len(head))
-    lines.append(f"{'mean':<22}" + "".join(
-        f"{report['mean'][v]['J']:>13.3f} /{report['mean'][v]['F']:>6.3f}" for v in present))
-    lines.append(f"{'J spread (std, seeds)':<22}" + "".join(
-        f"{report['spread'][v]['J_std_over_seeds']:>22.3f}" for v in present))
-    for k, t in report["targets"].items():
-        val = t["value"] if "of" not in t else f"{t['value']}/{t['of']}"
-        want = t.get("target", "all")
-        lines.append(f"target {k}: {val if isinstance(val, str) else round(val, 3)} "
-                     f"(want {want}) {'PASS' if t['pass'] else 'MISS'}")
+def text_report(report: dict) -> str:
+    lines = [sequence_table(report), "", format_tables(report)]
+    if report.get("missing"):
+        lines.append("not evaluated (no weights): " + ", ".join(
+            f"{v} ({p})" for v, p in report["missing"].items()))
     mins = report.get("minutes", {})
     if mins:
         lines.append("minutes: " + ", ".join(f"{k} {v:.1f}" for k, v in mins.items()))
+    if report.get("skipped"):
+        lines.append("kept from an earlier run: " + ", ".join(report["skipped"]))
     return "\n".join(lines)
 
 
 def _tracking(out: Path, args) -> tuple[object, dict[str, str]]:
-    from pipeline.tracking import Tracker, TrackingConfig, environment_info, git_info
+    from pipeline.tracking import environment_info, git_info, Tracker, TrackingConfig
 
     name = "accuracy_proxy-eval" if args.eval_only else "accuracy_proxy"
     state = out / "logs" / name    # the run's tracking state: a later invocation starts a new run
@@ -319,78 +415,112 @@ def _tracking(out: Path, args) -> tuple[object, dict[str, str]]:
     return tracker, env
 
 
-def main(argv=None) -> int:
+def replot(report_path: Path, folder: Path | None) -> list[Path]:
+    """The plots of a ``report.json`` in ``folder`` (default: ``plots/`` beside it)."""
+    from _ablation_plots import write_plots
+
+    report = json.loads(Path(report_path).read_text())
+    return write_plots(report, folder or Path(report_path).parent / "plots")
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--davis-root", required=True, help="DAVIS-2016 root (train and val splits)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--davis-root", help="DAVIS-2016 root (train and val splits)")
+    p.add_argument("--out", help="output folder (with --replot: where plots/ goes)")
     p.add_argument("--budget-min", type=float, default=DEFAULT_BUDGET_MIN,
-                   help="training minutes on 2 CPU cores the phase steps are scaled to (default "
-                        f"60; the configs' step counts take {BUDGET_REFERENCE_MIN:g})")
+                   help="scales every training run's steps by M / 22 (default 60; the configs' "
+                        f"step counts take {BUDGET_REFERENCE_MIN:g} minutes on 2 busy cores)")
     p.add_argument("--seeds", type=int, default=3, help="online-tuning seeds per variant")
     p.add_argument("--ranks", type=int, default=2, help="segmentation ranks (torchrun)")
     p.add_argument("--sequences", nargs="+", help="only these val sequences")
-    p.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint only")
-    p.add_argument("--checkpoint", help="with --eval-only: the offline-trained weights.pt")
-    p.add_argument("--ssb-checkpoint", help="with --eval-only: the ssb_only ablation's weights")
-    p.add_argument("--json", action="store_true", help="print report.json instead of the table")
+    p.add_argument("--eval-only", action="store_true",
+                   help="evaluate --checkpoint and the ablation weights beside it")
+    p.add_argument("--checkpoint", help="with --eval-only: the offline-trained weights.pt "
+                                        "(tcb_noattn_weights.pt, ssb_alone_weights.pt beside it)")
+    p.add_argument("--replot", metavar="REPORT", help="draw the plots of a report.json, no run")
+    p.add_argument("--json", action="store_true", help="print report.json instead of the tables")
     p.add_argument("--train-set", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="overrides for every training phase (e.g. data.augment.size=[120,214])")
+                   help="overrides for every training run (e.g. data.augment.size=[120,214])")
     p.add_argument("--segment-set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="overrides of the online settings (written into OUT/segment.yaml; every "
                         "tuned variant uses them), e.g. online.iterations=100")
+    return p
+
+
+def main(argv=None) -> int:
+    p = _parser()
     args = p.parse_args(argv)
+    if args.replot:
+        for path in replot(Path(args.replot), Path(args.out) / "plots" if args.out else None):
+            print(path)
+        return 0
+    if not args.davis_root or not args.out:
+        p.error("--davis-root and --out are needed (or --replot REPORT)")
+    if args.eval_only and not args.checkpoint:
+        p.error("--eval-only needs --checkpoint")
     args.davis_root = Path(args.davis_root).resolve()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if args.eval_only and not args.checkpoint:
-        p.error("--eval-only needs --checkpoint")
+    checkpoint = Path(args.checkpoint).resolve() if args.eval_only else out / "weights.pt"
+    settings = {"mode": "eval-only" if args.eval_only else "train",
+                "davis_root": str(args.davis_root), "segment_set": args.segment_set,
+                "sequences": args.sequences,
+                "budget_min": None if args.eval_only else args.budget_min,
+                "train_set": [] if args.eval_only else args.train_set,
+                "checkpoint": str(checkpoint) if args.eval_only else None}
+    try:
+        check_settings(out, settings)
+    except PipelineError as e:
+        print(f"[accuracy_proxy] {e}", file=sys.stderr)
+        return e.exit_status
 
     tracker, env = _tracking(out, args)
-    report: dict = {"davis_root": str(args.davis_root), "budget_min": args.budget_min,
-                    "seeds": args.seeds, "train_set": args.train_set,
-                    "segment_set": args.segment_set, "minutes": {}}
+    report: dict = {**settings, "seeds": args.seeds, "minutes": {}, "skipped": [],
+                    "variants": {v.name: {"weights": v.weights, "trained_by": v.trained_by,
+                                          "online": list(v.online), "cells": list(v.cells),
+                                          "about": v.about} for v in VARIANTS}}
     try:
         if args.eval_only:
-            checkpoint = Path(args.checkpoint).resolve()
-            ssb = Path(args.ssb_checkpoint).resolve() if args.ssb_checkpoint else None
-            if ssb is None and (checkpoint.parent / "ssb_only_weights.pt").is_file():
-                ssb = checkpoint.parent / "ssb_only_weights.pt"
-            if not (out / "segment.yaml").is_file():
-                src = checkpoint.parent / "segment.yaml"
-                if src.is_file():
-                    shutil.copyfile(src, out / "segment.yaml")
+            src = checkpoint.parent / "segment.yaml"
+            write_segment_config(out, args.segment_set, src if src.is_file() else None)
         else:
             trained = train(args, out, env)
             report["minutes"].update(trained["minutes"])
+            report["skipped"] += trained["skipped"]
             report["steps"], report["rounds"] = trained["steps"], trained["rounds"]
             report["training_minutes"] = sum(trained["minutes"].values())
-            checkpoint, ssb = out / "weights.pt", out / "ssb_only_weights.pt"
             write_segment_config(out, args.segment_set)
+        weights, missing = variant_weights(checkpoint, out)
+        report["weights"] = {v: str(w) for v, w in weights.items()}
+        report["missing"] = missing
+        for v, path in missing.items():
+            _log(f"{v}: no weights ({path}): not evaluated")
 
-        def partial(scores, minutes):
-            done = {**report, "minutes": {**report["minutes"], **minutes},
-                    "seeds_done": len(scores["full"]), **summarise(scores)}
-            atomic_write_text(out / "report.partial.json", json.dumps(done, indent=1) + "\n")
-            _log(f"seed {len(scores['full'])} of {args.seeds} done: "
-                 + ", ".join(f"{v} J {m['J']:.3f}" for v, m in done["mean"].items()))
+        def partial(ev, seed):
+            write_json(out / "report.partial.json", build_report(report, ev))
+            _log(f"seed {seed + 1} of {args.seeds} done")
 
-        ev = evaluate(args, out, env, checkpoint, ssb, on_seed=partial)
-        report["minutes"].update(ev["minutes"])
-        report.update(summarise(ev["scores"]))
-        if "ssb_only" not in report["mean"]:
-            report["notes"] = ["ssb_only not evaluated: no --ssb-checkpoint (or "
-                               "ssb_only_weights.pt beside --checkpoint)"]
-        metrics = {f"{v}/mean_{m}": report["mean"][v][m] for v in report["mean"] for m in "JF"}
-        tracker.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)}, step=0)
-        atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
+        report = build_report(report, evaluate(args, out, env, weights, on_seed=partial))
+        from _ablation_plots import write_plots
+
+        plots = write_plots(report, out / "plots")
+        metrics = {f"{v}/{p}/mean_{m}": c["value"]
+                   for v, pts in report["ablations"]["means"].items()
+                   for p, ms in pts.items() for m, c in ms.items()}
+        tracker.log_metrics({k: v for k, v in metrics.items()
+                             if isinstance(v, float) and math.isfinite(v)}, step=0)
+        write_json(out / "report.json", report)
         (out / "report.partial.json").unlink(missing_ok=True)
         tracker.log_artifact(out / "report.json")
+        for path in plots:
+            tracker.log_artifact(path, "plots")
         tracker.end("FINISHED")
     except BaseException:
         tracker.end("FAILED")
         raise
-    print(json.dumps(report, indent=1) if args.json else table(report))
+    report = json.loads((out / "report.json").read_text())
+    print(json.dumps(report, indent=1) if args.json else text_report(report))
     return 0
 
 

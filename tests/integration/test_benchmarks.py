@@ -169,50 +169,121 @@ def test_micro_claims_benchmark_json(tmp_path):
 @pytest.mark.slow
 def test_accuracy_proxy_trains_and_evaluates_on_a_davis_root(tmp_path):
     """``accuracy_proxy.py`` end to end on a generated DAVIS-2016 root (train + val), at a budget
-    of one step per phase: every phase runs through the launchers, ``OUT/weights.pt`` and
-    ``OUT/segment.yaml`` are written, the report holds the four variants per val sequence with
-    seeds and minutes, and ``--eval-only`` re-scores the checkpoint with the same settings."""
+    of one step per training run and one online seed: every run goes through its launcher; the
+    run is killed while a variant is being segmented, and the same command then keeps every
+    training run and the finished evaluations (said to be skipped) while the killed segment job
+    keeps its finished sequence; a third run skips everything and reports the same scores; other
+    arguments are refused; ``--eval-only`` scores the weights found beside a checkpoint and names
+    the missing ones."""
+    import os
+    import shutil
+    import signal
+    import sqlite3
+    import time
+
     from pipeline.synthetic import SyntheticSpec, write_dataset
 
     root = write_dataset("davis2016", tmp_path / "DAVIS",
                          SyntheticSpec(size=(64, 48), n_sequences=2, n_frames=6, seed=0))
     out = tmp_path / "proxy"
-    small = ["--budget-min", "0.01", "--ranks", "1",
-             "--train-set", "data.augment.size=[48,64]", "batch.size=2",
-             "--segment-set", "online.iterations=2", "online.dreams=2", "online.size=[48,64]"]
-    proc = subprocess.run([sys.executable, str(BENCH / "accuracy_proxy.py"), "--davis-root",
-                           str(root), "--out", str(out), "--seeds", "2", "--json", *small],
-                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    cmd = [sys.executable, str(BENCH / "accuracy_proxy.py"), "--davis-root", str(root), "--out",
+           str(out), "--json", "--budget-min", "0.01", "--ranks", "1", "--seeds", "1",
+           "--train-set", "data.augment.size=[48,64]", "batch.size=2",
+           "--segment-set", "online.iterations=3", "online.dreams=2", "online.size=[48,64]"]
+
+    # 1. killed (the whole process group) once online_only has finished one of its 2 sequences
+    err = tmp_path / "killed.stderr"
+    with open(err, "w") as f:
+        killed = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=f,
+                                  start_new_session=True)
+    done_seq = out / "eval" / "online_only" / "seed0" / ".complete"
+    deadline = time.monotonic() + 600
+    while killed.poll() is None and not any(done_seq.glob("*.json")):
+        assert time.monotonic() < deadline, "online_only never finished a sequence"
+        time.sleep(0.05)
+    assert killed.poll() is None, err.read_text()[-3000:]
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=60)
+    assert not (out / "state" / "eval-online_only-seed0.json").exists()
+
+    # 2. the same command continues
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    runs = ("preprocess", "pretrain_tcb", "pretrain_ssb", "pretrain_ssb_noattn", "train_offline",
+            "train_offline_noattn", "ssb_alone")
+    for name in runs:
+        assert f"{name}: done with the same settings: skipped" in proc.stderr, name
+    assert "copy_first: complete with the same settings and weights: skipped" in proc.stderr
+    log = (out / "logs" / "segment-online_only-seed0.log").read_text()
+    assert "of 2 sequences already complete" in log      # the killed job's sequence kept
     r = json.loads(proc.stdout)
     assert r == json.loads((out / "report.json").read_text())
+    assert r["skipped"] == [*runs, "copy_first"]
     val = sorted(p.name for p in (root / "JPEGImages" / "480p").iterdir()
                  if p.name in (root / "ImageSets" / "480p" / "val.txt").read_text())
     assert sorted(r["sequences"]) == val and len(val) == 2
-    variants = {"copy_first", "online_only", "ssb_only", "full"}
-    assert set(r["mean"]) == variants
-    for row in r["sequences"].values():
-        assert set(row) == variants
-        assert all(0.0 <= row[v][m] <= 1.0 for v in variants for m in "JF")
-    assert all(r["spread"][v]["seeds"] == 2 for v in ("online_only", "ssb_only", "full"))
-    assert set(r["targets"]) == {"full_mean_J", "full_minus_online_only_J",
-                                 "full_beats_copy_first_everywhere"}
-    assert {"preprocess", "pretrain_tcb", "pretrain_ssb", "train_offline", "ssb_only",
-            "eval_full"} <= set(r["minutes"])
+    variants = ["copy_first", "online_only", "full", "full_plain", "tcb_noattn", "ssb_alone"]
+    assert list(r["mean"]) == variants and r["missing"] == {}
+    # per sequence and seed J/F/T; online_only and full also after 0, 1, 2 of the 3 steps
+    assert r["segment_at"] == [0, 1, 2] and r["iterations"] == 3
+    for v in variants:
+        points = ["final", "0", "1", "2"] if v in ("online_only", "full") else ["final"]
+        assert sorted(r["runs"][v]) == sorted(points), v
+        for p in points:
+            [seed] = r["runs"][v][p]
+            assert sorted(seed) == val
+            assert all(0.0 <= seed[n][m] <= 1.0 for n in val for m in "JF")
+            assert all("T" in seed[n] and "eval_t" in seed[n] for n in val)
+    assert r["timing"]["full"]["0"][0]["total_s_per_frame"] > 0
+    st = r["ablations"]
+    assert len(st["differences"]) == 15
+    assert {d["verdict"] for d in st["differences"]} <= {"reproduced", "opposite",
+                                                         "inconclusive", "missing"}
+    assert [row["iterations"] for row in st["table4"]["full"]] == [0, 1, 2, 3]
+    assert set(st["targets"]) == {"full_minus_online_only_J", "table3_table5_directions",
+                                  "tcb_lowers_T", "table4_plateau", "table4_online_only_factor"}
+    assert set(runs) | {f"eval_{v}" for v in variants} <= set(r["minutes"])
     assert all(n == 1 for n in r["steps"].values()), r["steps"]   # the budget scaled the steps
-    assert (out / "weights.pt").is_file() and (out / "ssb_only_weights.pt").is_file()
+    for f in ("weights.pt", "tcb_noattn_weights.pt", "ssb_alone_weights.pt", "plots/iterations.png",
+              "plots/components.png"):
+        assert (out / f).is_file(), f
     seg = yaml.safe_load((out / "segment.yaml").read_text())
-    assert seg["online"]["iterations"] == 2 and seg["online"]["size"] == [48, 64]
+    assert seg["online"]["iterations"] == 3 and seg["online"]["size"] == [48, 64]
+    with sqlite3.connect(out / "mlflow.db") as db:             # one experiment for every run
+        names = {n for (n,) in db.execute("SELECT DISTINCT e.name FROM runs r JOIN experiments e "
+                                          "ON r.experiment_id = e.experiment_id")}
+        n_runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    assert names == {"stcnn-proxy"} and n_runs >= 6 + 5   # training runs + tuned variants
 
-    # --eval-only: the same checkpoint on a root, online settings taken from OUT/segment.yaml
-    again = tmp_path / "again"
+    # 3. again: everything kept, the same scores
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert again.returncode == 0, again.stderr[-3000:]
+    r3 = json.loads(again.stdout)
+    assert r3["runs"] == r["runs"] and r3["ablations"] == r["ablations"]
+    assert r3["skipped"] == [*runs, "copy_first", *(f"{v} seed 0" for v in variants[1:])]
+
+    # other arguments: refused, naming the folder
+    other = [c if c != "0.01" else "0.02" for c in cmd]
+    proc = subprocess.run(other, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 2 and str(out) in proc.stderr and "budget_min" in proc.stderr
+
+    # --eval-only: weights.pt alone beside the checkpoint with its segment.yaml (its settings,
+    # one step fewer here), one sequence
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for f in ("weights.pt", "segment.yaml"):
+        shutil.copyfile(out / f, ckpt / f)
     proc = subprocess.run([sys.executable, str(BENCH / "accuracy_proxy.py"), "--eval-only",
-                           "--checkpoint", str(out / "weights.pt"), "--davis-root", str(root),
-                           "--out", str(again), "--seeds", "1", "--ranks", "1"],
+                           "--checkpoint", str(ckpt / "weights.pt"), "--davis-root", str(root),
+                           "--out", str(tmp_path / "again"), "--seeds", "1", "--ranks", "1",
+                           "--sequences", val[0], "--segment-set", "online.iterations=2"],
                           capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    assert "target full_mean_J" in proc.stdout
-    r2 = json.loads((again / "report.json").read_text())
-    assert set(r2["mean"]) == variants                # ssb_only_weights.pt found beside it
-    assert r2["mean"]["copy_first"] == r["mean"]["copy_first"]
-    assert yaml.safe_load((again / "segment.yaml").read_text()) == seg
+    assert "not evaluated (no weights): tcb_noattn" in proc.stdout and "target " in proc.stdout
+    r2 = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert sorted(r2["missing"]) == ["ssb_alone", "tcb_noattn"]
+    assert list(r2["mean"]) == variants[:4] and list(r2["sequences"]) == [val[0]]
+    assert r2["mean"]["copy_first"]["J"] == r["sequences"][val[0]]["copy_first"]["J"]
+    assert r2["segment_at"] == [0, 1] and sorted(r2["runs"]["full"]) == ["0", "1", "final"]
+    seg2 = yaml.safe_load((tmp_path / "again" / "segment.yaml").read_text())
+    assert seg2["online"] == {**seg["online"], "iterations": 2}

@@ -24,7 +24,7 @@ ALLOWED = {
     "loading": {"core", "lake"},
     "model": {"core"},
     "tracking": {"core"},
-    "inference": {"core", "model", "train"},
+    "inference": {"core", "loading", "model", "train"},
     "train": {"core", "lake", "loading", "model", "tracking"},
     "jobs": {"core", "sources", "synthetic", "lake", "loading", "model", "tracking", "train",
              "inference", "evaluation"},
