@@ -43,10 +43,13 @@ from _common import (  # the repo is put on sys.path there
                      REPO, SPLITS, add_data_args, add_run_args, davis_source, run_and_report,
                      sequences, source_files, split_sequences, warm_page_cache)
 
+from pipeline.lake.plan import payload_bytes, plan_clips
 from pipeline.lake.preprocess import PreprocessConfig, run_preprocess
+from pipeline.sources.registry import get_source
 
 TARGET = 0.5  # preprocess written MB/s >= TARGET x tar written MB/s, at 2 workers
 TARGET_WORKERS = 2
+DELTA = 4  # the job's default (the paper's)
 
 
 def replicate(base: Path, dest: Path, copies: int) -> Path:
@@ -96,6 +99,35 @@ def time_cli(root: Path, out: Path, workers: int, args) -> tuple[float, int]:
     seconds = time.perf_counter() - start
     written = sum(json.loads(ln)["written_bytes"] for ln in proc.stdout.splitlines() if ln.strip())
     return seconds, written
+
+
+def _clip_specs(root: Path, stride: int) -> list:
+    source = get_source("davis2016", root)
+    return plan_clips([q for split in SPLITS for q in source.sequences(split)], DELTA, stride)
+
+
+def amplification(root: Path, strides: list[int]) -> dict:
+    """The lake's bytes against the source's at delta 4 for each clip stride, from the job's own
+    plan (``pipeline.lake.plan``; nothing is written): samples, every frame and mask of the
+    sequences and their bytes, the payload the clips store (repeats included), and
+    amplification = payload / source bytes (frames alone: ``frame_amplification``)."""
+    every = _clip_specs(root, 1)   # stride 1 lists every annotated frame and its mask
+    frames = {p for s in every for p in s.images}
+    masks = {s.mask for s in every if s.mask is not None}
+    frame_bytes = sum(p.stat().st_size for p in frames)
+    mask_bytes = sum(p.stat().st_size for p in masks)
+    out = {}
+    for k in strides:
+        specs = _clip_specs(root, k)
+        stored_frames = sum(p.stat().st_size for s in specs for p in s.images)
+        payload = payload_bytes(specs)
+        out[str(k)] = {"clip_stride": k, "delta": DELTA, "samples": len(specs),
+                       "source_frames": len(frames), "source_frame_bytes": frame_bytes,
+                       "source_masks": len(masks), "source_mask_bytes": mask_bytes,
+                       "payload_bytes": payload, "frame_payload_bytes": stored_frames,
+                       "amplification": payload / (frame_bytes + mask_bytes),
+                       "frame_amplification": stored_frames / frame_bytes}
+    return out
 
 
 def profile_preprocess(root: Path, out: Path, args) -> str:
@@ -152,6 +184,13 @@ def run(args, tmp: Path) -> dict:
                       "mb_per_s_median": src_bytes / median / 1e6,
                       "written_mb": written[name] / 1e6,
                       "written_mb_per_s": written[name] / best / 1e6}
+    specs = _clip_specs(root, args.clip_stride)   # what the timed runs wrote
+    payload = payload_bytes(specs)
+    written_job = [written[k] for k in rows if k != "tar"]
+    lake = {"samples": len(specs), "payload_bytes": payload,
+            "written_bytes": written_job[0] if written_job else None,
+            "overhead_bytes_per_sample": ((written_job[0] - payload) / len(specs)
+                                          if written_job else None)}
     tar_rate = rows["tar"]["mb_per_s"]
     ratios = {k: v["mb_per_s"] / tar_rate for k, v in rows.items() if k != "tar"}
     # the target: bytes written (the lake stores each frame delta+1 times, tar once)
@@ -164,7 +203,8 @@ def run(args, tmp: Path) -> dict:
             "ratios_to_tar": ratios, "written_ratios_to_tar": written_ratios, "target": TARGET,
             "pass": {k: r >= TARGET for k, r in written_ratios.items()
                      if k.endswith(f"w={TARGET_WORKERS}")},
-            "load_average": [round(x, 2) for x in os.getloadavg()]}
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "lake": lake, "amplification": amplification(base, args.amplification_strides)}
 
 
 def print_table(r: dict) -> None:
@@ -185,6 +225,15 @@ def print_table(r: dict) -> None:
     print(f"target: preprocess w={TARGET_WORKERS} >= {r['target']}x tar in bytes written per "
           f"second ('wr x tar'); 'x tar' on source bytes, for information; "
           f"load average at the end: {r['load_average']}")
+    lake = r["lake"]
+    if lake["overhead_bytes_per_sample"] is not None:
+        print(f"lake: {lake['samples']} samples, {lake['written_bytes'] / 1e6:.1f} MB of shards "
+              f"for {lake['payload_bytes'] / 1e6:.1f} MB of payload: "
+              f"{lake['overhead_bytes_per_sample']:.0f} bytes per sample of tar headers and json")
+    for a in r["amplification"].values():
+        print(f"amplification at delta {a['delta']}, clip stride {a['clip_stride']}: "
+              f"{a['amplification']:.3f}x (frames {a['frame_amplification']:.3f}x), "
+              f"{a['samples']} clips")
 
 
 def parse_args(argv=None):
@@ -204,6 +253,9 @@ def parse_args(argv=None):
                    help="the job's --clip-stride (1: every frame is stored in delta+1 clips)")
     p.add_argument("--cli", action="store_true",
                    help="also time launch/preprocess.py as a subprocess")
+    p.add_argument("--amplification-strides", type=lambda s: [int(x) for x in s.split(",")],
+                   default=[1, 2, 4], help="clip strides whose lake amplification is printed "
+                                           "(planned, nothing written; default 1,2,4)")
     p.add_argument("--profile", action="store_true", help="cProfile one workers=1 run first")
     p.add_argument("--profile-top", type=int, default=25, help="functions shown by --profile")
     p.add_argument("--repeats", type=int, default=3, help="runs of each (best and median kept)")

@@ -6,15 +6,20 @@ The phase, its engines (DDP or DeepSpeed, precision, memory format, SyncBatchNor
 the loop are the ones ``launch/pretrain_tcb.py`` etc. build; only the data differs (random
 frames and masks, made before timing, so that the loader is measured on its own:
 :mod:`pipeline.preflight.loader_speed`). The per-rank batch is the config's global batch (the
-paper trains on one GPU), i.e. ``batch.size`` is multiplied by the world size.
+paper trains on one GPU), i.e. ``batch.size`` is multiplied by the world size. Once per phase,
+rank 0 also writes the phase's checkpoint (its bytes and write seconds) and counts each model's
+parameters: the inputs of ``scripts/capacity_plan.py``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import itertools
 import resource
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,12 +29,19 @@ from pipeline.core.config import find_config
 from pipeline.core.dist import DistContext, autocast, seed_everything
 from pipeline.preflight.peaks import peak_flops
 from pipeline.train.build import build_phase
+from pipeline.train.checkpoint.files import save_torch
+from pipeline.train.checkpoint.layout import FORMAT, SHARED
 from pipeline.train.config import load_train_config, override_train_config
 from pipeline.train.hooks import LossHistoryHook, TimerHook
 from pipeline.train.loop import TrainLoop
+from pipeline.train.optim import OptimConfig
 from pipeline.train.registry import by_name
 
 DEFAULT_SIZE = (480, 854)
+# The paper configs start here from random weights, on which full-depth ResNets diverge within a
+# step at the paper's rates (the SSB's first loss is ~1e5, its second NaN); neither step time nor
+# FLOPs depend on the rate, so every optimizer gets this one.
+RANDOM_WEIGHTS_LR = 1e-12
 
 
 def config_path(phase: str, quick: bool) -> str:
@@ -38,14 +50,29 @@ def config_path(phase: str, quick: bool) -> str:
     return str(find_config(spec.tiny_config if quick else spec.config))
 
 
+def optimizer_keys(cfg, prefix: str = "") -> list[str]:
+    """Dotted keys of every optimizer config in ``cfg`` (e.g. ``gan.optim_g``)."""
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, OptimConfig):
+            keys.append(prefix + f.name)
+        elif dataclasses.is_dataclass(value):
+            keys += optimizer_keys(value, f"{prefix}{f.name}.")
+    return keys
+
+
 def phase_config(phase: str, quick: bool, world_size: int,
                  overrides: dict[str, Any] | None = None):
     """The phase's config for the preflight: the config's global batch on every rank, random
-    initial weights, no tracking; then ``overrides`` (dotted keys -> typed values)."""
+    initial weights (with the paper configs, learning rates :data:`RANDOM_WEIGHTS_LR`), no
+    tracking; then ``overrides`` (dotted keys -> typed values)."""
     base = load_train_config(by_name(phase).config_class, config_path(phase, quick), [])
     values: dict[str, Any] = {"batch.size": base.batch.size * world_size,
                               "batch.micro_size": None, "init_from": [],
                               "init_missing": "random", "tracking.enabled": False}
+    if not quick:
+        values |= {f"{k}.lr": RANDOM_WEIGHTS_LR for k in optimizer_keys(base)}
     if phase == "alternating":  # both kinds of step within a few steps
         values |= {"alternating.tcb_steps": 1, "alternating.ssb_steps": 1}
     return override_train_config(base, values | dict(overrides or {}))
@@ -125,6 +152,9 @@ def measure_phase(phase_name: str, ctx: DistContext, *, quick: bool, steps: int,
                 loop.state.metrics = loop.run_step()
                 loop.state.step += 1
         flops_per_step = counter.get_total_flops() / flop_steps
+    # once per phase: the eager run (not the compiled one, nor the numerics runs without dropout)
+    checkpoint = (measure_checkpoint(phase, loop.state.step)
+                  if ctx.is_main and counted and not dropout_off else {})
     achieved = flops_per_step / mean_step
     peak, peak_what = peak_flops(device_name, cfg.dist.precision,
                                  tf32=torch.backends.cudnn.allow_tf32)
@@ -147,13 +177,43 @@ def measure_phase(phase_name: str, ctx: DistContext, *, quick: bool, steps: int,
         "achieved_tflops": achieved / 1e12,
         "mfu": achieved / peak if peak else None, "peak": peak_what,
         "losses": {k: v[:total] for k, v in history.as_dict().items() if k != "steps"},
-        **memory,
+        "engine_parameters": engine_parameters(phase),
+        **memory, **checkpoint,
     }
     del loop, phase, batches
     gc.collect()
     if ctx.device.type == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+def engine_parameters(phase) -> dict[str, int]:
+    """Parameters of each engine's model (what its gradient all-reduce and its weights carry)."""
+    return {name: sum(p.numel() for p in e.module.parameters())
+            for name, e in phase.engines.items()}
+
+
+def measure_checkpoint(phase, step: int) -> dict:
+    """Bytes and write seconds of the ``shared.pt`` a checkpoint of ``phase`` holds (every
+    engine's model, optimizer and scheduler state, the phase's state: what the checkpoint hook
+    saves; after optimizer steps, so that the optimizers' state exists), written once by the
+    checkpoint's own writer (temporary name, fsync, rename) into a temporary folder."""
+    own = sorted(n for n, e in phase.engines.items() if e.saves_itself)
+    if own:
+        return {"checkpoint_bytes": None, "checkpoint_write_s": None,
+                "checkpoint_what": f"engines {own} save their own partitioned state "
+                                   "(DeepSpeed): not measured"}
+    shared = {"step": step, "phase": phase.state_dict(),
+              "engines": {n: e.state_dict() for n, e in phase.engines.items()}}
+    with tempfile.TemporaryDirectory(prefix="stcnn-preflight-ckpt-") as tmp:
+        path = Path(tmp) / SHARED
+        start = time.perf_counter()
+        save_torch(path, {"format": FORMAT, "step": step, "world_size": 1, "shared": shared})
+        seconds = time.perf_counter() - start
+        size = path.stat().st_size
+    return {"checkpoint_bytes": size, "checkpoint_write_s": seconds,
+            "checkpoint_what": f"{SHARED} (models, optimizers, schedulers, phase state) "
+                               "written and fsynced to the system's temporary folder"}
 
 
 def _is_channels_last(module: torch.nn.Module) -> bool:

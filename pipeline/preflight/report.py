@@ -65,6 +65,10 @@ def table(r: dict) -> str:
                        f"{'channels_last' if m['channels_last'] else 'contiguous'}"
                        f"{', SyncBN' if m['sync_bn'] else ''}"
                        + (f", first step {m['first_step_s']:.1f} s" if run == "compiled" else ""))
+    for p in r["phases"]:
+        if p.get("checkpoint_bytes") is not None:
+            out.append(f"  checkpoint {p['phase']}: {p['checkpoint_bytes'] / 1e9:.3f} GB written in "
+                       f"{p['checkpoint_write_s']:.2f} s ({p['checkpoint_what']})")
     peaks = {p.get("peak") for p in r["phases"] if p.get("peak")}
     for what in sorted(peaks):
         out.append(f"  peak: {what}")
