@@ -44,7 +44,7 @@ class DistConfig:
     precision: Literal["fp32", "bf16"] = "fp32"          # bf16: autocast on the device
     channels_last: bool = False                          # NHWC memory format (GPUs)
     compile: bool = False                                # torch.compile the models
-    find_unused_parameters: bool = False
+    find_unused_parameters: bool = False                 # on by itself above 2 ranks (DDPEngine)
     first_step_timeout_s: float = 1800.0                 # collectives until the first step is done
     timeout_s: float = 300.0                             # afterwards: hangs fail fast
     deterministic: bool = False                          # torch.use_deterministic_algorithms

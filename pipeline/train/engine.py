@@ -113,8 +113,14 @@ class DDPEngine(Engine):
         super().__init__(name, module, optimizer, scheduler, ctx, accum)
         if ctx.distributed and any(p.requires_grad for p in module.parameters()):
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            # DDP re-buckets the gradients after a process's first backward (in the order they
+            # became ready), and with more than 2 ranks an allreduce's rounding depends on where
+            # a gradient sits in its bucket: the first step after a resume would differ in the
+            # last bits from the uninterrupted run's. find_unused_parameters keeps the first
+            # buckets for good (at one walk of the autograd graph per step; torch warns once).
+            keep_buckets = cfg.find_unused_parameters or ctx.world_size > 2
             self.wrapped: nn.Module = nn.parallel.DistributedDataParallel(
-                module, device_ids=ids, find_unused_parameters=cfg.find_unused_parameters)
+                module, device_ids=ids, find_unused_parameters=keep_buckets)
         else:
             self.wrapped = module
         if cfg.compile:

@@ -1,17 +1,20 @@
 """The SLURM scripts under a real SLURM: a private single-host cluster (``slurm_cluster.py``: own
 munged, slurmctld and two slurmds as the virtual nodes n1 and n2 on 127.0.0.1) runs
 ``preprocess.sbatch`` as a 3-task array job, whose lake must equal a local run's byte for byte,
-and as an 8-task array two of whose tasks are killed and then re-run by their ids (same lake),
-and ``train.sbatch`` as a 2-node job (one srun task per node, torchrun with one rank on each,
-meeting at a c10d rendezvous) and as a 1-node job with two ranks.
+and over the real DAVIS-2016 at 240p as a 64-task array (all tasks at once on 2 cores) three of
+whose tasks are killed and then re-run by their ids (same lake), and ``train.sbatch`` as a
+2-node job (one srun task per node, torchrun with one rank on each, meeting at a c10d
+rendezvous) and as a 1-node job with two ranks.
 
 Skips, naming the fix, when ``slurm-wlm``/``munge`` are not installed
 (``apt-get install -y slurm-wlm munge``), when not run as root (slurmd must be root to launch
-jobs), or when the cluster cannot start here (the reason carries the daemons' logs)."""
+jobs), or when the cluster cannot start here (the reason carries the daemons' logs); the
+64-task array also when the real DAVIS-2016 240p is not there."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -21,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from support import free_port
-from support.slurm_cluster import clean_env, job_env, outputs, sbatch, wait_until_ended
+from support.slurm_cluster import (clean_env, job_env, outputs, oversubscribed, sbatch,
+                                   wait_until_ended)
 from support.lakes import lake_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,48 +79,64 @@ def test_preprocess_array_job_gives_the_lake_of_a_local_run(slurm, tmp_path):
     assert [k for k in expected if got[k] != expected[k]] == []
 
 
-def test_rerun_of_killed_array_tasks_by_id_gives_the_lake_of_a_local_run(slurm, tmp_path):
-    """``--array=0-7``, tasks 3 and 6 killed (scancel) while writing their first shard; the
-    re-run ``--array=3,6`` without ``--num-tasks`` fails with the fix and leaves the lake as it
-    was; with ``--num-tasks 8`` it writes exactly their shards: the lake of one local run."""
-    from pipeline.synthetic import SyntheticSpec, write_dataset
+@pytest.fixture(scope="module")
+def davis_240p() -> Path:
+    """The real DAVIS-2016 at 240p, in its official layout (``../shared/data/DAVIS-2016-240p/DAVIS``
+    or ``$STCNN_SHARED_DAVIS_240P``); skips when it is not there."""
+    env = os.environ.get("STCNN_SHARED_DAVIS_240P")
+    for c in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data" / "DAVIS-2016-240p"
+                                             / "DAVIS"]:
+        if (c / "JPEGImages" / "480p").is_dir() and (c / "ImageSets" / "480p").is_dir():
+            return c
+    pytest.skip("real DAVIS-2016 240p not found (../shared/data/DAVIS-2016-240p/DAVIS or "
+                "$STCNN_SHARED_DAVIS_240P)")
 
-    src = write_dataset("davis2016", tmp_path / "src",
-                        SyntheticSpec(size=(64, 48), n_sequences=1, n_frames=8, seed=5))
-    args = ["davis2016", "--src", str(src), "--split", "train", "val",
-            "--shard-max-count", "1"]                    # 8 or more shards per split
+
+def test_rerun_of_killed_array_tasks_by_id_gives_the_lake_of_a_local_run(slurm, davis_240p,
+                                                                          tmp_path):
+    """Real DAVIS-2016 (240p, train and val) as ``--array=0-63`` on two 1-CPU nodes that take 32
+    tasks each (all 64 at once, oversubscribing the cores); tasks 5, 33 and 60 killed (scancel)
+    while writing their first shard. The re-run ``--array=5,33,60`` without ``--num-tasks``
+    fails with the fix and leaves the lake as it was; with ``--num-tasks 64`` it writes exactly
+    their shards: the lake of one local run, byte for byte."""
+    tasks, victims = 64, (5, 33, 60)
+    args = ["davis2016", "--src", str(davis_240p), "--split", "train", "val",
+            "--clip-stride", "8", "--shard-max-count", "2"]   # 124 and 68 shards of 2 clips
     lake, logs = tmp_path / "array", tmp_path / "logs"
     logs.mkdir()
     submit = ["--cpus-per-task=1", "--mem=200M", f"--output={logs}/%A_%a.out", PREPROCESS, *args,
               "--out", str(lake)]
-    victims = (3, 6)
-    # 7 tar members per shard, 0.15 s each: a shard is ~1 s in the writing, time to kill a task
-    r = sbatch(slurm, "--array=0-7", *submit,
-               env=job_env(slurm, sys.executable, STCNN_PREPROCESS_THROTTLE="0.15"),
-               timeout=30, wait=False)
-    assert r.returncode == 0, r.stdout + r.stderr
-    job = r.stdout.strip().split(";")[0]
     train = lake / "davis2016" / "train"
-    for v in victims:
-        deadline = time.monotonic() + 60
-        while not list(train.glob(f".{v:05d}.tar.*.tmp")):   # task v is writing its first shard
-            assert not (train / f"{v:05d}_stats.json").exists(), f"task {v} ended before the kill"
-            assert time.monotonic() < deadline, f"task {v} did not start:\n{outputs(logs)}"
+    with oversubscribed(slurm, jobs_per_cpu=tasks // len(slurm.nodes)):
+        # 14 tar members per shard, 0.1 s each: a shard is ~1.4 s in the writing, time to kill
+        r = sbatch(slurm, f"--array=0-{tasks - 1}", *submit,
+                   env=job_env(slurm, sys.executable, STCNN_PREPROCESS_THROTTLE="0.1"),
+                   timeout=30, wait=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        job = r.stdout.strip().split(";")[0]
+        alive, deadline = set(victims), time.monotonic() + 240
+        while alive:                               # each victim killed in its first shard
+            for v in sorted(alive):
+                assert not (train / f"{v:05d}_stats.json").exists(), f"task {v} ended first"
+                if list(train.glob(f".{v:05d}.tar.*.tmp")):
+                    assert slurm.run("scancel", f"{job}_{v}").returncode == 0
+                    alive.discard(v)
+            assert time.monotonic() < deadline, f"tasks {alive} did not start:\n{outputs(logs)}"
             time.sleep(0.02)
-        assert slurm.run("scancel", f"{job}_{v}").returncode == 0
-    wait_until_ended(slurm, job, timeout=90)
+        wait_until_ended(slurm, job, timeout=400)
+    assert len(list(logs.glob(f"{job}_*.out"))) == tasks
     for split in ("train", "val"):
         set_dir = lake / "davis2016" / split
         n_shards = json.loads((set_dir / "manifest.json").read_text())["n_shards"]
-        assert n_shards >= 8
+        assert n_shards >= tasks
         done = sorted(int(p.name[:5]) for p in set_dir.glob("*_stats.json"))
-        assert done == [i for i in range(n_shards) if i % 8 not in victims], outputs(logs)
+        assert done == [i for i in range(n_shards) if i % tasks not in victims], outputs(logs)
     assert not list(lake.rglob("catalog.parquet"))
-    assert len(list(train.glob(".*.tar.*.tmp"))) == 2         # killed mid-shard: temp files left
+    assert len(list(train.glob(".*.tar.*.tmp"))) == len(victims)  # killed mid-shard: temp files
 
     ids = f"--array={','.join(map(str, victims))}"
     before = file_states(lake)
-    r = sbatch(slurm, ids, *submit, env=job_env(slurm, sys.executable), timeout=60)
+    r = sbatch(slurm, ids, *submit, env=job_env(slurm, sys.executable), timeout=90)
     assert r.returncode != 0, outputs(logs)
     rerun = r.stdout.strip().split(";")[0]
     for v in victims:
@@ -125,14 +145,14 @@ def test_rerun_of_killed_array_tasks_by_id_gives_the_lake_of_a_local_run(slurm, 
                 in text and "Traceback" not in text), text
     assert file_states(lake) == before          # nothing written, no temp file removed
 
-    r = sbatch(slurm, ids, *submit, "--num-tasks", "8", env=job_env(slurm, sys.executable),
-               timeout=60)
+    r = sbatch(slurm, ids, *submit, "--num-tasks", str(tasks), env=job_env(slurm, sys.executable),
+               timeout=120)
     assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{outputs(logs)}"
     rerun = r.stdout.strip().split(";")[0]
     for v in victims:
         text = (logs / f"{rerun}_{v}.out").read_text()
-        assert len(re.findall(rf"task {v}/8: [1-9]\d* shard\(s\) written, 0 already finished",
-                              text)) == 2, text
+        assert len(re.findall(rf"task {v}/{tasks}: [1-9]\d* shard\(s\) written, 0 already "
+                              r"finished", text)) == 2, text
     expected = local_lake(args, tmp_path / "local")
     got = lake_files(lake)
     assert sorted(got) == sorted(expected)     # the killed tasks' temporary files are gone too

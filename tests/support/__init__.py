@@ -6,7 +6,8 @@ The other modules: ``training.py`` (the tiny phase configs, the one runner of a 
 under torchrun, checkpoint and weight comparisons), ``lakes.py`` (the one hand-made shard
 builder, the training lake made by the real preprocessing job, lake byte comparisons),
 ``mlflow_server.py`` (the one MLflow server starter), ``slurm_cluster.py`` (a private SLURM
-cluster and its job helpers), ``require_all.py`` (the ``STCNN_REQUIRE_ALL=1`` pytest plugin).
+cluster and its job helpers), ``rank_usage.py`` (a training hook recording each rank's batches,
+memory and wall time), ``require_all.py`` (the ``STCNN_REQUIRE_ALL=1`` pytest plugin).
 The fault helpers of ``tests/faults`` (``faults/faultlib.py``) build on these."""
 
 from __future__ import annotations

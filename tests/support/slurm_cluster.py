@@ -18,6 +18,7 @@ Needs Debian's/Ubuntu's ``slurm-wlm`` and ``munge`` (``apt-get install -y slurm-
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import re
@@ -29,6 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 
 INSTALL_HINT = "apt-get install -y slurm-wlm munge"
@@ -337,3 +339,20 @@ def wait_until_ended(cluster: SlurmCluster, job: str, timeout: float) -> None:
             raise AssertionError(f"job {job} still queued after {timeout} s:\n{queue}\n"
                                  f"{cluster.logs()}")
         time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def oversubscribed(cluster: SlurmCluster, jobs_per_cpu: int) -> Iterator[None]:
+    """Inside the block up to ``jobs_per_cpu`` jobs share each CPU of the partition
+    (``OverSubscribe=FORCE:N``, set with ``scontrol``): more tasks run at once than there are
+    cores. The partition is back to ``OverSubscribe=NO`` afterwards."""
+    def partition(value: str) -> None:
+        r = cluster.run("scontrol", "update", "PartitionName=debug", f"OverSubscribe={value}",
+                        timeout=20)
+        assert r.returncode == 0, f"scontrol update OverSubscribe={value}: {r.stdout}{r.stderr}"
+
+    partition(f"FORCE:{jobs_per_cpu}")
+    try:
+        yield
+    finally:
+        partition("NO")

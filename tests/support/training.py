@@ -1,6 +1,7 @@
 """Training runs for tests: the tiny configs of each phase, the one runner of a phase's launch
 script (``launch/<phase>.py``) under ``torchrun`` or plain ``python``, and what tests compare
-afterwards (exported weights, the last checkpoint, tensors nested in dicts and lists).
+afterwards (exported weights, the last checkpoint, tensors nested in dicts and lists, the files
+DeepSpeed saved).
 
 Every test that starts a training phase as a child process builds on :func:`torchrun_cmd` (the
 command) and :func:`torchrun` (the command, run to its end); in-process runs call
@@ -123,3 +124,24 @@ def assert_runs_bit_identical(reference: Path, run_dir: Path, *, step: int, rank
         name = f"checkpoints/step_{step:08d}/rank_{r:05d}.pt"
         assert_same_tensors(torch.load(reference / name, weights_only=True)["state"],
                             torch.load(run_dir / name, weights_only=True)["state"], name)
+
+
+def deepspeed_tensors(ckpt: Path) -> dict[str, dict]:
+    """Every tensor and number DeepSpeed saved for its engines in a checkpoint folder (module
+    states, and per rank the ZeRO partitions of the fp32 weights and of Adam's moments), by
+    file and path inside it; wall-clock entries left out."""
+    def walk(obj, prefix=""):
+        if isinstance(obj, torch.Tensor):
+            yield prefix, obj
+        elif isinstance(obj, dict):
+            for k in sorted(obj, key=str):
+                yield from walk(obj[k], f"{prefix}/{k}")
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                yield from walk(v, f"{prefix}/{i}")
+        elif isinstance(obj, (int, float)) and not isinstance(obj, bool) and "time" not in prefix:
+            yield prefix, obj
+
+    return {str(f.relative_to(ckpt)): dict(walk(torch.load(f, map_location="cpu",
+                                                           weights_only=False)))
+            for f in sorted((ckpt / "engines").rglob("*.pt"))}
