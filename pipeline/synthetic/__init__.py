@@ -1,11 +1,17 @@
 """Small synthetic datasets written in the official on-disk layouts of ``docs/layouts.md``.
 
 The content is meant to be learnable, not noise: procedural textured backgrounds (smooth colour
-noise, gradients, stripes) larger than the frame so that the camera can pan; several textured
-objects (ellipses, wobbling blobs, rounded polygons) that move along smooth paths, change scale and
-aspect, rotate, and occlude one another in depth order. Every mask is computed from the same
-per-pixel coverage the image was painted with, so masks are pixel-consistent with the frames and
-show only the *visible* part of each object.
+noise, gradients, stripes, static clutter) larger than the frame so that the camera can pan;
+several textured objects (ellipses, wobbling blobs, rounded polygons) that move along smooth paths,
+change scale and aspect, rotate, and occlude one another in depth order. Every mask is computed
+from the same per-pixel coverage the image was painted with, so masks are pixel-consistent with the
+frames and show only the *visible* part of each object.
+
+As the real datasets' splits share object categories, every dataset and split draws its annotated
+objects from one small set of object kinds (shape + texture + motion families,
+:mod:`~pipeline.synthetic.kinds`), each scene with its own instances; the backgrounds wear the
+kinds' colours, so that telling an object from the background takes learned appearance, which is
+what offline training can add to online tuning on the first frame.
 
 The files carry the releases' quirks (docs/layouts.md): ILSVRC VID's unprefixed list files and
 upper-case ``.JPEG`` frames, DAVIS-2016's one grey + alpha (LA) annotation, DAVIS-2017's void
@@ -25,7 +31,8 @@ rewritten, so list-driven readers ignore them, but MSRA10K has no list file).
 :meth:`Scene.render` also returns each object's unoccluded (amodal) mask, for tests.
 
 The modules: :mod:`~pipeline.synthetic.spec` (what to generate), :mod:`~pipeline.synthetic.scene`
-(the renderer), :mod:`~pipeline.synthetic.plan` (sequences per dataset),
+(the renderer), :mod:`~pipeline.synthetic.kinds` (the shared object kinds),
+:mod:`~pipeline.synthetic.plan` (sequences per dataset),
 :mod:`~pipeline.synthetic.files` (file formats), and one writer module per layout
 (:mod:`~pipeline.synthetic.davis`, :mod:`~pipeline.synthetic.images`,
 :mod:`~pipeline.synthetic.vid`, :mod:`~pipeline.synthetic.youtube_objects`).

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.synthetic.files import save_jpeg, save_png, void_band, write_lines
+from pipeline.synthetic.kinds import kind_palette, N_KINDS
 from pipeline.synthetic.plan import class_look
 from pipeline.synthetic.scene import make_scene
 from pipeline.synthetic.spec import seeded_rng, SyntheticSpec
@@ -29,9 +30,11 @@ def write_msra10k(root: Path, spec: SyntheticSpec) -> dict:
     for image_id in ids:
         rng = seeded_rng(spec.seed, "msra10k", image_id)
         n_obj = int(rng.integers(lo, hi + 1))
+        looks = [class_look(spec, int(rng.integers(N_KINDS)))] + [None] * (n_obj - 1)
         scene = make_scene(rng, spec.size, 1, [1] + [0] * (n_obj - 1), radius=(0.24, 0.36),
                             centre=(0.4, 0.6), distractor_scale=0.45, behind=list(range(1, n_obj)),
-                            camera=0.0, min_visible=0.9)
+                            camera=0.0, min_visible=0.9, looks=looks,
+                            palette=kind_palette(spec.seed))
         r = scene.render(0)
         save_jpeg(base / f"{image_id}.jpg", r.image, spec.jpeg_quality)
         save_png(base / f"{image_id}.png", np.where(r.labels > 0, 255, 0).astype(np.uint8),
@@ -50,9 +53,9 @@ def write_voc2012(root: Path, spec: SyntheticSpec) -> dict:
             n_obj = int(rng.integers(lo, hi + 1))
             classes = [int(c) for c in rng.integers(1, 21, n_obj)]
             inst = [int(v) + 1 for v in rng.permutation(n_obj)]
-            looks = [class_look(spec, "voc2012", c) for c in classes]
+            looks = [class_look(spec, c) for c in classes]
             scene = make_scene(rng, spec.size, 1, inst, looks=looks, radius=(0.12, 0.3),
-                                centre=(0.25, 0.75), camera=0.0)
+                                centre=(0.25, 0.75), camera=0.0, palette=kind_palette(spec.seed))
             r = scene.render(0)
             obj = r.labels.copy()
             cls_lut = np.zeros(n_obj + 1, dtype=np.uint8)

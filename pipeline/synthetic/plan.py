@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 
 from pipeline.synthetic.files import davis_names
-from pipeline.synthetic.scene import Look, make_scene, random_look, Scene
+from pipeline.synthetic.kinds import kind_look, kind_of, kind_palette, N_KINDS
+from pipeline.synthetic.scene import Look, make_scene, Scene
 from pipeline.synthetic.spec import check_name, frame_counts, seeded_rng, SyntheticSpec, YTO_CLASSES
 
 
@@ -81,27 +82,34 @@ def video_plan(name: str, spec: SyntheticSpec) -> dict[str, list[_SeqPlan]]:
     raise ValueError(f"{name} is not a video dataset")
 
 
-def class_look(spec: SyntheticSpec, dataset: str, cls) -> Look:
-    """The shared look of a class (instances jitter it), so classes are recognisable."""
-    return random_look(seeded_rng(spec.seed, dataset, "class", cls))
+def class_look(spec: SyntheticSpec, cls) -> Look:
+    """The look of a class: its kind's (:mod:`~pipeline.synthetic.kinds`), the same in every
+    dataset; instances jitter it."""
+    return kind_look(spec.seed, kind_of(cls))
 
 
 def video_scene(name: str, spec: SyntheticSpec, split: str, sp: _SeqPlan) -> Scene:
     rng = seeded_rng(spec.seed, name, split, sp.index, "scene")
+    palette = kind_palette(spec.seed)
     if name == "davis2016":
-        # one annotated object; smaller unannotated distractors behind it or passing in front
+        # one annotated object of a shared kind; smaller unannotated distractors (other things)
+        # behind it or passing in front
         labels = sp.opts["labels"]
         behind = list(range(1, len(labels))) if rng.random() < 0.5 else None
+        looks = [class_look(spec, int(rng.integers(N_KINDS)))] + [None] * (len(labels) - 1)
         return make_scene(rng, spec.size, sp.n_frames, labels, distractor_scale=0.55,
-                           behind=behind)
+                           behind=behind, looks=looks, palette=palette)
     if name == "davis2017":
-        return make_scene(rng, spec.size, sp.n_frames, sp.opts["labels"])
+        kinds = rng.integers(N_KINDS, size=len(sp.opts["labels"]))
+        return make_scene(rng, spec.size, sp.n_frames, sp.opts["labels"],
+                           looks=[class_look(spec, int(k)) for k in kinds], palette=palette)
     # VID / YouTube-Objects: one object of the sequence's class, distractors behind it
     lo, hi = spec.n_objects
     n_obj = int(rng.integers(lo, hi + 1))
-    looks = [class_look(spec, name, sp.opts["cls"])] + [None] * (n_obj - 1)
+    looks = [class_look(spec, sp.opts["cls"])] + [None] * (n_obj - 1)
     return make_scene(rng, spec.size, sp.n_frames, [1] + [0] * (n_obj - 1), looks=looks,
-                       behind=list(range(1, n_obj)), distractor_scale=0.6, radius=(0.16, 0.28))
+                       behind=list(range(1, n_obj)), distractor_scale=0.6, radius=(0.16, 0.28),
+                       palette=palette)
 
 
 def scene_for(name: str, spec: SyntheticSpec | None, split: str, index: int) -> Scene:

@@ -38,15 +38,25 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
                     dtype=np.float32)
 
 
-def _background(rng: np.random.Generator, height: int, width: int, m: int) -> np.ndarray:
-    """A textured (height, width, 3) float32 canvas in [0, 1]; m = min frame side (sets scale)."""
+def _background(rng: np.random.Generator, height: int, width: int, m: int,
+                palette: np.ndarray | None = None) -> np.ndarray:
+    """A textured (height, width, 3) float32 canvas in [0, 1]; m = min frame side (sets scale).
+    ``palette`` (k, 3): colours the objects wear; the colour field mixes them in and static
+    clutter patches wear them, so that colour alone does not tell objects from background."""
     # large-scale colour field: a few blobs of low-saturation colours around one hue
     hue = rng.random()
     gh = max(2, int(round(height / m * 2.5)) + 1)
     gw = max(2, int(round(width / m * 2.5)) + 1)
     cols = np.stack([_hsv_to_rgb((hue + rng.normal(0, 0.08)) % 1.0, rng.uniform(0.1, 0.45),
                                  rng.uniform(0.3, 0.85)) for _ in range(gh * gw)])
+    if palette is not None:
+        mixed = rng.random(gh * gw) < 0.4
+        picks = palette[rng.integers(len(palette), size=gh * gw)] * rng.uniform(0.7, 1.0,
+                                                                               (gh * gw, 1))
+        cols = np.where(mixed[:, None], picks, cols).astype(np.float32)
     img = _smooth_upsample(cols.reshape(gh, gw, 3), height, width)
+    if palette is not None:
+        img = _clutter(rng, img, m, palette)
     # finer luminance detail, two octaves
     for cells, amp in ((rng.uniform(5.0, 10.0), 0.14), (rng.uniform(18.0, 30.0), 0.07)):
         cell = max(2.0, m / cells)
@@ -72,6 +82,30 @@ def _background(rng: np.random.Generator, height: int, width: int, m: int) -> np
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
+def _clutter(rng: np.random.Generator, img: np.ndarray, m: int, palette: np.ndarray) -> np.ndarray:
+    """Static blotches in the palette's colours painted into the canvas: unshaded, unpatterned,
+    soft-edged, about object-sized (the background things a segmenter must learn to ignore)."""
+    height, width = img.shape[:2]
+    yy = np.arange(height, dtype=np.float32)[:, None] + 0.5
+    xx = np.arange(width, dtype=np.float32)[None, :] + 0.5
+    n = int(round(rng.uniform(0.6, 1.2) * height * width / (m * m) * 4))
+    for _ in range(n):
+        col = palette[rng.integers(len(palette))] * rng.uniform(0.75, 1.05)
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        r = m * rng.uniform(0.08, 0.22)
+        a, ang = float(np.exp(rng.uniform(-0.6, 0.6))), rng.uniform(0, math.pi)
+        c, s = math.cos(ang), math.sin(ang)
+        u = ((xx - cx) * c + (yy - cy) * s) / (r / math.sqrt(a))
+        v = (-(xx - cx) * s + (yy - cy) * c) / (r * math.sqrt(a))
+        th = np.arctan2(v, u)
+        edge = 1.0 + sum(rng.uniform(0.05, 0.2) * np.cos(k * th + rng.uniform(0, 2 * math.pi))
+                         for k in (2, 3))
+        alpha = np.clip((edge - np.hypot(u, v)) * r / 1.5, 0.0, 1.0)[..., None]
+        lum = img.mean(axis=2, keepdims=True) / max(float(img.mean()), 1e-6)
+        img = img * (1 - alpha) + np.clip(col * (0.8 + 0.2 * lum), 0, 1) * alpha
+    return img.astype(np.float32)
+
+
 # ------------------------------------------------------------------------------------------------
 # Objects and scenes
 # ------------------------------------------------------------------------------------------------
@@ -89,6 +123,8 @@ class Look:
     pattern_angle: float
     spots: np.ndarray  # (8, 8) values in [0, 1]
     light: tuple[float, float]
+    motion: float = 1.0  # path amplitude factor (a kind's way of moving)
+    spin: float = 0.0  # rotation speed, rad/frame (instances add a little of their own)
 
 
 def random_look(rng: np.random.Generator) -> Look:
@@ -107,7 +143,8 @@ def random_look(rng: np.random.Generator) -> Look:
                  pattern=("stripes", "checker", "rings", "spots")[rng.integers(4)],
                  freq=float(rng.uniform(1.5, 4.0)), pattern_angle=float(rng.uniform(0, math.pi)),
                  spots=rng.random((8, 8)).astype(np.float32),
-                 light=(0.15 * math.cos(la), 0.15 * math.sin(la)))
+                 light=(0.15 * math.cos(la), 0.15 * math.sin(la)),
+                 motion=float(rng.uniform(0.5, 1.6)), spin=float(rng.uniform(-0.06, 0.06)))
 
 
 def _jitter_look(rng: np.random.Generator, look: Look) -> Look:
@@ -289,18 +326,19 @@ def make_scene(rng: np.random.Generator, size: tuple[int, int], n_frames: int, l
                 centre: tuple[float, float] = (0.3, 0.7),
                 distractor_scale: float = 1.0, cross: bool = True, camera: float = 1.0,
                 looks: list[Look | None] | None = None, behind: list[int] | None = None,
-                min_visible: float = 0.3) -> Scene:
+                min_visible: float = 0.3, palette: np.ndarray | None = None) -> Scene:
     """A random scene. ``labels`` has one entry per object in paint order (0 = distractor).
 
     cross:  every object after the first passes in front of an earlier one (occlusion).
     looks:  optional per-object class look (jittered per instance) instead of a random one.
     behind: indices of objects to paint first (e.g. distractors kept behind the labelled ones).
+    palette: (k, 3) colours the background shares with the objects (see ``_background``).
     Frame 0 is re-drawn (up to 20 times) until every labelled object shows >= ``min_visible`` of
     its area inside the frame."""
     w, h = size
     m = min(w, h)
     pad = (int(math.ceil(0.06 * w)) + 1, int(math.ceil(0.06 * h)) + 1)
-    background = _background(rng, h + 2 * pad[1], w + 2 * pad[0], m)
+    background = _background(rng, h + 2 * pad[1], w + 2 * pad[0], m, palette)
     scene = None
     for _attempt in range(20):
         # camera: a smooth pan/shake within the canvas margin
@@ -320,13 +358,15 @@ def make_scene(rng: np.random.Generator, size: tuple[int, int], n_frames: int, l
             ob = _Object(
                 look=look, radius=float(rad),
                 q0=np.array([rng.uniform(*centre) * w, rng.uniform(*centre) * h]),
-                amp=np.array([rng.uniform(0.04, 0.14) * w, rng.uniform(0.03, 0.12) * h]),
+                amp=look.motion * np.array([rng.uniform(0.04, 0.14) * w,
+                                            rng.uniform(0.03, 0.12) * h]),
                 period=rng.uniform(16.0, 48.0, 2), phase=rng.uniform(0, 2 * math.pi, 2),
                 scale_amp=float(rng.uniform(0.05, 0.18)), scale_period=float(rng.uniform(10, 30)),
                 scale_phase=float(rng.uniform(0, 2 * math.pi)),
                 aspect_amp=float(rng.uniform(0.03, 0.15)), aspect_period=float(rng.uniform(8, 24)),
                 aspect_phase=float(rng.uniform(0, 2 * math.pi)),
-                rot0=float(rng.uniform(0, 2 * math.pi)), rot_speed=float(rng.uniform(-0.08, 0.08)),
+                rot0=float(rng.uniform(0, 2 * math.pi)),
+                rot_speed=look.spin + float(rng.uniform(-0.03, 0.03)),
             )
             objects.append(ob)
         if cross:
