@@ -183,11 +183,15 @@ class Person:
         self.driver.quit()
 
     def _wait(self, condition, what: str, timeout: float = WAIT_S):
-        from selenium.common.exceptions import TimeoutException
+        from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
         from selenium.webdriver.support.ui import WebDriverWait
 
         try:
-            return WebDriverWait(self.driver, timeout).until(condition)
+            # the UI re-renders while it loads: an element found a moment ago may be replaced
+            # before the condition inspects it; that is "not yet", not a failure
+            return WebDriverWait(self.driver, timeout,
+                                 ignored_exceptions=(StaleElementReferenceException,)
+                                 ).until(condition)
         except TimeoutException:
             shot = self.shots / f"{re.sub(r'[^a-z0-9]+', '_', what.lower())}.png"
             self.driver.save_screenshot(str(shot))
@@ -204,12 +208,23 @@ class Person:
             (By.XPATH, f"//*[normalize-space(text())='{text}']")), repr(text), timeout)
 
     def clicks(self, text: str, tag: str = "*") -> None:
+        shown = "normalize-space(text())" if tag == "*" else "normalize-space(.)"
+        self.clicks_at(f"//{tag}[{shown}='{text}']", f"a clickable {text!r}")
+
+    def clicks_at(self, xpath: str, what: str, attempts: int = 3) -> None:
+        """Click the element at ``xpath`` once it is clickable; found again when a re-render
+        replaced it between the wait and the click."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support import expected_conditions as ec
 
-        shown = "normalize-space(text())" if tag == "*" else "normalize-space(.)"
-        self._wait(ec.element_to_be_clickable((By.XPATH, f"//{tag}[{shown}='{text}']")),
-                   f"a clickable {text!r}").click()
+        for attempt in range(attempts):
+            try:
+                self._wait(ec.element_to_be_clickable((By.XPATH, xpath)), what).click()
+                return
+            except StaleElementReferenceException:
+                if attempt == attempts - 1:
+                    raise
 
     def opens(self, url: str) -> None:
         self.driver.get(url)
@@ -237,8 +252,7 @@ class Person:
         self.dismisses_registry_notice()
         self.clicks(model, "a")
         self.clicks(f"Version {version}", "a")
-        self._wait(ec.element_to_be_clickable((By.XPATH, "//button[@title='Edit aliases']")),
-                   "the 'Edit aliases' button").click()
+        self.clicks_at("//button[@title='Edit aliases']", "the 'Edit aliases' button")
         box = self._wait(ec.visibility_of_element_located(
             (By.XPATH, "//div[@role='dialog']//input[@role='combobox']")), "the alias field")
         box.send_keys(alias)
