@@ -231,17 +231,22 @@ class Person:
 
     def dismisses_registry_notice(self) -> None:
         """The registry's first visit shows a notice about its new UI: "Try it now"."""
-        from selenium.common.exceptions import TimeoutException
+        from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support import expected_conditions as ec
         from selenium.webdriver.support.ui import WebDriverWait
 
-        try:
-            WebDriverWait(self.driver, 10).until(ec.element_to_be_clickable(
-                (By.XPATH, "//div[@role='dialog']//*[normalize-space(text())='Try it now']"))
-            ).click()
-        except TimeoutException:
-            pass
+        notice = (By.XPATH, "//div[@role='dialog']//*[normalize-space(text())='Try it now']")
+        for _attempt in range(3):
+            try:
+                WebDriverWait(self.driver, 10,
+                              ignored_exceptions=(StaleElementReferenceException,)
+                              ).until(ec.element_to_be_clickable(notice)).click()
+                return
+            except TimeoutException:          # no notice (an earlier visit dismissed it)
+                return
+            except StaleElementReferenceException:  # re-rendered between the wait and the click
+                continue
 
     def sets_alias(self, model: str, version: str, alias: str) -> None:
         """Registered model -> its version -> "Edit aliases" -> type the alias -> save."""

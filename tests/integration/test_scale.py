@@ -8,14 +8,13 @@ having received the same number of batches and samples (counted in each rank by
 ``support/rank_usage.py``, and the data position each rank saved in its rank file). Peak RSS and
 wall time of each rank are reported (``record_property`` and the test's output, ``-rP``).
 
-Stop/resume: the GAN phase (16 ranks, DDP) and ZeRO-2 (8 ranks) are run 4 steps straight with a
-checkpoint at step 2; the run directory is copied, its step-4 checkpoint and weights removed (as
-if the job had died after step 2) and the copy resumed to step 4: bit-identical to the straight
-run (weights, engines, DeepSpeed's partitions, every rank's RNG and data position). One launch
-less than stopping a third run with ``checkpoint.stop_after`` (``test_train_ddp.py`` covers
-that hook). The segmentation and alternating phases are run 2 steps straight at 16 ranks, with
-the same checks except the resume (their 2-rank resumes are in ``test_train_ddp.py`` and
-``test_segment_resume.py``)."""
+Stop/resume: every phase on 16 ranks (DDP) and the GAN phase under ZeRO-2 on 8 is run 4 steps
+straight with a checkpoint at step 2 (the alternating phase one TCB and one SSB step per round,
+so both branches are trained before and after the stop); the run directory is copied, its
+step-4 checkpoint and weights removed (as if the job had died after step 2) and the copy resumed
+to step 4: bit-identical to the straight run (weights, engines, DeepSpeed's partitions, every
+rank's RNG and data position). One launch less than stopping a third run with
+``checkpoint.stop_after`` (``test_train_ddp.py`` covers that hook)."""
 
 from __future__ import annotations
 
@@ -135,27 +134,22 @@ def lake(train_lake):
     return train_lake
 
 
-def test_gan_phase_on_16_ranks_resumes_bit_identically(lake, tmp_path, record_property):
-    straight, resumed = tmp_path / "gan_straight", tmp_path / "gan_resumed"
-    s, ranks = launch("gan", lake, straight, "steps=4", nproc=RANKS,
+@pytest.mark.parametrize("phase, extra", [
+    ("gan", ()),
+    ("segmentation", ()),
+    ("alternating", ("alternating.tcb_steps=1", "alternating.ssb_steps=1")),  # both branches
+], ids=["gan", "segmentation", "alternating"])
+def test_phase_on_16_ranks_resumes_bit_identically(phase, extra, lake, tmp_path,
+                                                   record_property):
+    straight, resumed = tmp_path / f"{phase}_straight", tmp_path / f"{phase}_resumed"
+    s, ranks = launch(phase, lake, straight, "steps=4", *extra, nproc=RANKS,
                       record_property=record_property)
     check_run(straight, s, ranks, nproc=RANKS, steps=4)
     resumable_copy(straight, resumed, step=2)
-    s, ranks = launch("gan", lake, resumed, "steps=4", nproc=RANKS,
+    s, ranks = launch(phase, lake, resumed, "steps=4", *extra, nproc=RANKS,
                       record_property=record_property)
     check_run(resumed, s, ranks, nproc=RANKS, steps=4, start=2)
     assert_runs_bit_identical(straight, resumed, step=4, ranks=RANKS)
-
-
-@pytest.mark.parametrize("phase, extra", [
-    ("segmentation", ()),
-    ("alternating", ("alternating.tcb_steps=1", "alternating.ssb_steps=1")),  # both branches
-], ids=["segmentation", "alternating"])
-def test_phase_on_16_ranks(phase, extra, lake, tmp_path, record_property):
-    run_dir = tmp_path / phase
-    s, ranks = launch(phase, lake, run_dir, "steps=2", *extra, nproc=RANKS,
-                      record_property=record_property)
-    check_run(run_dir, s, ranks, nproc=RANKS, steps=2)
 
 
 def test_deepspeed_zero2_on_8_ranks_resumes_bit_identically(lake, tmp_path, record_property):

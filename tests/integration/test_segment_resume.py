@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import subprocess
 import threading
 from pathlib import Path
@@ -20,7 +21,8 @@ from pipeline.model.config import ModelConfig
 REPO = Path(__file__).resolve().parents[2]
 ONLINE = ["online.iterations=12", "online.dreams=3", "online.optim.name=adam",
           "online.optim.lr=1e-3"]
-BAR = "step/s, tuning]"       # tqdm's rate and the bar's stage
+# tqdm's rate and the bar's stage: "12.3step/s, tuning]", or "1.23s/step, tuning]" on a slow machine
+BAR = re.compile(r"(step/s|s/step), tuning\]")
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def _kill_after_first_sequence(cmd: list[str], log: Path) -> str:
 def test_killed_run_resumes_to_the_uninterrupted_results(checkpoint, davis16, tmp_path):
     full = tmp_path / "full"
     first = _run(_command(checkpoint, davis16, full, "progress=true"))
-    assert BAR in first.stderr and "segmenting]" in first.stderr   # the bar, when asked for
+    assert BAR.search(first.stderr) and "segmenting]" in first.stderr   # the bar, when asked for
     expected = json.loads((full / "summary.json").read_text())
     assert expected["skipped"] == [] and expected["segmented"] == 3
 
@@ -98,13 +100,13 @@ def test_killed_run_resumes_to_the_uninterrupted_results(checkpoint, davis16, tm
     frames = sorted(p.stem for p in (davis16 / "JPEGImages" / "480p" / done).glob("*.jpg"))
     assert sorted(p.stem for p in (out / done).glob("*.png")) == frames
     assert not (out / "summary.json").exists()                   # killed mid-run
-    assert BAR not in (tmp_path / "killed.log").read_text()       # no bar: stderr is no terminal
+    assert not BAR.search((tmp_path / "killed.log").read_text())       # no bar: stderr is no terminal
 
     again = _run(cmd)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped"] == [done] and summary["segmented"] == 2, summary
     assert "1 of 3 sequences already complete" in again.stdout
-    assert BAR not in again.stderr
+    assert not BAR.search(again.stderr)
     assert _pngs(out) == _pngs(full) and len(_pngs(full)) > 3
     assert json.dumps(summary["evaluation"]["metrics"]) == json.dumps(expected["evaluation"]["metrics"])
     for csv in ("global_results-val.csv", "per-sequence_results-val.csv"):

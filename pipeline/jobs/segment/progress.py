@@ -33,7 +33,8 @@ class SequenceProgress:
     def __call__(self, stage: str) -> None:
         if stage != self.stage:
             self.stage = stage
-            self.bar.set_postfix_str("tuning" if stage == "tune" else "segmenting", refresh=False)
+            # drawn at once: a stage shorter than tqdm's redraw interval would never show
+            self.bar.set_postfix_str("tuning" if stage == "tune" else "segmenting")
         self.bar.update(1)
 
     def __enter__(self) -> "SequenceProgress":
